@@ -1,0 +1,119 @@
+"""Errors, ulps, the tolerance rule, verdicts and attribution.
+
+**The tolerance rule.**  For a quantity with exact value ``e`` and running error bound ``E``
+(`errorbound`: what rounding can do to a correct computation of it in the declared order), a
+source's value ``v`` in a dtype with unit roundoff ``u`` agrees when
+
+    |v − e|  ≤  max(SAFETY · u · E,  FLOOR_ULPS · ulp(e))
+
+``E`` grows with the size of the exact value *and* with the cancellation behind it, so a
+correct float32 gradient passes even where it is a small difference of large terms, and a wrong
+one (a missing factor, a sign, a relative error of 1e-3) is caught wherever float32 can see it.
+
+**Attribution.**  The exact value is the judge; finite differences (FD) of the same forward tell
+*why* a source disagrees:
+
+* source ≠ exact, FD ≈ exact: the source's gradient is **wrong** (its backward);
+* source ≠ exact, FD ≈ source ≠ exact: the forward does not compute the declared model
+  (**forward_mismatch**);
+* FD ≠ exact while the source agrees: FD **noise** (truncation or rounding), not a bug.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flint import arb, fmpq
+
+from .model import exact_number
+
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+MANTISSA_BITS = {"float64": 52, "float32": 23}
+MIN_EXPONENT = {"float64": -1022, "float32": -126}
+SAFETY = 8.0  # head-room for other evaluation orders and libm functions a few ulps off
+FLOOR_ULPS = 4.0
+FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
+
+VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined")
+ATTRIBUTIONS = ("wrong", "forward_mismatch", "noise")
+
+
+def ulp(x: float, dtype: str) -> float:
+    """Spacing of ``dtype`` floats at ``|x|`` (the smallest subnormal spacing at 0).
+
+    >>> ulp(1.0, "float32") == 2.0**-23
+    True
+    """
+    x = abs(x)
+    if not math.isfinite(x):
+        return math.inf
+    emin = MIN_EXPONENT[dtype]
+    e = math.frexp(x)[1] - 1 if x else emin
+    return 2.0 ** (max(e, emin) - MANTISSA_BITS[dtype])
+
+
+def tolerance(exact: float, scale: float, dtype: str) -> float:
+    """The largest error a correct ``dtype`` computation may have (the rule above)."""
+    bound = SAFETY * UNIT_ROUNDOFF[dtype] * scale if math.isfinite(scale) else math.inf
+    return max(bound, FLOOR_ULPS * ulp(exact, dtype))
+
+
+def as_float(x: Any) -> float:
+    """Nearest float64 of an exact value (fmpq, or the midpoint of an arb ball)."""
+    if isinstance(x, arb):
+        return float(x.mid())
+    if isinstance(x, fmpq):
+        return int(x.p) / int(x.q) if abs(x.p) < 2**1000 and x.q < 2**1000 else float(arb(x))
+    return float(x)
+
+
+def exact_text(x: Any, digits: int = 25) -> str:
+    """The exact value as text: a fraction when short, else a decimal ball or enclosure."""
+    if isinstance(x, fmpq):
+        s = str(x)
+        return s if len(s) <= 60 else arb(x).str(digits, radius=False) + "…"
+    if isinstance(x, arb):
+        return x.str(digits)
+    return repr(x)
+
+
+def abs_error(value: float, exact: Any) -> float:
+    """|value − exact| computed exactly, then rounded."""
+    if not math.isfinite(value):
+        return math.inf
+    v = exact_number(value, "value")
+    d = fmpq(v.numerator, v.denominator) - exact
+    if isinstance(d, arb):
+        return float(abs(d).mid())
+    return abs(as_float(d))
+
+
+def relative(err: float, exact: float) -> float:
+    if err == 0:
+        return 0.0
+    return err / abs(exact) if exact else math.inf
+
+
+def fd_agrees(fd: float, fd_error: float, target: float, tol: float) -> bool:
+    """Whether an FD value is consistent with ``target`` given its own error estimate."""
+    if not (math.isfinite(fd) and math.isfinite(target)):
+        return False
+    return abs(fd - target) <= max(FD_SIGMAS * fd_error, tol)
+
+
+def attribute(source_agrees: bool, fd_agrees_exact: bool | None, fd_agrees_source: bool | None) -> tuple[str | None, str]:
+    """(attribution, note) for a source's check given what FD says.  See the module docstring."""
+    if source_agrees:
+        return None, ""
+    if fd_agrees_exact is None:
+        return "wrong", "no finite differences to confirm"
+    if fd_agrees_exact:
+        return "wrong", "finite differences agree with the exact value: the gradient is wrong"
+    if fd_agrees_source:
+        return (
+            "forward_mismatch",
+            "finite differences agree with this source, not with the exact value: the forward "
+            "does not compute the declared model",
+        )
+    return "wrong", "finite differences agree with neither (inconclusive); the exact value decides"

@@ -1,0 +1,179 @@
+"""The table of supported functions: one row per SymPy function, as data.
+
+Each row says how the function is computed in every place gradcheck_sym needs it:
+
+* ``torch``: the torch callable the generated forward uses (SymPy's own torch printer gets
+  ``Max``, ``Min``, ``Heaviside`` and ``Piecewise`` wrong on tensors; these rows are the fix, and
+  every row is exercised by ``tests/test_torch_codegen.py``);
+* ``arb``: the python-flint ball function for the certified reference;
+* ``math``: the float64 function for the rounding-error estimate;
+* ``domain``: where the function is real and finite, so a point outside it is reported as
+  *undefined* instead of producing NaN;
+* ``kink``: functions with corners or jumps (``Abs``, ``Max``, ...) are rewritten to
+  ``Piecewise`` for the exact side, so that one mechanism finds non-differentiable points.
+
+To support a new function, add a row here; the tests iterate over this table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import sympy as sp
+import torch
+from flint import arb as _arb
+
+
+def _math(f: Callable[..., float]) -> Callable[..., float]:
+    """A float function that returns NaN/inf where the math module would raise."""
+
+    def safe(*xs: float) -> float:
+        try:
+            return f(*xs)
+        except (ValueError, ZeroDivisionError):
+            return math.nan
+        except OverflowError:
+            return math.inf
+
+    return safe
+
+
+def _torch_heaviside(x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    # torch.heaviside has no derivative ("not implemented"); a where() chain does (zero).
+    one = torch.ones((), dtype=x.dtype)
+    zero = torch.zeros((), dtype=x.dtype)
+    return torch.where(x > 0, one, torch.where(x < 0, zero, h0))
+
+
+# domain predicates take a python-flint arb and answer True (inside), False (outside) or None
+# (cannot tell at this precision).
+def _positive(x: Any) -> bool | None:
+    if x > 0:
+        return True
+    if x <= 0:
+        return False
+    return None
+
+
+def _closed_unit(x: Any) -> bool | None:
+    if x >= -1 and x <= 1:
+        return True
+    if x < -1 or x > 1:
+        return False
+    return None
+
+
+def _open_unit(x: Any) -> bool | None:
+    if x > -1 and x < 1:
+        return True
+    if x <= -1 or x >= 1:
+        return False
+    return None
+
+
+def _at_least_one(x: Any) -> bool | None:
+    if x >= 1:
+        return True
+    if x < 1:
+        return False
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSpec:
+    """How one SymPy function is evaluated by each part of gradcheck_sym."""
+
+    name: str  # the SymPy name users write
+    torch: Callable[..., torch.Tensor]  # the generated forward's operation
+    arb: Callable[..., Any] | None = None  # certified ball evaluation (None: rewritten first)
+    math: Callable[..., float] | None = None  # float64 evaluation for error estimates
+    domain: Callable[[Any], bool | None] | None = None  # None: every real number
+    kink: bool = False  # corners or jumps: rewritten to Piecewise for the exact side
+
+
+FUNCTIONS: dict[type, FunctionSpec] = {
+    sp.exp: FunctionSpec(name="exp", torch=torch.exp, arb=lambda x: x.exp(), math=_math(math.exp)),
+    sp.log: FunctionSpec(
+        name="log", torch=torch.log, arb=lambda x: x.log(), math=_math(math.log), domain=_positive
+    ),
+    sp.sin: FunctionSpec(name="sin", torch=torch.sin, arb=lambda x: x.sin(), math=_math(math.sin)),
+    sp.cos: FunctionSpec(name="cos", torch=torch.cos, arb=lambda x: x.cos(), math=_math(math.cos)),
+    sp.tan: FunctionSpec(name="tan", torch=torch.tan, arb=lambda x: x.tan(), math=_math(math.tan)),
+    sp.asin: FunctionSpec(
+        name="asin", torch=torch.asin, arb=lambda x: x.asin(), math=_math(math.asin),
+        domain=_closed_unit,
+    ),
+    sp.acos: FunctionSpec(
+        name="acos", torch=torch.acos, arb=lambda x: x.acos(), math=_math(math.acos),
+        domain=_closed_unit,
+    ),
+    sp.atan: FunctionSpec(
+        name="atan", torch=torch.atan, arb=lambda x: x.atan(), math=_math(math.atan)
+    ),
+    sp.sinh: FunctionSpec(
+        name="sinh", torch=torch.sinh, arb=lambda x: x.sinh(), math=_math(math.sinh)
+    ),
+    sp.cosh: FunctionSpec(
+        name="cosh", torch=torch.cosh, arb=lambda x: x.cosh(), math=_math(math.cosh)
+    ),
+    sp.tanh: FunctionSpec(
+        name="tanh", torch=torch.tanh, arb=lambda x: x.tanh(), math=_math(math.tanh)
+    ),
+    sp.asinh: FunctionSpec(
+        name="asinh", torch=torch.asinh, arb=lambda x: x.asinh(), math=_math(math.asinh)
+    ),
+    sp.acosh: FunctionSpec(
+        name="acosh", torch=torch.acosh, arb=lambda x: x.acosh(), math=_math(math.acosh),
+        domain=_at_least_one,
+    ),
+    sp.atanh: FunctionSpec(
+        name="atanh", torch=torch.atanh, arb=lambda x: x.atanh(), math=_math(math.atanh),
+        domain=_open_unit,
+    ),
+    sp.erf: FunctionSpec(name="erf", torch=torch.erf, arb=lambda x: x.erf(), math=_math(math.erf)),
+    sp.erfc: FunctionSpec(
+        name="erfc", torch=torch.erfc, arb=lambda x: x.erfc(), math=_math(math.erfc)
+    ),
+    sp.atan2: FunctionSpec(
+        name="atan2", torch=torch.atan2, arb=lambda y, x: _arb.atan2(y, x), math=_math(math.atan2)
+    ),
+    # Functions with corners or jumps: exact side rewrites them to Piecewise.
+    sp.Abs: FunctionSpec(name="Abs", torch=torch.abs, kink=True),
+    sp.sign: FunctionSpec(name="sign", torch=torch.sign, kink=True),
+    sp.Max: FunctionSpec(name="Max", torch=lambda *xs: reduce(torch.maximum, xs), kink=True),
+    sp.Min: FunctionSpec(name="Min", torch=lambda *xs: reduce(torch.minimum, xs), kink=True),
+    sp.Heaviside: FunctionSpec(name="Heaviside", torch=_torch_heaviside, kink=True),
+}
+
+# Written by users but not functions in SymPy's sense; listed so error messages can name them.
+STRUCTURAL = ("+", "-", "*", "/", "** (any real power, sqrt)", "Piecewise", "pi", "E")
+
+
+def supported_names() -> list[str]:
+    """The function names a model may use, for error messages and the README."""
+    return sorted(spec.name for spec in FUNCTIONS.values()) + list(STRUCTURAL)
+
+
+def rewrite_kink(expr: sp.Basic) -> sp.Basic:
+    """`Abs`, `sign`, `Max`, `Min` and `Heaviside` as an equivalent `Piecewise`.
+
+    >>> x = sp.Symbol("x", real=True)
+    >>> rewrite_kink(sp.Abs(x))
+    Piecewise((x, x >= 0), (-x, True))
+    """
+    f = type(expr)
+    a = expr.args
+    if f is sp.Abs:
+        return sp.Piecewise((a[0], a[0] >= 0), (-a[0], True))
+    if f is sp.sign:
+        return sp.Piecewise((1, a[0] > 0), (-1, a[0] < 0), (0, True))
+    if f is sp.Heaviside:
+        h0 = a[1] if len(a) > 1 else sp.Rational(1, 2)
+        return sp.Piecewise((0, a[0] < 0), (h0, sp.Eq(a[0], 0)), (1, True))
+    if f in (sp.Max, sp.Min):
+        return expr.rewrite(sp.Piecewise)
+    raise AssertionError(f"not a kink function: {f}")

@@ -1,0 +1,192 @@
+"""Results: frozen dataclasses, and JSON in and out.
+
+Rendering never computes and computing never prints: everything a report shows is in here, and
+``from_json(to_json(run)) == run``.  Non-finite floats are written as the strings ``"nan"``,
+``"inf"`` and ``"-inf"`` (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One quantity from one source at one point in one dtype, against the exact value."""
+
+    source: str  # "autograd" | "impl" | "grad_impl" | "fd"
+    dtype: str  # "float64" | "float32"
+    param: str  # variable name; "loss" for a forward-value check
+    index: tuple[int, ...] | None = None  # entry of an array variable
+    quantity: str = "grad"  # "grad" (∂loss/∂param) or "loss" (forward value)
+    point: int  # index into ModelResult.points[dtype]
+    exact: float | None  # nearest float64 of the exact value (None if none exists)
+    exact_text: str | None = None  # the exact value itself: a fraction or a certified ball
+    value: float  # what the source computed
+    abs_error: float | None = None
+    rel_error: float | None = None
+    ulps: float | None = None  # |value - exact| in units in the last place of dtype at exact
+    tolerance: float | None = None  # the largest error a correct computation may have
+    verdict: str  # "agree" | "mismatch" | "nondifferentiable" | "undefined"
+    attribution: str | None = None  # "wrong" | "forward_mismatch" | "noise" (mismatches only)
+    note: str = ""  # attribution or classification, in words
+    left: float | None = None  # one-sided derivatives where nondifferentiable
+    right: float | None = None
+    forward: str | None = None  # fd only: "model" or "impl"
+    fd_error: float | None = None  # fd only: its own error estimate
+
+    @property
+    def entry(self) -> str:
+        """``w`` or ``W1[2,3]``: the entry as people write it."""
+        if self.index is None or not self.index:
+            return self.param
+        return f"{self.param}[{','.join(map(str, self.index))}]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariableInfo:
+    name: str
+    shape: tuple[int, ...]  # () for a scalar
+    role: str  # "param" | "input"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelResult:
+    """Everything checked for one model."""
+
+    name: str
+    status: str  # "pass" | "fail" | "error"
+    description: str = ""
+    loss: str = ""  # the declared loss, as SymPy prints it
+    loss_latex: str = ""
+    variables: tuple[VariableInfo, ...] = ()
+    n_params: int = 0  # scalar weights differentiated
+    closed_form: dict[str, str] = field(default_factory=dict)  # entry -> ∂loss/∂entry (small models)
+    closed_form_latex: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # model-specific findings (e.g. the linear-stack collapse)
+    points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # dtype -> points
+    arithmetic: tuple[str, ...] = ()  # how the references were obtained ("rational", "ball/128")
+    sources: tuple[str, ...] = ()  # sources checked, e.g. ("autograd", "fd")
+    checks: tuple[Check, ...] = ()
+    error: str | None = None  # why the model could not be checked (status "error")
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.verdict == "mismatch" and c.source != "fd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayStep:
+    """One SGD step of the lecture's training loop, float32 autograd beside exact."""
+
+    epoch: int
+    x: float
+    y: float
+    grad_float32: float
+    grad_exact: str  # exact rational gradient, as a decimal
+    w_float32: float  # weight after the step
+    w_exact: str
+    loss_float32: float
+    loss_exact: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replay:
+    lines_float32: tuple[str, ...]  # exactly what the lecture's program prints
+    steps: tuple[ReplayStep, ...]
+    final_w_exact: str
+    final_w_float32: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """One `verify` run."""
+
+    tool_version: str
+    versions: dict[str, str]  # python, torch, sympy, python-flint
+    command: str
+    seed: int
+    samples: int
+    dtypes: tuple[str, ...]
+    models: tuple[ModelResult, ...]
+    errors: tuple[str, ...] = ()  # targets that could not be loaded
+    replay: Replay | None = None
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def _encode(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return x
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _encode(v) for k, v in x.items()}
+    return x
+
+
+def to_json(run: RunResult) -> str:
+    """The run as JSON text (stable key order, so equal runs give equal bytes)."""
+    data = {"schema": SCHEMA, **_encode(run)}
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+_FLOAT_FIELDS = {"exact", "value", "abs_error", "rel_error", "ulps", "tolerance", "left", "right", "fd_error"}
+
+
+def _float(x: Any) -> Any:
+    if isinstance(x, str):
+        return float(x)
+    return x
+
+
+def _check(d: dict[str, Any]) -> Check:
+    kw = {k: (_float(v) if k in _FLOAT_FIELDS else v) for k, v in d.items()}
+    if kw.get("index") is not None:
+        kw["index"] = tuple(kw["index"])
+    return Check(**kw)
+
+
+def _model(d: dict[str, Any]) -> ModelResult:
+    d = dict(d)
+    d["variables"] = tuple(VariableInfo(name=v["name"], shape=tuple(v["shape"]), role=v["role"]) for v in d["variables"])
+    d["checks"] = tuple(_check(c) for c in d["checks"])
+    for key in ("notes", "arithmetic", "sources"):
+        d[key] = tuple(d[key])
+    return ModelResult(**d)
+
+
+def _replay(d: dict[str, Any] | None) -> Replay | None:
+    if d is None:
+        return None
+    return Replay(
+        lines_float32=tuple(d["lines_float32"]),
+        steps=tuple(ReplayStep(**s) for s in d["steps"]),
+        final_w_exact=d["final_w_exact"],
+        final_w_float32=d["final_w_float32"],
+    )
+
+
+def from_json(text: str) -> RunResult:
+    """A run read back from `to_json`'s output."""
+    d = json.loads(text)
+    if d.pop("schema", None) != SCHEMA:
+        raise ValueError("not a gradcheck_sym results file (or written by another version)")
+    d["models"] = tuple(_model(m) for m in d["models"])
+    d["dtypes"] = tuple(d["dtypes"])
+    d["errors"] = tuple(d["errors"])
+    d["replay"] = _replay(d.get("replay"))
+    return RunResult(**d)

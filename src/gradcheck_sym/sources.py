@@ -1,0 +1,268 @@
+"""The gradient sources checked against the exact gradient, all with one signature.
+
+``source(subject, points, dtype) -> SourceOutput``: ``subject`` is the `Subject` (the model with
+its compiled torch forward), ``points`` are tuples of ``dtype`` values in ``model.symbols``
+order, and the output holds one gradient row per point (one value per entry of
+``model.entries``) and, where the source has a forward, the loss per point.
+
+* `autograd`: torch autograd through the model's own generated forward, all points in a batch;
+* `impl`: torch autograd through the user's implementation, one call per point;
+* `grad_impl`: the user's hand-written gradient;
+* `finite_differences`: central differences with one Richardson step, of either forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import ImplError
+from .model import Model, Variable
+from .torch_codegen import TORCH_DTYPES, TorchForward
+
+Point = tuple[float, ...]
+
+# Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
+# power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
+FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceOutput:
+    """What one source says at every point."""
+
+    source: str  # "autograd" | "impl" | "grad_impl" | "fd"
+    forward: str | None = None  # fd only: which forward was differenced, "model" or "impl"
+    grads: list[list[float]]  # [point][entry]
+    loss: list[float] | None = None  # forward value per point, where the source has one
+    error_estimate: list[list[float]] | None = None  # fd only: its own error estimate
+    steps: list[list[float]] | None = None  # fd only: the step h used
+
+
+class Subject:
+    """A model prepared for the torch sources: its compiled forward and entry layout."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.symbols = model.symbols
+        self.forward = TorchForward(model.loss, self.symbols, model=model.name)
+        position = {s: i for i, s in enumerate(self.symbols)}
+        self.entry_positions = [position[e.symbol] for e in model.entries]
+
+
+Source = Callable[[Subject, Sequence[Point], str], SourceOutput]
+
+
+def _columns(points: Sequence[Point], dtype: str) -> list[torch.Tensor]:
+    t = torch.tensor(points, dtype=TORCH_DTYPES[dtype]).reshape(len(points), -1)
+    return list(t.T)
+
+
+def autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Autograd through the generated forward of the declared model, all points at once."""
+    cols = [c.clone() for c in _columns(points, dtype)]
+    leaves = []
+    for pos in subject.entry_positions:
+        cols[pos] = cols[pos].detach().requires_grad_(True)
+        leaves.append(cols[pos])
+    with torch.enable_grad():
+        loss = subject.forward(cols)
+        grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+    rows = torch.stack([g if g is not None else torch.zeros_like(loss) for g in grads], dim=1)
+    return SourceOutput(source="autograd", grads=rows.double().tolist(), loss=loss.detach().double().tolist())
+
+
+def _kwargs(model: Model, point: Point, dtype: str, requires_grad: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    i = 0
+    for v in model.variables:
+        t = torch.tensor(point[i : i + v.size], dtype=TORCH_DTYPES[dtype]).reshape(v.shape)
+        i += v.size
+        wants = requires_grad and (v.role == "param" or model.input_grads)
+        out[v.name] = t.requires_grad_(True) if wants else t
+    return out
+
+
+def _call(model: Model, label: str, f: Callable[..., Any], kwargs: Mapping[str, Any], k: int) -> Any:
+    try:
+        return f(**kwargs)
+    except Exception as exc:  # the user's code: any failure is reported, never re-raised raw
+        raise ImplError(
+            f"model `{model.name}`: `{label}` raised {type(exc).__name__}: {exc} "
+            f"(at point {k}, called with {', '.join(kwargs)})"
+        ) from exc
+
+
+def _check_loss(model: Model, out: Any, dtype: str, k: int) -> torch.Tensor:
+    where = f"model `{model.name}`: `impl` (at point {k})"
+    if not isinstance(out, torch.Tensor):
+        raise ImplError(
+            f"{where} returned a {type(out).__name__}, not a tensor; return the loss tensor itself "
+            "(not `.item()` or a Python number), so that autograd can differentiate it"
+        )
+    if out.numel() != 1:
+        raise ImplError(f"{where} returned a tensor of shape {tuple(out.shape)}; the loss must be a scalar")
+    if out.dtype != TORCH_DTYPES[dtype]:
+        raise ImplError(
+            f"{where} returned {str(out.dtype).replace('torch.', '')} for {dtype} inputs; compute "
+            f"in the inputs' dtype (a silent up- or down-cast hides the {dtype} behaviour being checked)"
+        )
+    if not out.requires_grad:
+        raise ImplError(
+            f"{where} returned a loss with no autograd graph (`.detach()`, `.item()`, "
+            "`torch.no_grad()` or a new tensor built from numbers); return the tensor computed from the inputs"
+        )
+    return out.reshape(())
+
+
+def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Autograd through the user's ``impl``, one call per point."""
+    model = subject.model
+    assert model.impl is not None
+    grads, losses = [], []
+    for k, p in enumerate(points):
+        kwargs = _kwargs(model, p, dtype, requires_grad=True)
+        with torch.enable_grad():
+            out = _check_loss(model, _call(model, "impl", model.impl, kwargs, k), dtype, k)
+            wrt = [v for v in _wrt_variables(model)]
+            try:
+                gs = torch.autograd.grad(out, [kwargs[v.name] for v in wrt], allow_unused=True)
+            except RuntimeError as exc:
+                raise ImplError(
+                    f"model `{model.name}`: autograd through `impl` failed at point {k}: {exc}"
+                ) from exc
+        row: list[float] = []
+        for v, g in zip(wrt, gs):
+            if g is None:
+                raise ImplError(
+                    f"model `{model.name}`: the loss returned by `impl` does not depend on `{v.name}` "
+                    "(was it detached, turned into a number with `.item()`, or updated in place?); "
+                    f"use the `{v.name}` tensor passed in"
+                )
+            row.extend(g.double().reshape(-1).tolist())
+        grads.append(row)
+        losses.append(float(out.detach()))
+    return SourceOutput(source="impl", grads=grads, loss=losses)
+
+
+def _wrt_variables(model: Model) -> list[Variable]:
+    return [v for v in model.variables if v.role == "param" or model.input_grads]
+
+
+def grad_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """The user's hand-written gradient, one call per point."""
+    model = subject.model
+    assert model.grad_impl is not None
+    wrt = _wrt_variables(model)
+    grads = []
+    for k, p in enumerate(points):
+        kwargs = _kwargs(model, p, dtype, requires_grad=False)
+        with torch.no_grad():
+            out = _call(model, "grad_impl", model.grad_impl, kwargs, k)
+        grads.append(_gradient_row(model, wrt, out, k))
+    return SourceOutput(source="grad_impl", grads=grads)
+
+
+def _gradient_row(model: Model, wrt: list[Variable], out: Any, k: int) -> list[float]:
+    where = f"model `{model.name}`: `grad_impl` (at point {k})"
+    if isinstance(out, Mapping):
+        by_name = {getattr(key, "name", key): value for key, value in out.items()}
+        missing = [v.name for v in wrt if v.name not in by_name]
+        if missing:
+            raise ImplError(f"{where} returned no gradient for {', '.join(f'`{m}`' for m in missing)}")
+        values = [by_name[v.name] for v in wrt]
+    elif len(wrt) == 1 and not isinstance(out, (list, tuple)):
+        values = [out]
+    elif isinstance(out, (list, tuple)) and len(out) == len(wrt):
+        values = list(out)
+    else:
+        raise ImplError(
+            f"{where} returned {type(out).__name__}; return a dict {{name: gradient}} (or one "
+            f"value per parameter in order: {', '.join(v.name for v in wrt)})"
+        )
+    row: list[float] = []
+    for v, value in zip(wrt, values):
+        try:
+            flat = torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ImplError(f"{where}: the gradient for `{v.name}` is not numeric ({exc})") from exc
+        if len(flat) != v.size:
+            raise ImplError(f"{where}: the gradient for `{v.name}` has {len(flat)} numbers; `{v.name}` has {v.size}")
+        row.extend(flat)
+    return row
+
+
+# -- finite differences ------------------------------------------------------------------------
+
+
+def _impl_losses(subject: Subject, dtype: str) -> Callable[[list[Point]], list[float]]:
+    model = subject.model
+    assert model.impl is not None
+
+    def run(points: list[Point]) -> list[float]:
+        out = []
+        for k, p in enumerate(points):
+            kwargs = _kwargs(model, p, dtype, requires_grad=False)
+            with torch.no_grad():
+                r = _call(model, "impl", model.impl, kwargs, k)
+            out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
+        return out
+
+    return run
+
+
+def _model_losses(subject: Subject, dtype: str) -> Callable[[list[Point]], list[float]]:
+    def run(points: list[Point]) -> list[float]:
+        with torch.no_grad():
+            return subject.forward(_columns(points, dtype)).double().tolist()
+
+    return run
+
+
+def _round(x: float, dtype: str) -> float:
+    return float(torch.tensor(x, dtype=TORCH_DTYPES[dtype]).item())
+
+
+def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
+    """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
+    ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
+    extrapolation made plus the rounding error of the differences."""
+    f = _model_losses(subject, dtype) if forward == "model" else _impl_losses(subject, dtype)
+    u = UNIT_ROUNDOFF[dtype]
+    batch: list[Point] = []
+    plan = []  # (h, actual steps) per point and entry
+    for p in points:
+        for pos in subject.entry_positions:
+            x = p[pos]
+            h = FD_STEP[dtype] * 2.0 ** max(0, math.ceil(math.log2(abs(x)))) if x else FD_STEP[dtype]
+            xs = [_round(x + s, dtype) for s in (h, -h, h / 2, -h / 2)]
+            for xi in xs:
+                q = list(p)
+                q[pos] = xi
+                batch.append(tuple(q))
+            plan.append((h, xs[0] - xs[1], xs[2] - xs[3]))
+    values = f(batch) if batch else []
+    grads, errors, steps = [], [], []
+    n = len(subject.entry_positions)
+    for i in range(len(points)):
+        g_row, e_row, h_row = [], [], []
+        for j in range(n):
+            b = (i * n + j) * 4
+            fp, fm, fp2, fm2 = values[b : b + 4]
+            h, d1, d2 = plan[i * n + j]
+            D1 = (fp - fm) / d1
+            D2 = (fp2 - fm2) / d2
+            R = (4 * D2 - D1) / 3
+            rounding = 3 * u * max(abs(fp), abs(fm), abs(fp2), abs(fm2)) / (h / 2)
+            g_row.append(R)
+            e_row.append(abs(R - D2) + rounding)
+            h_row.append(h)
+        grads.append(g_row)
+        errors.append(e_row)
+        steps.append(h_row)
+    return SourceOutput(source="fd", forward=forward, grads=grads, error_estimate=errors, steps=steps)
