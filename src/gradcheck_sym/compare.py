@@ -1,12 +1,12 @@
 """Errors, ulps, the tolerance rule, verdicts and attribution.
 
-**The tolerance rule.**  For a quantity with exact value ``e`` and running error bound ``E``
-(`errorbound`: what rounding can do to a correct computation of it in the declared order), a
-source's value ``v`` in a dtype with unit roundoff ``u`` agrees when
+**The tolerance rule.**  For a quantity with exact value ``e``, whose correct computation in a
+dtype with unit roundoff ``u`` has running rounding-error sizes ``E`` (worst case) and ``σ``
+(probable) from `errorbound`, a source's value ``v`` agrees when
 
-    |v − e|  ≤  max(SAFETY · u · E,  FLOOR_ULPS · ulp(e))
+    |v − e|  ≤  max( min(WORST_FACTOR · u · E,  PROBABLE_FACTOR · u · σ),  FLOOR_ULPS · ulp(e) )
 
-``E`` grows with the size of the exact value *and* with the cancellation behind it, so a
+``E`` and ``σ`` grow with the size of the exact value *and* with the cancellation behind it, so a
 correct float32 gradient passes even where it is a small difference of large terms, and a wrong
 one (a missing factor, a sign, a relative error of 1e-3) is caught wherever float32 can see it.
 
@@ -31,7 +31,8 @@ from .model import exact_number
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
 MANTISSA_BITS = {"float64": 52, "float32": 23}
 MIN_EXPONENT = {"float64": -1022, "float32": -126}
-SAFETY = 8.0  # head-room for other evaluation orders and libm functions a few ulps off
+WORST_FACTOR = 2.0  # observed errors stay below 0.4 E: head-room for other evaluation orders
+PROBABLE_FACTOR = 8.0  # observed errors stay below 1.4 σ: eight standard deviations
 FLOOR_ULPS = 4.0
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 
@@ -53,9 +54,14 @@ def ulp(x: float, dtype: str) -> float:
     return 2.0 ** (max(e, emin) - MANTISSA_BITS[dtype])
 
 
+def error_scale(worst: float, probable: float) -> float:
+    """The rounding-error size the tolerance allows, in units of ``u`` (the rule above)."""
+    return min(WORST_FACTOR * worst, PROBABLE_FACTOR * probable)
+
+
 def tolerance(exact: float, scale: float, dtype: str) -> float:
-    """The largest error a correct ``dtype`` computation may have (the rule above)."""
-    bound = SAFETY * UNIT_ROUNDOFF[dtype] * scale if math.isfinite(scale) else math.inf
+    """The largest error a correct ``dtype`` computation may have, from `error_scale`."""
+    bound = UNIT_ROUNDOFF[dtype] * scale if math.isfinite(scale) else math.inf
     return max(bound, FLOOR_ULPS * ulp(exact, dtype))
 
 

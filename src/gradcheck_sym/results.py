@@ -102,6 +102,7 @@ class Replay:
     steps: tuple[ReplayStep, ...]
     final_w_exact: str
     final_w_float32: float
+    final_prediction_exact: str  # 4·ω after training, as the lecture's last line predicts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +178,7 @@ def _replay(d: dict[str, Any] | None) -> Replay | None:
         steps=tuple(ReplayStep(**s) for s in d["steps"]),
         final_w_exact=d["final_w_exact"],
         final_w_float32=d["final_w_float32"],
+        final_prediction_exact=d["final_prediction_exact"],
     )
 
 
@@ -190,3 +192,45 @@ def from_json(text: str) -> RunResult:
     d["errors"] = tuple(d["errors"])
     d["replay"] = _replay(d.get("replay"))
     return RunResult(**d)
+
+
+# -- summaries (derived from checks; renderers show them, never compute them) -------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSummary:
+    """One source in one dtype for one model: counts and the worst agreeing/failing error."""
+
+    source: str
+    dtype: str
+    forward: str | None  # fd only
+    checks: int
+    agree: int
+    mismatch: int
+    nondifferentiable: int
+    undefined: int
+    worst_rel: float | None  # over checks with an exact value
+    worst_ulps: float | None
+    worst: Check | None  # the check with the largest ulps
+
+
+def summarize(model: ModelResult) -> list[SourceSummary]:
+    """Per (source, dtype[, forward]) counts and worst errors, in check order."""
+    groups: dict[tuple[str, str, str | None], list[Check]] = {}
+    for c in model.checks:
+        groups.setdefault((c.source, c.dtype, c.forward), []).append(c)
+    out = []
+    for (source, dtype, forward), cs in groups.items():
+        valued = [c for c in cs if c.ulps is not None and c.rel_error is not None]
+        worst = max(valued, key=lambda c: (c.ulps if not math.isnan(c.ulps) else math.inf), default=None)  # type: ignore[arg-type]
+        out.append(SourceSummary(
+            source=source, dtype=dtype, forward=forward, checks=len(cs),
+            agree=sum(c.verdict == "agree" for c in cs),
+            mismatch=sum(c.verdict == "mismatch" for c in cs),
+            nondifferentiable=sum(c.verdict == "nondifferentiable" for c in cs),
+            undefined=sum(c.verdict == "undefined" for c in cs),
+            worst_rel=max((c.rel_error for c in valued), default=None),  # type: ignore[type-var]
+            worst_ulps=worst.ulps if worst else None,
+            worst=worst,
+        ))
+    return out

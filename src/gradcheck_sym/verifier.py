@@ -16,12 +16,11 @@ from flint import arb, ctx, fmpq
 
 from . import sources as src
 from .compare import (
-    FD_SIGMAS,
-    SAFETY,
     UNIT_ROUNDOFF,
     abs_error,
     as_float,
     attribute,
+    error_scale,
     exact_text,
     fd_agrees,
     relative,
@@ -186,12 +185,13 @@ def _verify(model: Model, samples: int, seed: int, dtypes: tuple[str, ...], say:
         say(f"{model.name}: exact gradient at {len(pts)} {dtype} points")
         for p, exact_p in zip(pts, exact_points):
             if p not in refs:
-                scales = error_scales(prepared.gradient, p)
+                es = error_scales(prepared.gradient, p)
+                scales = [error_scale(w, q) for w, q in zip(es.worst, es.probable)]
                 fractions = [Fraction(x) for x in p]
                 limit = _limit(prepared, dict(zip(symbols, fractions))) if prepared.small else None
                 ref = reference_at(
                     prepared.gradient, [fmpq(q.numerator, q.denominator) for q in fractions],
-                    scales=scales, limit=limit,
+                    scales=es.worst, limit=limit,
                 )
                 refs[p] = (ref, scales)
             arithmetic.add(refs[p][0].arithmetic)
@@ -287,7 +287,7 @@ def _fd_error(fd: src.SourceOutput, i: int, j: int, u: float, loss_scale: float)
     """FD's own estimate, plus the rounding the forward's running error bound predicts."""
     assert fd.error_estimate is not None and fd.steps is not None
     h = fd.steps[i][j]
-    rounding = 3 * SAFETY * u * loss_scale / (h / 2) if math.isfinite(loss_scale) else math.inf
+    rounding = 3 * u * loss_scale / (h / 2) if math.isfinite(loss_scale) else math.inf
     return fd.error_estimate[i][j] + rounding
 
 

@@ -1,0 +1,208 @@
+"""The command line: ``python -m gradcheck_sym verify | list | replay``.
+
+Exit codes (``EXIT_CODES``): 0 every source agrees, 1 a source is wrong, 2 the command or a
+model could not be used (the other models are still checked and reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import GradcheckError
+from .loader import load_target
+from .model import Model
+from .options import DTYPES_OPTION, REPORT_DIR, SAMPLES, SEED, SHARED, Option
+from .results import ModelResult, RunResult, to_json
+
+EXIT_OK = 0
+EXIT_WRONG = 1
+EXIT_UNUSABLE = 2
+EXIT_CODES = {
+    EXIT_OK: "every checked source agrees with the exact gradient",
+    EXIT_WRONG: "some source (autograd, impl or grad_impl) disagrees with the exact gradient",
+    EXIT_UNUSABLE: "the command, a target or a model could not be used (the others were checked)",
+}
+
+
+def exit_code(run: RunResult) -> int:
+    """The exit code `verify` returns for ``run`` (see ``EXIT_CODES``)."""
+    if run.errors or any(m.status == "error" for m in run.models):
+        return EXIT_UNUSABLE
+    if any(m.status == "fail" for m in run.models):
+        return EXIT_WRONG
+    return EXIT_OK
+
+
+def _argtype(opt: Option) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return opt.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = opt.metavar
+    return parse
+
+
+def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
+    parser.add_argument(opt.flag, dest=opt.dest, metavar=opt.metavar, type=_argtype(opt), default=opt.default, help=opt.help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m gradcheck_sym",
+        description="Check gradients against the exact symbolic gradient of a SymPy model.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gradcheck_sym {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    v = sub.add_parser(
+        "verify", help="check every model of the targets (default: the built-in models)",
+        description="Check every Model defined at module level in each TARGET (a .py file or a dotted "
+        "module); with no TARGET, the lecture's built-in models and its training loop.",
+        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    v.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
+    for opt in SHARED:
+        _add(v, opt)
+    v.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH (default: none)")
+    v.add_argument("--no-report", action="store_true", help="do not write the Markdown report (default: write it)")
+    v.add_argument("--quiet", action="store_true", help="no progress lines on stderr (default: show them)")
+    v.set_defaults(func=_verify)
+    ls = sub.add_parser("list", help="list the models a target holds",
+                        description="List the models each TARGET defines (default: the built-in models).")
+    ls.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
+    ls.set_defaults(func=_list)
+    rp = sub.add_parser("replay", help="replay the lecture's training loop, float32 beside exact",
+                        description="Run the lecture's training loop in float32 autograd, printing what "
+                        "its program prints, with the exact values beside each line.")
+    rp.add_argument("--only", choices=("float32", "exact"), default=None,
+                    help="print only the float32 program's output, or only the exact values (default: both)")
+    rp.set_defaults(func=_replay)
+    return parser
+
+
+def _versions() -> dict[str, str]:
+    import flint
+    import sympy
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "sympy": sympy.__version__,
+            "python-flint": flint.__version__}
+
+
+def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
+    if not targets:
+        from .zoo import builtin_models
+
+        return [("builtin", m) for m in builtin_models()], []
+    found: list[tuple[str, Model]] = []
+    errors: list[str] = []
+    for t in targets:
+        try:
+            found += [(t, m) for m in load_target(t)]
+        except GradcheckError as exc:
+            errors.append(str(exc))
+    return found, errors
+
+
+def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .report_md import render
+    from .terminal import summary
+    from .verifier import verify
+    from .writer import write_atomic
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    models, errors = _load(args.targets)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    results: list[ModelResult] = []
+    for k, (_target, m) in enumerate(models, start=1):
+        t0 = time.perf_counter()
+        progress(f"[{k}/{len(models)}] {m.name}: {m.n_params} parameters")
+        r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes,
+                   progress=lambda msg: progress(f"    {msg}"))
+        progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
+        results.append(r)
+    replay = None
+    if not args.targets:
+        from .training import replay as run_replay
+
+        progress("replaying the lecture's training loop (float32 and exact)")
+        replay = run_replay()
+    run = RunResult(
+        tool_version=__version__, versions=_versions(),
+        command="python -m gradcheck_sym " + shlex.join(argv), seed=args.seed, samples=args.samples,
+        dtypes=tuple(args.dtypes), models=tuple(results), errors=tuple(errors), replay=replay,
+    )
+    print(summary(run))
+    if not args.no_report:
+        out = Path(args.report_dir)
+        try:
+            write_atomic(out / "results.json", to_json(run))
+            for name, text in render(run).items():
+                write_atomic(out / name, text)
+        except OSError as exc:
+            print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        print(f"\nreport: {out / 'index.md'}")
+    if args.json:
+        try:
+            write_atomic(Path(args.json), to_json(run))
+        except OSError as exc:
+            print(f"error: cannot write `{args.json}`: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+    return exit_code(run)
+
+
+def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    models, errors = _load(args.targets)
+    for target, m in models:
+        shapes = ", ".join(f"{v.name}{'[' + 'x'.join(map(str, v.shape)) + ']' if v.shape else ''}" for v in m.params)
+        print(f"{m.name}  ({target}; {m.n_params} parameters: {shapes})")
+        if m.description:
+            print(f"    {m.description}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return EXIT_UNUSABLE if errors else EXIT_OK
+
+
+def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .training import replay, side_by_side
+
+    r = replay()
+    if args.only == "float32":
+        lines = list(r.lines_float32)
+    elif args.only == "exact":
+        lines = [line.split("| ", 1)[1] for line in side_by_side(r)]
+    else:
+        lines = side_by_side(r)
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see ``EXIT_CODES``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_UNUSABLE
+    return int(args.func(args, argv))

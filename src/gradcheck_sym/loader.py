@@ -1,0 +1,71 @@
+"""Loading models from a Python file or a dotted module: every `Model` at module level."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import GradcheckError, TargetError
+from .model import Model
+
+
+def _user_frame(exc: BaseException, path: str | None) -> str:
+    """'file:line' of the innermost frame in the user's file, for the message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if path is None or Path(f.filename).resolve() == Path(path).resolve()]
+    f = (mine or frames or [None])[-1]
+    return f" ({Path(f.filename).name}:{f.lineno})" if f is not None else ""
+
+
+def _import_file(path: Path) -> object:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"gradcheck_sym_target_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"`{path}` cannot be imported as Python; give a .py file or a module name")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_target(target: str) -> list[Model]:
+    """The models a file (``models.py``, ``dir/models.py``) or module (``pkg.models``) defines
+    at module level, in definition order.  Raises `TargetError` naming the target."""
+    path = Path(target)
+    looks_like_file = target.endswith(".py") or "/" in target or path.exists()
+    try:
+        if looks_like_file:
+            if not path.is_file():
+                raise TargetError(f"`{target}`: no such file; give a path to a .py file or a dotted module name")
+            module = _import_file(path)
+        else:
+            try:
+                module = importlib.import_module(target)
+            except ModuleNotFoundError as exc:
+                if exc.name and target.startswith(exc.name):
+                    raise TargetError(
+                        f"`{target}`: no such file or module; give a path to a .py file or an importable "
+                        "module name (is it installed, or on PYTHONPATH?)"
+                    ) from None
+                raise
+    except GradcheckError as exc:
+        if isinstance(exc, TargetError):
+            raise
+        raise TargetError(f"`{target}`: {exc}") from None
+    except SyntaxError as exc:
+        raise TargetError(f"`{target}`: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
+        where = _user_frame(exc, str(path) if looks_like_file else None)
+        raise TargetError(f"`{target}`: importing it raised {type(exc).__name__}: {exc}{where}") from None
+    models = [v for v in vars(module).values() if isinstance(v, Model)]
+    if not models:
+        raise TargetError(
+            f"`{target}` defines no gradcheck_sym.Model at module level; assign each model to a "
+            "module-level name (e.g. `linear = Model(...)`)"
+        )
+    return models

@@ -1,0 +1,75 @@
+"""The options shared by the command line and the pytest plugin, defined once.
+
+The CLI spells an option ``--samples``; the plugin spells the same option
+``--gradcheck-samples`` (and ``gradcheck_samples`` in an ini file).  Parsing and validation live
+here so both front ends reject the same bad values with the same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .sampling import DTYPES
+
+PREFIX = "gradcheck"
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise ValueError(f"expected a number >= 0, got {n}")
+    return n
+
+
+def dtype_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in DTYPES]
+    if bad or not items:
+        raise ValueError(f"expected a comma-separated list of {', '.join(DTYPES)}, got {text!r}")
+    return items
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    name: str  # the CLI's long name without dashes
+    metavar: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str  # ends with the default, as `--help` shows it
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def plugin_flag(self) -> str:
+        return f"--{PREFIX}-{self.name}"
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+SAMPLES = Option(
+    name="samples", metavar="N", parse=positive_int, default=5,
+    help="random points per model, drawn from its domain, after its explicit points (default: 5)",
+)
+SEED = Option(
+    name="seed", metavar="N", parse=positive_int, default=0,
+    help="seed of the random points; the same seed gives the same points (default: 0)",
+)
+DTYPES_OPTION = Option(
+    name="dtypes", metavar="LIST", parse=dtype_list, default=DTYPES,
+    help="float types to check, comma-separated (default: float64,float32)",
+)
+REPORT_DIR = Option(
+    name="report-dir", metavar="DIR", parse=str, default="reports",
+    help="where the Markdown report and results.json are written (default: reports)",
+)
+
+SHARED = (SAMPLES, SEED, DTYPES_OPTION, REPORT_DIR)

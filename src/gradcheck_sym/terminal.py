@@ -1,0 +1,66 @@
+"""Results → terminal text: the summary table at the end of a run, and what failed, why."""
+
+from __future__ import annotations
+
+from .formatting import num, short_dtype, ulps
+from .results import Check, ModelResult, RunResult, summarize
+
+STATUS = {"pass": "pass", "fail": "FAIL", "error": "ERROR"}
+MAX_LISTED = 8  # mismatches listed per model; the report and JSON have all
+
+
+def _worst(model: ModelResult) -> str:
+    parts = []
+    for s in summarize(model):
+        if s.source == "fd" or s.worst_ulps is None:
+            continue
+        parts.append(f"{s.source} {short_dtype(s.dtype)} {ulps(s.worst_ulps)}")
+    return ", ".join(parts) or "—"
+
+
+def _points(model: ModelResult) -> int:
+    return max((len(v) for v in model.points.values()), default=0)
+
+
+def describe(c: Check) -> str:
+    """One line that says what disagreed, by how much, and why."""
+    what = "loss" if c.quantity == "loss" else f"∂loss/∂{c.entry}"
+    head = f"{c.source} {c.dtype} {what} at point {c.point}"
+    if c.verdict == "mismatch":
+        return (
+            f"{head}: exact {num(c.exact, 10)}, got {num(c.value, 10)} (abs {num(c.abs_error, 3)}, "
+            f"rel {num(c.rel_error, 3)}, {ulps(c.ulps)} ulps > tolerance {num(c.tolerance, 3)})"
+            + (f" — {c.attribution}: {c.note}" if c.attribution else "")
+        )
+    return f"{head}: {c.verdict}: {c.note}"
+
+
+def summary(run: RunResult) -> str:
+    """The table printed at the end of ``verify``."""
+    rows = [("model", "params", "points", "checks", "mismatch", "kinks/undef", "worst error (ulps)", "status")]
+    for m in run.models:
+        kinks = sum(c.verdict == "nondifferentiable" for c in m.checks)
+        undef = sum(c.verdict == "undefined" for c in m.checks)
+        rows.append((
+            m.name, str(m.n_params), str(_points(m)), str(len(m.checks)), str(len(m.failed)),
+            f"{kinks}/{undef}", _worst(m), STATUS[m.status],
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [r[i].ljust(widths[i]) if i in (0, 6, 7) else r[i].rjust(widths[i]) for i in range(len(r))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for m in run.models:
+        if m.status == "error":
+            lines.append(f"\nERROR {m.name}: {m.error}")
+        elif m.failed:
+            lines.append(f"\nFAIL {m.name}: {len(m.failed)} mismatching checks")
+            for c in m.failed[:MAX_LISTED]:
+                lines.append(f"  {describe(c)}")
+            if len(m.failed) > MAX_LISTED:
+                lines.append(f"  ... and {len(m.failed) - MAX_LISTED} more (see the report)")
+    for e in run.errors:
+        lines.append(f"\nERROR {e}")
+    return "\n".join(lines)
