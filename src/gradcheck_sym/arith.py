@@ -117,6 +117,18 @@ class Rationals:
         return (x > 0) - (x < 0)
 
 
+def _ipow(x: arb, n: int) -> arb:
+    """x**n for n >= 0 by squaring (arb's own power is NaN for balls that contain zero)."""
+    result = arb(1)
+    while n:
+        if n & 1:
+            result = result * x
+        n >>= 1
+        if n:
+            x = x * x
+    return result
+
+
 class Balls:
     """Ball arithmetic (arb) at the working precision ``flint.ctx.prec``.
 
@@ -165,9 +177,9 @@ class Balls:
         if not x.is_finite():
             return arb.nan()
         if e.q == 1:
-            if e < 0 and self._zero_or_not(x):
-                return arb.nan()
-            return x ** int(e.p)
+            if e < 0:
+                return arb.nan() if self._zero_or_not(x) else 1 / _ipow(x, -int(e.p))
+            return _ipow(x, int(e.p))
         if x > 0:
             return x.root(int(e.q)) ** int(e.p)
         if x < 0:

@@ -34,6 +34,7 @@ MIN_EXPONENT = {"float64": -1022, "float32": -126}
 WORST_FACTOR = 2.0  # observed errors stay below 0.4 E: head-room for other evaluation orders
 PROBABLE_FACTOR = 8.0  # observed errors stay below 1.4 σ: eight standard deviations
 FLOOR_ULPS = 4.0
+FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the declared order)
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 
 VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined")
@@ -60,9 +61,12 @@ def error_scale(worst: float, probable: float) -> float:
 
 
 def tolerance(exact: float, scale: float, dtype: str) -> float:
-    """The largest error a correct ``dtype`` computation may have, from `error_scale`."""
-    bound = UNIT_ROUNDOFF[dtype] * scale if math.isfinite(scale) else math.inf
-    return max(bound, FLOOR_ULPS * ulp(exact, dtype))
+    """The largest error a correct ``dtype`` computation may have, from `error_scale`.  Where
+    the float computation of the declared formula has no finite error size (it divides by zero
+    on the way, as ``sin(x)/x`` at 0 does), the tolerance falls back to ``FALLBACK_ULPS``."""
+    if not math.isfinite(scale):
+        return FALLBACK_ULPS * ulp(exact, dtype)
+    return max(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * ulp(exact, dtype))
 
 
 def as_float(x: Any) -> float:

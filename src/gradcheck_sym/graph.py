@@ -115,7 +115,7 @@ def _unsupported(node: sp.Basic, model: str) -> ModelError:
             f"{where}the loss calls the undefined function `{node}`; gradcheck_sym needs an "
             f"explicit formula. Write it out with supported functions: {', '.join(supported_names())}."
         )
-    if node.has(sp.I) or isinstance(node, sp.ImaginaryUnit):
+    if node.has(sp.I) or isinstance(node, sp.core.numbers.ImaginaryUnit):
         return ModelError(
             f"{where}the loss contains the imaginary unit (`{node}`); gradcheck_sym checks real "
             "losses of real variables. Declare symbols with real=True and keep the loss real."

@@ -319,7 +319,7 @@ def _value_check(
     ef = as_float(e)
     tol = tolerance(ef, scale, dtype)
     err = abs_error(value, e)
-    verdict = "agree" if err <= tol else "mismatch"
+    verdict = "agree" if math.isfinite(value) and err <= tol else "mismatch"
     note = ref.reason
     if not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite"

@@ -1,0 +1,37 @@
+"""Shared helpers for the tests: small models and torch implementations of the lecture's network."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mlp_forward(layers: int = 5, matmul=torch.matmul, sigmoid=torch.sigmoid):
+    """An implementation of zoo.mlp() as a user would write it: one tensor per weight."""
+
+    def impl(**t: torch.Tensor) -> torch.Tensor:
+        a = t["X"]
+        for k in range(1, layers + 1):
+            a = sigmoid(matmul(t[f"W{k}"], a) + t[f"b{k}"])
+        return ((a - t["Y"]) ** 2).sum()
+
+    return impl
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``python -m gradcheck_sym ARGS`` in a subprocess, as a user would."""
+    import subprocess
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gradcheck_sym", *args], capture_output=True, text=True,
+            cwd=cwd, timeout=timeout,
+        )
+
+    return run
