@@ -13,14 +13,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import GradcheckError
-from .loader import load_target
-from .model import Model
-from .options import DTYPES_OPTION, REPORT_DIR, SAMPLES, SEED, SHARED, Option
+from .options import SHARED, Option
 from .results import ModelResult, RunResult, to_json
+
+if TYPE_CHECKING:
+    from .model import Model
 
 EXIT_OK = 0
 EXIT_WRONG = 1
@@ -102,6 +103,8 @@ def _versions() -> dict[str, str]:
 
 
 def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
+    from .loader import load_target
+
     if not targets:
         from .zoo import builtin_models
 
@@ -132,7 +135,7 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results: list[ModelResult] = []
     for k, (_target, m) in enumerate(models, start=1):
         t0 = time.perf_counter()
-        progress(f"[{k}/{len(models)}] {m.name}: {m.n_params} parameters")
+        progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
         r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes,
                    progress=lambda msg: progress(f"    {msg}"))
         progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")

@@ -53,7 +53,8 @@ def render_index(run: RunResult) -> str:
         worst = []
         for s in summarize(m):
             if s.worst_ulps is not None and s.source != "fd":
-                worst.append(f"{s.source} {s.dtype}: {ulps(s.worst_ulps)} ulps (rel {num(s.worst_rel, 2)})")
+                worst.append(f"{s.source} {s.dtype}: {num(s.worst_of_tolerance, 2)} of tolerance, "
+                             f"{ulps(s.worst_ulps)} ulps, rel {num(s.worst_rel, 2)}")
         points = max((len(p) for p in m.points.values()), default=0)
         rows.append([
             f"[{m.name}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.sources) or "—",
@@ -118,10 +119,11 @@ def render_model(model: ModelResult) -> str:
     if model.checks:
         lines += ["## Sources", ""]
         rows = [[s.source + (f" ({s.forward})" if s.forward else ""), s.dtype, str(s.checks), str(s.agree),
-                 str(s.mismatch), str(s.nondifferentiable), str(s.undefined), ulps(s.worst_ulps), num(s.worst_rel, 3)]
+                 str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
+                 ulps(s.worst_ulps), num(s.worst_rel, 3)]
                 for s in summarize(model)]
         lines += _table(["source", "dtype", "checks", "agree", "mismatch", "non-diff.", "undefined",
-                         "worst ulps", "worst rel. error"], rows)
+                         "worst error/tolerance", "worst ulps", "worst rel. error"], rows)
         lines += ["", f"Exact values computed in: {', '.join(model.arithmetic)}.", ""]
         lines += ["## Worst entries", ""]
         lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps",

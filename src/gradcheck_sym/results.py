@@ -211,7 +211,16 @@ class SourceSummary:
     undefined: int
     worst_rel: float | None  # over checks with an exact value
     worst_ulps: float | None
+    worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
     worst: Check | None  # the check with the largest ulps
+
+
+def _of_tolerance(c: Check) -> float:
+    if c.abs_error is None or c.tolerance is None:
+        return math.nan
+    if c.tolerance == 0:
+        return 0.0 if c.abs_error == 0 else math.inf
+    return c.abs_error / c.tolerance
 
 
 def summarize(model: ModelResult) -> list[SourceSummary]:
@@ -231,6 +240,7 @@ def summarize(model: ModelResult) -> list[SourceSummary]:
             undefined=sum(c.verdict == "undefined" for c in cs),
             worst_rel=max((c.rel_error for c in valued), default=None),  # type: ignore[type-var]
             worst_ulps=worst.ulps if worst else None,
+            worst_of_tolerance=max((_of_tolerance(c) for c in valued), default=None),
             worst=worst,
         ))
     return out

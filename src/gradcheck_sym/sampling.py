@@ -16,8 +16,7 @@ from fractions import Fraction
 import sympy as sp
 
 from .model import Model
-
-DTYPES = ("float64", "float32")
+from .options import DTYPES as DTYPES
 
 
 def to_float32(x: float) -> float:

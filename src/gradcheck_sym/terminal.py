@@ -12,9 +12,9 @@ MAX_LISTED = 8  # mismatches listed per model; the report and JSON have all
 def _worst(model: ModelResult) -> str:
     parts = []
     for s in summarize(model):
-        if s.source == "fd" or s.worst_ulps is None:
+        if s.source == "fd" or s.worst_of_tolerance is None:
             continue
-        parts.append(f"{s.source} {short_dtype(s.dtype)} {ulps(s.worst_ulps)}")
+        parts.append(f"{s.source} {short_dtype(s.dtype)} {num(s.worst_of_tolerance, 2)}")
     return ", ".join(parts) or "—"
 
 
@@ -37,7 +37,7 @@ def describe(c: Check) -> str:
 
 def summary(run: RunResult) -> str:
     """The table printed at the end of ``verify``."""
-    rows = [("model", "params", "points", "checks", "mismatch", "kinks/undef", "worst error (ulps)", "status")]
+    rows = [("model", "params", "points", "checks", "mismatch", "kinks/undef", "worst |error|/tolerance", "status")]
     for m in run.models:
         kinks = sum(c.verdict == "nondifferentiable" for c in m.checks)
         undef = sum(c.verdict == "undefined" for c in m.checks)
