@@ -200,69 +200,59 @@ def _gradient_row(model: Model, wrt: list[Variable], out: Any, k: int) -> list[f
 # -- finite differences ------------------------------------------------------------------------
 
 
-def _impl_losses(subject: Subject, dtype: str) -> Callable[[list[Point]], list[float]]:
+def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
     model = subject.model
     assert model.impl is not None
 
-    def run(points: list[Point]) -> list[float]:
+    def run(rows: torch.Tensor) -> torch.Tensor:
         out = []
-        for k, p in enumerate(points):
-            kwargs = _kwargs(model, p, dtype, requires_grad=False)
+        for k, p in enumerate(rows.tolist()):
+            kwargs = _kwargs(model, tuple(p), dtype, requires_grad=False)
             with torch.no_grad():
                 r = _call(model, "impl", model.impl, kwargs, k)
             out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
-        return out
+        return torch.tensor(out, dtype=torch.float64)
 
     return run
 
 
-def _model_losses(subject: Subject, dtype: str) -> Callable[[list[Point]], list[float]]:
-    def run(points: list[Point]) -> list[float]:
+def _model_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return subject.forward(_columns(points, dtype)).double().tolist()
+            return subject.forward(list(rows.T)).double()
 
     return run
-
-
-def _round(x: float, dtype: str) -> float:
-    return float(torch.tensor(x, dtype=TORCH_DTYPES[dtype]).item())
 
 
 def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
-    extrapolation made plus the rounding error of the differences."""
+    extrapolation made plus the rounding error of the differences.  One batch per point: every
+    entry, four perturbed copies each."""
     f = _model_losses(subject, dtype) if forward == "model" else _impl_losses(subject, dtype)
+    tdtype = TORCH_DTYPES[dtype]
     u = UNIT_ROUNDOFF[dtype]
-    batch: list[Point] = []
-    plan = []  # (h, actual steps) per point and entry
-    for p in points:
-        for pos in subject.entry_positions:
-            x = p[pos]
-            h = FD_STEP[dtype] * 2.0 ** max(0, math.ceil(math.log2(abs(x)))) if x else FD_STEP[dtype]
-            xs = [_round(x + s, dtype) for s in (h, -h, h / 2, -h / 2)]
-            for xi in xs:
-                q = list(p)
-                q[pos] = xi
-                batch.append(tuple(q))
-            plan.append((h, xs[0] - xs[1], xs[2] - xs[3]))
-    values = f(batch) if batch else []
-    grads, errors, steps = [], [], []
-    n = len(subject.entry_positions)
-    for i in range(len(points)):
-        g_row, e_row, h_row = [], [], []
-        for j in range(n):
-            b = (i * n + j) * 4
-            fp, fm, fp2, fm2 = values[b : b + 4]
-            h, d1, d2 = plan[i * n + j]
-            D1 = (fp - fm) / d1
-            D2 = (fp2 - fm2) / d2
-            R = (4 * D2 - D1) / 3
-            rounding = 3 * u * max(abs(fp), abs(fm), abs(fp2), abs(fm2)) / (h / 2)
-            g_row.append(R)
-            e_row.append(abs(R - D2) + rounding)
-            h_row.append(h)
-        grads.append(g_row)
-        errors.append(e_row)
-        steps.append(h_row)
-    return SourceOutput(source="fd", forward=forward, grads=grads, error_estimate=errors, steps=steps)
+    base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
+    pos = torch.tensor(subject.entry_positions, dtype=torch.long)  # (P,)
+    n, p = base.shape[0], pos.shape[0]
+    x = base[:, pos]  # (N, P)
+    size = torch.where(x.abs() > 1, torch.exp2(torch.ceil(torch.log2(x.abs()))), torch.ones_like(x))
+    h = FD_STEP[dtype] * size
+    steps = torch.stack([h, -h, h / 2, -h / 2], dim=-1)  # (N, P, 4)
+    moved = (x.unsqueeze(-1) + steps).to(tdtype).to(torch.float64)  # rounded to the dtype
+    values = torch.empty(n, p, 4, dtype=torch.float64)
+    columns = pos.repeat_interleave(4)
+    rows_index = torch.arange(4 * p)
+    for i in range(n):
+        rows = base[i].repeat(4 * p, 1)
+        rows[rows_index, columns] = moved[i].reshape(-1)
+        values[i] = f(rows.to(tdtype)).reshape(p, 4)
+    fp, fm, fp2, fm2 = values.unbind(-1)
+    d1 = (fp - fm) / (moved[..., 0] - moved[..., 1])
+    d2 = (fp2 - fm2) / (moved[..., 2] - moved[..., 3])
+    richardson = (4 * d2 - d1) / 3
+    rounding = 3 * u * values.abs().amax(-1) / (h / 2)
+    estimate = (richardson - d2).abs() + rounding
+    return SourceOutput(
+        source="fd", forward=forward, grads=richardson.tolist(), error_estimate=estimate.tolist(), steps=h.tolist()
+    )
