@@ -105,11 +105,16 @@ def relative(err: float, exact: float) -> float:
     return err / abs(exact) if exact else math.inf
 
 
+def fd_tolerance(fd_error: float, tol: float) -> float:
+    """How far an FD value may be from the truth: a few of its own error estimates."""
+    return max(FD_SIGMAS * fd_error, tol)
+
+
 def fd_agrees(fd: float, fd_error: float, target: float, tol: float) -> bool:
     """Whether an FD value is consistent with ``target`` given its own error estimate."""
     if not (math.isfinite(fd) and math.isfinite(target)):
         return False
-    return abs(fd - target) <= max(FD_SIGMAS * fd_error, tol)
+    return abs(fd - target) <= fd_tolerance(fd_error, tol)
 
 
 def attribute(source_agrees: bool, fd_agrees_exact: bool | None, fd_agrees_source: bool | None) -> tuple[str | None, str]:

@@ -83,8 +83,16 @@ def render_index(run: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _of_tolerance(c: Check) -> float:
+    if c.abs_error is None or not c.tolerance:
+        return 0.0
+    return c.abs_error / c.tolerance
+
+
 def _worst_rows(checks: list[Check]) -> list[list[str]]:
-    ranked = sorted((c for c in checks if c.ulps is not None), key=lambda c: -(c.ulps or 0.0))[:WORST_ROWS]
+    """The checks closest to (or beyond) their tolerance, finite differences aside."""
+    ranked = sorted((c for c in checks if c.ulps is not None and c.source != "fd"), key=lambda c: -_of_tolerance(c))
+    ranked = ranked[:WORST_ROWS]
     return [
         [c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
          "loss" if c.quantity == "loss" else c.entry, str(c.point), num(c.exact, 12), num(c.value, 12),

@@ -140,9 +140,23 @@ def _encode(x: Any) -> Any:
 
 
 def to_json(run: RunResult) -> str:
-    """The run as JSON text (stable key order, so equal runs give equal bytes)."""
+    """The run as JSON text (stable key order, so equal runs give equal bytes), with one check
+    and one point per line so that files stay small, greppable and diffable."""
     data = {"schema": SCHEMA, **_encode(run)}
-    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    rows: list[list[Any]] = []
+
+    def one_per_line(items: list[Any]) -> str:
+        rows.append(items)
+        return f"@rows{len(rows) - 1}@"
+
+    for model in data["models"]:
+        model["checks"] = one_per_line(model["checks"])
+        model["points"] = {dtype: one_per_line(points) for dtype, points in model["points"].items()}
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    for k, items in enumerate(rows):
+        body = ",\n".join(json.dumps(item, ensure_ascii=False, separators=(",", ":")) for item in items)
+        text = text.replace(f'"@rows{k}@"', f"[\n{body}\n]" if items else "[]", 1)
+    return text + "\n"
 
 
 _FLOAT_FIELDS = {"exact", "value", "abs_error", "rel_error", "ulps", "tolerance", "left", "right", "fd_error"}

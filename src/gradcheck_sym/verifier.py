@@ -23,6 +23,7 @@ from .compare import (
     error_scale,
     exact_text,
     fd_agrees,
+    fd_tolerance,
     relative,
     tolerance,
     ulp,
@@ -271,6 +272,7 @@ def _checks(
                 c = _with(c, forward=fname, fd_error=fd_err)
                 if c.verdict in ("agree", "mismatch"):
                     ok = fd_agrees(c.value, fd_err, c.exact, c.tolerance)  # type: ignore[arg-type]
+                    c = _with(c, tolerance=fd_tolerance(fd_err, c.tolerance))  # type: ignore[arg-type]
                     if ok:
                         c = _with(c, verdict="agree")
                     elif fname == "impl" and forward_ok.get("impl") is False:

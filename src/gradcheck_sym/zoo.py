@@ -84,10 +84,10 @@ def two_linear_layers() -> Model:
         domain={"*": (-1, 1)},
         notes=(
             "Stacking linear layers adds no expressive power: W₂(W₁X + b₁) + b₂ = WX + b with "
-            f"W = W₂W₁ and b = W₂b₁ + b₂ ({'proved' if proved else 'NOT proved'} by SymPy: the "
-            "expanded difference is zero).",
-            f"W[0,0] = {W[0, 0]}",
-            f"b[0] = {bias[0, 0]}",
+            f"W = W₂W₁ and b = W₂b₁ + b₂ ({'proved' if proved else 'NOT proved'} by SymPy: "
+            "`expand(W₂(W₁X + b₁) + b₂ − (WX + b))` is the zero matrix).",
+            f"$$W = W_2 W_1 = {sp.latex(W)}$$",
+            f"$$b = W_2 b_1 + b_2 = {sp.latex(bias)}$$",
         ),
     )
 
