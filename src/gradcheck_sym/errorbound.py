@@ -31,6 +31,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .functions import FUNCTIONS
+from .graph import logic
 from .symbolic import NO_PARTIAL, GradientProgram, _derivative_template
 
 # Roundings charged per operation, in units of |result| * u.
@@ -183,14 +184,8 @@ def error_scales(gp: GradientProgram, point: Sequence[float]) -> ErrorScales:
                 if c:
                     v[k], E[k], V[k] = v[args[b]], E[args[b]], V[args[b]]
                     break
-        elif op == "and":
-            xs = [v[a] for a in args]
-            v[k] = False if False in xs else (None if None in xs else True)
-        elif op == "or":
-            xs = [v[a] for a in args]
-            v[k] = True if True in xs else (None if None in xs else False)
-        elif op == "not":
-            v[k] = None if v[args[0]] is None else not v[args[0]]
+        elif op in ("and", "or", "not"):
+            v[k] = logic(op, [v[a] for a in args])
     worst, var = _backward_errors(gp, v, E, V)
     return ErrorScales(worst=[E[gp.output], *worst], probable=[math.sqrt(x) for x in (V[gp.output], *var)])
 

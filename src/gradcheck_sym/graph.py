@@ -70,6 +70,17 @@ class Program:
         return {self.variables[self.data[k]]: k for k, op in enumerate(self.ops) if op == "var"}
 
 
+def logic(op: str, xs: list[bool | None]) -> bool | None:
+    """``and`` / ``or`` / ``not`` in three-valued logic: ``None`` is a condition that cannot be
+    evaluated (an undefined operand); it decides nothing unless nothing else does."""
+    if op == "not":
+        return None if xs[0] is None else not xs[0]
+    decisive = op == "or"  # True decides an `or`, False decides an `and`
+    if decisive in xs:
+        return decisive
+    return None if None in xs else not decisive
+
+
 def walk(root: sp.Basic, children: Callable[[sp.Basic], tuple[sp.Basic, ...]]) -> Iterator[sp.Basic]:
     """Every distinct node of ``root``'s DAG once, children before parents (iterative)."""
     done: set[sp.Basic] = set()

@@ -25,6 +25,7 @@ from typing import Any
 from flint import arb, ctx, fmpq
 
 from .arith import Balls, NeedPrecision, NotRational, Rationals
+from .graph import logic
 from .symbolic import NO_PARTIAL, GradientProgram
 
 START_PREC = 128
@@ -90,15 +91,8 @@ def _apply(A: Any, op: str, k: int, args: tuple[int, ...], data: Any, vals: list
         return A.fn(data, [vals[a] for a in args])
     if op == "powv":
         return A.powv(vals[args[0]], vals[args[1]])
-    if op == "and":
-        xs = [vals[a] for a in args]
-        return False if False in xs else (None if None in xs else True)
-    if op == "or":
-        xs = [vals[a] for a in args]
-        return True if True in xs else (None if None in xs else False)
-    if op == "not":
-        x = vals[args[0]]
-        return None if x is None else not x
+    if op in ("and", "or", "not"):
+        return logic(op, [vals[a] for a in args])
     raise AssertionError(op)
 
 
