@@ -25,6 +25,7 @@ _EXPORTS = {
     "TargetError": "errors",
     "UnsupportedFunctionError": "errors",
     "Model": "model",
+    "load_model": "loader",
     "matrix": "model",
     "Check": "results",
     "ModelResult": "results",
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .errors import ModelError as ModelError
     from .errors import TargetError as TargetError
     from .errors import UnsupportedFunctionError as UnsupportedFunctionError
+    from .loader import load_model as load_model
     from .model import Model as Model
     from .model import matrix as matrix
     from .results import Check as Check

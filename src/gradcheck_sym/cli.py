@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List the models each TARGET defines (default: the built-in models).")
     ls.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
     ls.set_defaults(func=_list)
+    rep = sub.add_parser("report", help="render the Markdown report from a saved results.json",
+                         description="Render the report (Markdown and plots) from RESULTS.json without "
+                         "recomputing anything.")
+    rep.add_argument("results", metavar="RESULTS.json", help="a results file written by verify")
+    rep.add_argument("--out", metavar="DIR", default=None,
+                     help="where to write the report (default: the folder of RESULTS.json)")
+    rep.set_defaults(func=_report)
     rp = sub.add_parser("replay", help="replay the lecture's training loop, float32 beside exact",
                         description="Run the lecture's training loop in float32 autograd, printing what "
                         "its program prints, with the exact values beside each line.")
@@ -103,12 +110,10 @@ def _versions() -> dict[str, str]:
 
 
 def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
-    from .loader import load_target
+    from .loader import BUILTIN, load_target
 
     if not targets:
-        from .zoo import builtin_models
-
-        return [("builtin", m) for m in builtin_models()], []
+        targets = [BUILTIN]
     found: list[tuple[str, Model]] = []
     errors: list[str] = []
     for t in targets:
@@ -120,7 +125,6 @@ def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
 
 
 def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .report_md import render
     from .terminal import summary
     from .verifier import verify
     from .writer import write_atomic
@@ -133,15 +137,15 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     results: list[ModelResult] = []
-    for k, (_target, m) in enumerate(models, start=1):
+    for k, (target, m) in enumerate(models, start=1):
         t0 = time.perf_counter()
         progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
-        r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes,
+        r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
                    progress=lambda msg: progress(f"    {msg}"))
         progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
         results.append(r)
     replay = None
-    if not args.targets:
+    if not args.targets or args.targets == ["builtin"]:
         from .training import replay as run_replay
 
         progress("replaying the lecture's training loop (float32 and exact)")
@@ -154,12 +158,7 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(summary(run))
     if not args.no_report:
         out = Path(args.report_dir)
-        try:
-            write_atomic(out / "results.json", to_json(run))
-            for name, text in render(run).items():
-                write_atomic(out / name, text)
-        except OSError as exc:
-            print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
+        if not _write_report(run, out, with_json=True):
             return EXIT_UNUSABLE
         print(f"\nreport: {out / 'index.md'}")
     if args.json:
@@ -169,6 +168,41 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"error: cannot write `{args.json}`: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_UNUSABLE
     return exit_code(run)
+
+
+def _write_report(run: RunResult, out: Path, *, with_json: bool) -> bool:
+    from .report_md import render
+    from .writer import write_atomic
+
+    try:
+        if with_json:
+            write_atomic(out / "results.json", to_json(run))
+        for name, data in render(run).items():
+            write_atomic(out / name, data)
+    except OSError as exc:
+        print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .results import from_json
+
+    path = Path(args.results)
+    try:
+        run = from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"error: cannot read `{path}`: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"error: `{path}` is not a gradcheck_sym results file ({exc}); write one with "
+              "`python -m gradcheck_sym verify`", file=sys.stderr)
+        return EXIT_UNUSABLE
+    out = Path(args.out) if args.out else path.parent
+    if not _write_report(run, out, with_json=False):
+        return EXIT_UNUSABLE
+    print(f"report: {out / 'index.md'}")
+    return EXIT_OK
 
 
 def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -33,9 +33,30 @@ def _import_file(path: Path) -> object:
     return module
 
 
+BUILTIN = "builtin"  # the target naming the lecture's built-in models
+
+
+def load_model(target: str, name: str) -> Model:
+    """One model by name from a target (a file, a module, or ``"builtin"``).
+
+    >>> load_model("builtin", "linear").n_params
+    1
+    """
+    models = load_target(target)
+    for m in models:
+        if m.name == name:
+            return m
+    raise TargetError(f"`{target}` has no model named `{name}`; it has {', '.join(f'`{m.name}`' for m in models)}")
+
+
 def load_target(target: str) -> list[Model]:
     """The models a file (``models.py``, ``dir/models.py``) or module (``pkg.models``) defines
-    at module level, in definition order.  Raises `TargetError` naming the target."""
+    at module level, in definition order (``"builtin"``: the lecture's models).  Raises
+    `TargetError` naming the target."""
+    if target == BUILTIN:
+        from .zoo import builtin_models
+
+        return builtin_models()
     path = Path(target)
     looks_like_file = target.endswith(".py") or "/" in target or path.exists()
     try:

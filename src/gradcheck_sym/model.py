@@ -101,7 +101,9 @@ class Model:
       ``"*"`` covers every symbol not listed;
     * ``points``: explicit points ``[{symbol, matrix or name: value}]`` (no domain needed);
     * ``impl``: ``impl(**tensors) -> loss tensor``, a torch implementation to check;
-    * ``grad_impl``: ``grad_impl(**tensors) -> {name: gradient}``, a hand-written gradient.
+    * ``grad_impl``: ``grad_impl(**tensors) -> {name: gradient}``, a hand-written gradient;
+    * ``description``, ``notes`` (Markdown) and ``latex`` (the loss as you would typeset it, for
+      models too large for SymPy's own LaTeX) go into the reports.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class Model:
         input_grads: bool = False,
         description: str = "",
         notes: Sequence[str] = (),
+        latex: str = "",
     ) -> None:
         if not isinstance(name, str) or not _MODEL_NAME.match(name):
             raise ModelError(
@@ -134,6 +137,7 @@ class Model:
         self.input_grads = bool(input_grads)
         self.description = description
         self.notes = tuple(notes)
+        self.latex = latex
         self._check_symbols()
         self.domain = _domain(name, domain, self.variables)
         self.points = tuple(_point(name, i, p, self.variables) for i, p in enumerate(points or ()))
@@ -155,6 +159,10 @@ class Model:
                 )
         self.impl = impl
         self.grad_impl = grad_impl
+
+    def parse_points(self, points: Sequence[Mapping[Any, Any]]) -> tuple[dict[sp.Symbol, Fraction], ...]:
+        """Points given as ``{symbol, matrix or name: value}``, checked like ``points=``."""
+        return tuple(_point(self.name, i, p, self.variables) for i, p in enumerate(points))
 
     # -- derived views -------------------------------------------------------------------
     @property

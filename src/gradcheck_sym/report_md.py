@@ -1,14 +1,24 @@
-"""Results → Markdown: ``index.md`` for the run and one page per model.  Pure functions:
-the same results give the same bytes (no clock, no paths of this machine)."""
+"""Results → Markdown (and the PNGs it links): ``index.md`` for the run, one page per model,
+``training.md`` for the lecture's loop.  Pure: the same results give the same bytes (no clock,
+no paths of this machine), readable on GitHub with nothing else installed (tables, ``$$``
+LaTeX, Mermaid)."""
 
 from __future__ import annotations
 
+import json
+import math
+
+from . import plots
 from .formatting import num, ulps
-from .results import Check, ModelResult, RunResult, summarize
+from .report_graph import mermaid, recurrence
+from .results import Check, ModelResult, Replay, RunResult, summarize
 from .terminal import describe
 
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️ error"}
-WORST_ROWS = 10
+WORST_PER_SOURCE = 5
+SNIPPETS = 10  # mismatches shown with a reproducing snippet; the rest are listed
+LISTED = 50
+POINTS_SHOWN = 12  # points are tabulated for models with at most this many scalars
 
 
 def _cell(text: str) -> str:
@@ -26,61 +36,145 @@ def page_name(model: ModelResult) -> str:
     return f"{model.name}.md"
 
 
-def _kinks(model: ModelResult) -> int:
-    return sum(c.verdict in ("nondifferentiable", "undefined") for c in model.checks)
+def step_plot_name(model: ModelResult) -> str:
+    return f"{model.name}-fd-steps.png"
+
+
+TRAINING_PAGE = "training.md"
+TRAINING_PLOT = "training.png"
+
+
+def _special(model: ModelResult) -> list[Check]:
+    return [c for c in model.checks if c.verdict in ("nondifferentiable", "undefined")]
 
 
 def _icon(model: ModelResult) -> str:
     icon = VERDICT_ICON[model.status]
-    return icon + (" ⚠" if model.status == "pass" and _kinks(model) else "")
+    return icon + (" ⚠" if model.status == "pass" and _special(model) else "")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape)) if shape else "scalar"
+
+
+# -- index ------------------------------------------------------------------------------------
 
 
 def render_index(run: RunResult) -> str:
-    """The run's front page: one row per model."""
+    """The run's front page: how to reproduce it, then one row per model."""
     v = run.versions
     lines = [
         "# gradcheck_sym report",
         "",
         f"Reproduce: `{run.command}`",
         "",
-        f"Seed {run.seed}, {run.samples} random points per model (after its explicit points), "
-        f"dtypes {', '.join(run.dtypes)}.  Versions: Python {v.get('python')}, torch {v.get('torch')}, "
-        f"SymPy {v.get('sympy')}, python-flint {v.get('python-flint')}, gradcheck_sym {run.tool_version}.",
+        f"Seed {run.seed}; {run.samples} random points per model after its explicit points; dtypes "
+        f"{', '.join(run.dtypes)}.  Python {v.get('python')}, torch {v.get('torch')}, SymPy "
+        f"{v.get('sympy')}, python-flint {v.get('python-flint')}, gradcheck_sym {run.tool_version}.",
         "",
     ]
     rows = []
     for m in run.models:
-        worst = []
-        for s in summarize(m):
-            if s.worst_ulps is not None and s.source != "fd":
-                worst.append(f"{s.source} {s.dtype}: {num(s.worst_of_tolerance, 2)} of tolerance, "
-                             f"{ulps(s.worst_ulps)} ulps, rel {num(s.worst_rel, 2)}")
+        worst = [
+            f"{s.source} {s.dtype}: rel {num(s.worst_rel, 2)}, {ulps(s.worst_ulps)} ulps"
+            for s in summarize(m) if s.worst_ulps is not None and s.source != "fd"
+        ]
         points = max((len(p) for p in m.points.values()), default=0)
         rows.append([
-            f"[{m.name}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.sources) or "—",
-            "<br>".join(worst) or (m.error or "—"), _icon(m),
+            f"[{m.name}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.points) or "—",
+            ", ".join(m.sources) or "—", "<br>".join(worst) or _cell(m.error or "—"), _icon(m),
         ])
-    lines += _table(["model", "params", "points", "sources", "worst error", "verdict"], rows)
-    lines += ["", "✅ every source agrees with the exact gradient · ❌ a source is wrong · "
-              "⚠ some points are non-differentiable or undefined (reported, not failures)"]
+    lines += _table(["model", "params", "points", "dtypes", "sources", "worst error per source", "verdict"], rows)
+    lines += [
+        "",
+        "✅ every source agrees with the exact gradient · ❌ a source is wrong · ⚠ some points are "
+        "non-differentiable or undefined there (reported on the model's page, not failures) · "
+        "⚠️ error: the model could not be checked",
+    ]
     for e in run.errors:
-        lines += ["", f"⚠️ {e}"]
+        lines += ["", f"⚠️ {_cell(e)}"]
     if run.replay is not None:
-        lines += ["", "## The lecture's training loop, replayed", ""]
+        r = run.replay
         lines += [
-            "100 epochs of per-sample SGD (lr 0.01) on x = [1, 2, 3], y = [2, 4, 6] from ω = 1, "
-            "once in float32 autograd (the lecture's program) and once with the exact gradient "
-            "2x(xω − y) in rational arithmetic.",
+            "",
+            f"[The lecture's training loop]({TRAINING_PAGE}), replayed in float32 autograd and in exact "
+            f"arithmetic: after 100 epochs ω = {r.final_w_float32!r} (float32) and {r.final_w_exact} (exact).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- model page --------------------------------------------------------------------------------
+
+
+def _declaration(m: ModelResult) -> list[str]:
+    lines = ["## Declaration", ""]
+    if m.loss_latex:
+        lines += ["$$", f"\\ell = {m.loss_latex}", "$$", ""]
+    else:
+        lines += [f"The loss: {_cell(m.loss)}", ""]
+    rows = [[f"`{v.name}`", v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
+            for v in m.variables]
+    lines += _table(["variable", "role", "shape", "scalars"], rows)
+    lines += ["", f"{m.n_params} scalar parameters are differentiated."]
+    if m.domain:
+        lines += ["", "Domain of the random points:", ""]
+        lines += _table(["variable", "low", "high"], [[f"`{k}`", num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
+    return lines + [""]
+
+
+def _gradient(m: ModelResult) -> list[str]:
+    lines = ["## The exact gradient", ""]
+    if m.closed_form_latex:
+        for name, tex in m.closed_form_latex.items():
+            lines += ["$$", f"\\frac{{\\partial \\ell}}{{\\partial {name}}} = {tex}", "$$", ""]
+    elif m.layers:
+        lines += [
+            "Too large for one formula; the backward pass layer by layer instead, each adjoint the sum "
+            "over the layers that read it of their adjoint times the local derivative (⊙: entrywise):",
             "",
         ]
-        r = run.replay
-        rows = []
-        for s in r.steps:
-            if s.epoch in (0, 1, 2, 10, 50, 99) and s.x == 3.0:
-                rows.append([str(s.epoch), repr(s.grad_float32), s.grad_exact, repr(s.w_float32), s.w_exact])
-        lines += _table(["epoch", "grad (float32)", "grad (exact)", "ω after (float32)", "ω after (exact)"], rows)
-        lines += ["", f"Final ω: float32 {r.final_w_float32!r}, exact {r.final_w_exact}."]
-    return "\n".join(lines) + "\n"
+        eqs = [eq.replace(" = ", " &= ", 1) for eq in recurrence(m.layers)]
+        lines += ["$$", "\\begin{aligned}", " \\\\\n".join(eqs), "\\end{aligned}", "$$", ""]
+    lines += [
+        "Evaluated exactly at every point by reverse accumulation over the expression graph, in "
+        f"{', '.join(m.arithmetic) or '—'} arithmetic (`rational`: exact fractions; `ball/N`: intervals "
+        "of N-bit precision proven to contain the true value).",
+        "",
+    ]
+    return lines
+
+
+def _graph(m: ModelResult) -> list[str]:
+    if not m.layers:
+        return []
+    return [
+        "## Computation graph",
+        "",
+        "One node per layer of scalar operations (MM: weight × value products, ADD: sums, σ: "
+        "sigmoid); a − on an edge means the value enters negated.",
+        "",
+        "```mermaid",
+        mermaid(m.layers),
+        "```",
+        "",
+    ]
+
+
+def _sources(m: ModelResult) -> list[str]:
+    rows = [[s.source + (f" ({s.forward})" if s.forward else ""), s.dtype, str(s.checks), str(s.agree),
+             str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
+             ulps(s.worst_ulps), num(s.worst_rel, 3)]
+            for s in summarize(m)]
+    lines = ["## Sources", ""]
+    lines += _table(["source", "dtype", "checks", "agree", "mismatch", "non-diff.", "undefined",
+                     "worst error/tolerance", "worst ulps", "worst rel. error"], rows)
+    return lines + [
+        "",
+        "A value agrees when its error is within the tolerance a correct computation in its dtype can "
+        "need there (from running error analysis of the gradient; see the README).  Finite differences "
+        "(fd) are held to their own error estimate; their mismatches are noise, never failures.",
+        "",
+    ]
 
 
 def _of_tolerance(c: Check) -> float:
@@ -89,70 +183,181 @@ def _of_tolerance(c: Check) -> float:
     return c.abs_error / c.tolerance
 
 
-def _worst_rows(checks: list[Check]) -> list[list[str]]:
-    """The checks closest to (or beyond) their tolerance, finite differences aside."""
-    ranked = sorted((c for c in checks if c.ulps is not None and c.source != "fd"), key=lambda c: -_of_tolerance(c))
-    ranked = ranked[:WORST_ROWS]
-    return [
-        [c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
-         "loss" if c.quantity == "loss" else c.entry, str(c.point), num(c.exact, 12), num(c.value, 12),
-         num(c.abs_error, 3), num(c.rel_error, 3), ulps(c.ulps), num(c.tolerance, 3), c.verdict]
-        for c in ranked
+def _worst(m: ModelResult) -> list[str]:
+    lines = ["## Worst entries", ""]
+    rows = []
+    for s in summarize(m):
+        group = [c for c in m.checks if (c.source, c.dtype, c.forward) == (s.source, s.dtype, s.forward)
+                 and c.ulps is not None]
+        for c in sorted(group, key=lambda c: -_of_tolerance(c))[:WORST_PER_SOURCE]:
+            rows.append([
+                c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
+                "loss" if c.quantity == "loss" else f"`{c.entry}`", str(c.point), num(c.exact, 12),
+                num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3), ulps(c.ulps), num(c.tolerance, 3),
+                c.verdict,
+            ])
+    lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps", "tolerance",
+                     "verdict"], rows)
+    return lines + ["", "Every check is in `results.json`.", ""]
+
+
+def snippet(m: ModelResult, c: Check) -> str:
+    """Python that reproduces one check: the model, the point, the dtype."""
+    point = json.dumps(m.points[c.dtype][c.point], ensure_ascii=False)
+    return "\n".join([
+        "```python",
+        "from gradcheck_sym import load_model, verify",
+        "",
+        f"model = load_model({json.dumps(m.target or 'models.py')}, {json.dumps(m.name)})",
+        f"result = verify(model, points=[{point}], samples=0, dtypes=[{json.dumps(c.dtype)}])",
+        'print(*(c for c in result.failed if c.entry == ' + json.dumps(c.entry) + '), sep="\\n")',
+        "```",
+    ])
+
+
+def _mismatches(m: ModelResult) -> list[str]:
+    failed = list(m.failed)
+    if not failed:
+        return []
+    lines = ["## Mismatches", "", f"{len(failed)} checks disagree with the exact value.", ""]
+    for c in failed[:SNIPPETS]:
+        lines += [f"- {describe(c)}", "", snippet(m, c), ""]
+    for c in failed[SNIPPETS:LISTED]:
+        lines += [f"- {describe(c)}"]
+    if len(failed) > LISTED:
+        lines += [f"- … and {len(failed) - LISTED} more in `results.json`"]
+    return lines + [""]
+
+
+def _special_points(m: ModelResult) -> list[str]:
+    special = _special(m)
+    if not special:
+        return []
+    lines = [
+        "## Non-differentiable and undefined points",
+        "",
+        "At these points the exact derivative does not exist (one-sided derivatives differ) or is "
+        "undefined (infinite, a jump, outside the real domain).  They are reported, not failed.",
+        "",
     ]
+    rows = [[c.source + (f" ({c.forward})" if c.forward else ""), c.dtype, f"`{c.entry}`", str(c.point),
+             c.verdict, num(c.left), num(c.right), num(c.value), c.note] for c in special[:LISTED]]
+    lines += _table(["source", "dtype", "entry", "point", "verdict", "left", "right", "returned", "why"], rows)
+    if len(special) > LISTED:
+        lines += ["", f"… and {len(special) - LISTED} more in `results.json`."]
+    return lines + [""]
 
 
-def render_model(model: ModelResult) -> str:
-    """One model's page: declaration, exact gradient, per-source summary, worst entries."""
-    lines = [f"# {model.name} {_icon(model)}", ""]
-    if model.description:
-        lines += [model.description, ""]
-    if model.error:
-        lines += ["**Could not be checked:** " + model.error, ""]
-    lines += ["## Declaration", ""]
-    if model.loss_latex:
-        lines += ["$$", f"\\mathrm{{loss}} = {model.loss_latex}", "$$", ""]
-    else:
-        lines += [f"loss: {model.loss}", ""]
-    params = [f"`{v.name}` {'×'.join(map(str, v.shape)) if v.shape else 'scalar'}" for v in model.variables if v.role == "param"]
-    inputs = [f"`{v.name}` {'×'.join(map(str, v.shape)) if v.shape else 'scalar'}" for v in model.variables if v.role == "input"]
-    lines += [f"Parameters ({model.n_params} scalars): {', '.join(params)}", ""]
-    if inputs:
-        lines += [f"Inputs: {', '.join(inputs)}", ""]
-    if model.closed_form_latex:
-        lines += ["## Exact gradient", ""]
-        for name, tex in model.closed_form_latex.items():
-            lines += ["$$", f"\\frac{{\\partial\\, \\mathrm{{loss}}}}{{\\partial {name}}} = {tex}", "$$", ""]
-    if model.notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in model.notes] + [""]
-    if model.checks:
-        lines += ["## Sources", ""]
-        rows = [[s.source + (f" ({s.forward})" if s.forward else ""), s.dtype, str(s.checks), str(s.agree),
-                 str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
-                 ulps(s.worst_ulps), num(s.worst_rel, 3)]
-                for s in summarize(model)]
-        lines += _table(["source", "dtype", "checks", "agree", "mismatch", "non-diff.", "undefined",
-                         "worst error/tolerance", "worst ulps", "worst rel. error"], rows)
-        lines += ["", f"Exact values computed in: {', '.join(model.arithmetic)}.", ""]
-        lines += ["## Worst entries", ""]
-        lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps",
-                         "tolerance", "verdict"], _worst_rows(list(model.checks)))
+def _step_study(m: ModelResult, have_plot: bool) -> list[str]:
+    st = m.step_study
+    if st is None:
+        return []
+    lines = [
+        "## Finite differences against the step",
+        "",
+        f"Central differences (f(x+h) − f(x−h))/2h of `∂ℓ/∂{st.entry}` at point {st.point}, against "
+        "the exact value: truncation error falls like h², rounding error grows like u/h.",
+        "",
+    ]
+    lines += [f"![finite-difference error against step h]({step_plot_name(m)})" if have_plot else f"({plots.MISSING})", ""]
+    rows = []
+    for dtype in st.steps:
+        pairs = list(zip(st.steps[dtype], st.errors[dtype]))
+        finite = [p for p in pairs if p[1] == p[1]]
+        h, e = min(finite, key=lambda p: p[1]) if finite else (float("nan"), float("nan"))
+        rows.append([dtype, num(st.exact[dtype], 12), num(h, 3), num(e, 3), num(pairs[0][1], 3), num(pairs[-1][1], 3)])
+    lines += _table(["dtype", "exact", "best h", "error at best h", f"error at h = {num(st.steps[next(iter(st.steps))][0])}",
+                     "error at the smallest h"], rows)
+    return lines + [""]
+
+
+def _points(m: ModelResult) -> list[str]:
+    if sum(math.prod(v.shape) if v.shape else 1 for v in m.variables) > POINTS_SHOWN or not m.points:
+        return []
+    lines = ["## Points", ""]
+    for dtype, pts in m.points.items():
+        names = list(pts[0]) if pts else []
+        lines += [f"{dtype}:", ""]
+        lines += _table(["point", *[f"`{n}`" for n in names]], [[str(i), *[json.dumps(p[n]) for n in names]] for i, p in enumerate(pts)])
         lines += [""]
-        failed = list(model.failed)
-        if failed:
-            lines += ["## Mismatches", ""] + [f"- {describe(c)}" for c in failed[:50]]
-            if len(failed) > 50:
-                lines += [f"- … and {len(failed) - 50} more in results.json"]
-            lines += [""]
-        special = [c for c in model.checks if c.verdict in ("nondifferentiable", "undefined")]
-        if special:
-            lines += ["## Non-differentiable and undefined points", ""]
-            lines += [f"- {describe(c)}" for c in special[:50]] + [""]
+    return lines
+
+
+def render_model(m: ModelResult, *, have_plot: bool = True) -> str:
+    """One model's page: declaration, exact gradient, graph, sources, worst entries,
+    mismatches with snippets, special points, the step study."""
+    lines = [f"# {m.name} {_icon(m)}", ""]
+    if m.description:
+        lines += [m.description, ""]
+    if m.target:
+        lines += [f"From `{m.target}`.", ""]
+    if m.error:
+        lines += ["**Could not be checked:** " + _cell(m.error), ""]
+    lines += _declaration(m)
+    if not m.error:
+        lines += _gradient(m)
+    lines += _graph(m)
+    if m.notes:
+        lines += ["## Notes", ""]
+        for n in m.notes:
+            lines += [n, ""]
+    if m.checks:
+        lines += _sources(m) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render(run: RunResult) -> dict[str, str]:
-    """Every Markdown file of the report, by file name."""
-    files = {"index.md": render_index(run)}
+# -- training ---------------------------------------------------------------------------------
+
+
+def render_training(r: Replay, *, have_plot: bool = True) -> str:
+    """The lecture's loop: per epoch, float32 beside exact."""
+    lines = [
+        "# The lecture's training loop",
+        "",
+        "100 epochs of per-sample SGD (learning rate 0.01) fitting ŷ = ωx to x = [1, 2, 3], "
+        "y = [2, 4, 6] from ω = 1: once as the lecture's program runs it (float32 autograd) and once "
+        "with the exact gradient 2x(xω − y) in rational arithmetic.",
+        "",
+        f"![ω and the loss per epoch, float32 against exact]({TRAINING_PLOT})" if have_plot else f"({plots.MISSING})",
+        "",
+        f"After 100 epochs: ω = {r.final_w_float32!r} in float32, {r.final_w_exact} exactly; "
+        f"the prediction for x = 4 is {r.lines_float32[-1].split()[-1]} in float32 and "
+        f"{r.final_prediction_exact} exactly."
+        + (f"  From epoch {r.float32_stalls_at} on, float32's ω no longer changes: each update "
+           "0.01·grad is below half a unit in the last place of ω and rounds away, while the exact "
+           "run keeps converging." if r.float32_stalls_at is not None else ""),
+        "",
+        "What the lecture's program prints (first lines), with the exact values beside:",
+        "",
+        "```text",
+    ]
+    steps = iter(r.steps)
+    for line in r.lines_float32[:9]:
+        exact = ""
+        if line.startswith("\tgrad:"):
+            exact = f"exact {next(steps).grad_exact}"
+        lines.append(f"{line.expandtabs(4):<45} {exact}".rstrip())
+    lines += ["```", ""]
+    last = {}
+    for s in r.steps:
+        last[s.epoch] = s
+    rows = [[str(e), repr(s.w_float32), s.w_exact, repr(s.loss_float32), s.loss_exact] for e, s in sorted(last.items())]
+    lines += ["Per epoch (ω after the epoch, and the loss of its last sample, as the lecture prints it):", ""]
+    lines += _table(["epoch", "ω float32", "ω exact", "loss float32", "loss exact"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def render(run: RunResult) -> dict[str, str | bytes]:
+    """Every file of the report, by name: Markdown text and PNG bytes."""
+    files: dict[str, str | bytes] = {"index.md": render_index(run)}
     for m in run.models:
-        files[page_name(m)] = render_model(m)
+        png = plots.step_study_png(m.step_study) if m.step_study is not None else None
+        if png is not None:
+            files[step_plot_name(m)] = png
+        files[page_name(m)] = render_model(m, have_plot=png is not None)
+    if run.replay is not None:
+        png = plots.replay_png(run.replay)
+        if png is not None:
+            files[TRAINING_PLOT] = png
+        files[TRAINING_PAGE] = render_training(run.replay, have_plot=png is not None)
     return files

@@ -57,15 +57,41 @@ class VariableInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Layer:
+    """One node of the layer-level computation graph (see `structure`)."""
+
+    id: str  # unique, Mermaid-safe
+    label: str  # MM, ADD, sigmoid, POW 2, exp, ..., or the variable's name
+    kind: str  # "param" | "input" | "op" | "loss"
+    size: int  # scalars in the group
+    inputs: tuple[str, ...]  # ids of the layers it reads
+    signs: tuple[str, ...] = ()  # per input: "+", "-" or "±" (the sign it enters with)
+    shape: tuple[int, ...] = ()  # variables only
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStudy:
+    """Central-difference error against the step h, for one entry at one point."""
+
+    entry: str  # e.g. "W3[2,3]"
+    point: int  # index into ModelResult.points[dtype]
+    exact: dict[str, float]  # dtype -> exact derivative at that dtype's point
+    steps: dict[str, list[float]]  # dtype -> h
+    errors: dict[str, list[float]]  # dtype -> |difference quotient(h) - exact|
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelResult:
     """Everything checked for one model."""
 
     name: str
     status: str  # "pass" | "fail" | "error"
+    target: str = ""  # where the model came from: a file, a module, or "builtin"
     description: str = ""
     loss: str = ""  # the declared loss, as SymPy prints it
-    loss_latex: str = ""
+    loss_latex: str = ""  # SymPy's LaTeX for small losses, else the model's own ``latex=``
     variables: tuple[VariableInfo, ...] = ()
+    domain: dict[str, list[float]] = field(default_factory=dict)  # variable or entry -> [low, high]
     n_params: int = 0  # scalar weights differentiated
     closed_form: dict[str, str] = field(default_factory=dict)  # entry -> ∂loss/∂entry (small models)
     closed_form_latex: dict[str, str] = field(default_factory=dict)
@@ -74,6 +100,8 @@ class ModelResult:
     arithmetic: tuple[str, ...] = ()  # how the references were obtained ("rational", "ball/128")
     sources: tuple[str, ...] = ()  # sources checked, e.g. ("autograd", "fd")
     checks: tuple[Check, ...] = ()
+    layers: tuple[Layer, ...] = ()  # the computation graph, one node per layer (empty: too irregular)
+    step_study: StepStudy | None = None
     error: str | None = None  # why the model could not be checked (status "error")
 
     @property
@@ -103,6 +131,7 @@ class Replay:
     final_w_exact: str
     final_w_float32: float
     final_prediction_exact: str  # 4·ω after training, as the lecture's last line predicts
+    float32_stalls_at: int | None = None  # first epoch after which float32's ω never changes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +206,18 @@ def _check(d: dict[str, Any]) -> Check:
 
 def _model(d: dict[str, Any]) -> ModelResult:
     d = dict(d)
+    d["layers"] = tuple(
+        Layer(**{**layer, "inputs": tuple(layer["inputs"]), "signs": tuple(layer["signs"]),
+                 "shape": tuple(layer["shape"])})
+        for layer in d["layers"]
+    )
+    if d.get("step_study") is not None:
+        st = d["step_study"]
+        d["step_study"] = StepStudy(
+            entry=st["entry"], point=st["point"], exact={k: _float(v) for k, v in st["exact"].items()},
+            steps={k: [_float(x) for x in v] for k, v in st["steps"].items()},
+            errors={k: [_float(x) for x in v] for k, v in st["errors"].items()},
+        )
     d["variables"] = tuple(VariableInfo(name=v["name"], shape=tuple(v["shape"]), role=v["role"]) for v in d["variables"])
     d["checks"] = tuple(_check(c) for c in d["checks"])
     for key in ("notes", "arithmetic", "sources"):
@@ -193,6 +234,7 @@ def _replay(d: dict[str, Any] | None) -> Replay | None:
         final_w_exact=d["final_w_exact"],
         final_w_float32=d["final_w_float32"],
         final_prediction_exact=d["final_prediction_exact"],
+        float32_stalls_at=d.get("float32_stalls_at"),
     )
 
 

@@ -39,9 +39,11 @@ def _sample(rng: random.Random, lo: Fraction, hi: Fraction) -> Fraction:
     return Fraction(x)
 
 
-def points_for(model: Model, samples: int, seed: int) -> list[dict[sp.Symbol, Fraction]]:
-    """The model's explicit points followed by ``samples`` random ones (when it has a domain for
-    every symbol).  The random stream depends on the seed and the model's name only, so adding
+def points_for(
+    model: Model, samples: int, seed: int, explicit: Sequence[dict[sp.Symbol, Fraction]] | None = None
+) -> list[dict[sp.Symbol, Fraction]]:
+    """The explicit points (the model's unless ``explicit`` replaces them) followed by
+    ``samples`` random ones (when the model has a domain for every symbol).  The random stream depends on the seed and the model's name only, so adding
     a model to a file does not move the points of the others.
 
     >>> x, w = sp.symbols("x w", real=True)
@@ -49,7 +51,7 @@ def points_for(model: Model, samples: int, seed: int) -> list[dict[sp.Symbol, Fr
     >>> points_for(m, 2, seed=0) == points_for(m, 2, seed=0)
     True
     """
-    out = [dict(p) for p in model.points]
+    out = [dict(p) for p in (model.points if explicit is None else explicit)]
     if len(model.domain) == len(model.symbols):
         rng = random.Random(f"{seed}:{model.name}")
         for _ in range(samples):

@@ -141,7 +141,21 @@ def replay() -> Replay:
         lines_float32=tuple(lines), steps=out,
         final_w_exact=decimal(exact[-1][1], 30), final_w_float32=steps[-1].w,
         final_prediction_exact=decimal(4 * exact[-1][1], 20),
+        float32_stalls_at=_stall(steps),
     )
+
+
+def _stall(steps: list[_Step]) -> int | None:
+    """The first epoch in which no step changes float32's ω, if every later one is like it."""
+    last_change = None
+    before = 1.0
+    for s in steps:
+        if s.w != before:
+            last_change = s.epoch
+        before = s.w
+    if last_change is None or last_change == steps[-1].epoch:
+        return None
+    return last_change + 1
 
 
 def side_by_side(r: Replay) -> list[str]:

@@ -7,7 +7,7 @@ and error scales (`errorbound`) → sources (`sources`) → checks (`compare`) �
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -33,8 +33,10 @@ from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
 from .reference import ExactValue, PointReference, reference_at
-from .results import Check, ModelResult, VariableInfo
-from .sampling import DTYPES, points_for, rounded
+from .results import Check, Layer, ModelResult, StepStudy, VariableInfo
+from .sampling import DTYPES, points_for, round_to, rounded
+from .step_study import step_study
+from .structure import layers
 from .symbolic import GradientProgram, closed_form, gradient_program
 
 Progress = Callable[[str], None]
@@ -52,6 +54,7 @@ class Prepared:
         )
         self.subject = src.Subject(model)
         self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
+        self.layers: tuple[Layer, ...] = layers(model, self.subject.forward.program) or ()
 
 
 def prepare(model: Model) -> Prepared:
@@ -109,9 +112,12 @@ def verify(
     samples: int = 5,
     seed: int = 0,
     dtypes: Sequence[str] = DTYPES,
+    points: Sequence[Mapping[Any, Any]] | None = None,
+    target: str = "",
     progress: Progress | None = None,
 ) -> ModelResult:
-    """Check every gradient source of ``model`` against its exact gradient.
+    """Check every gradient source of ``model`` against its exact gradient, at its explicit
+    points (or ``points``, which replace them) and ``samples`` seeded random points.
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -121,12 +127,14 @@ def verify(
     """
     say = progress or (lambda _msg: None)
     try:
-        return _verify(model, samples, seed, tuple(dtypes), say)
+        explicit = model.parse_points(points) if points is not None else model.points
+        return _verify(model, explicit, samples, seed, tuple(dtypes), target, say)
     except GradcheckError as exc:
-        return _error_result(model, str(exc))
+        return _error_result(model, target, str(exc))
     except Exception as exc:  # noqa: BLE001 - one model's crash must not stop the others
         return _error_result(
             model,
+            target,
             f"internal error while checking model `{model.name}`: {type(exc).__name__}: {exc} "
             "(this is a bug in gradcheck_sym; please report it with the model)",
         )
@@ -141,9 +149,9 @@ def _loss_text(model: Model) -> str:
     return _clip(str(model.loss))
 
 
-def _error_result(model: Model, message: str) -> ModelResult:
+def _error_result(model: Model, target: str, message: str) -> ModelResult:
     return ModelResult(
-        name=model.name, status="error", description=model.description, loss=_loss_text(model),
+        name=model.name, status="error", target=target, description=model.description, loss=_loss_text(model),
         variables=_variable_info(model), n_params=model.n_params, notes=model.notes, error=message,
     )
 
@@ -165,13 +173,37 @@ def _sources(model: Model) -> list[tuple[str, src.Source]]:
     return out
 
 
-def _verify(model: Model, samples: int, seed: int, dtypes: tuple[str, ...], say: Progress) -> ModelResult:
+def _domain(model: Model) -> dict[str, list[float]]:
+    """The domain per variable (per entry where a matrix's entries differ)."""
+    out: dict[str, list[float]] = {}
+    for v in model.variables:
+        bounds = [model.domain.get(s) for s in v.symbols]
+        if all(b is None for b in bounds):
+            continue
+        if len(set(bounds)) == 1 and bounds[0] is not None:
+            out[v.name] = [float(bounds[0][0]), float(bounds[0][1])]
+        else:
+            for k, b in enumerate(bounds):
+                if b is not None:
+                    out[v.entry_name(k)] = [float(b[0]), float(b[1])]
+    return out
+
+
+def _verify(
+    model: Model,
+    explicit: Sequence[dict[sp.Symbol, Fraction]],
+    samples: int,
+    seed: int,
+    dtypes: tuple[str, ...],
+    target: str,
+    say: Progress,
+) -> ModelResult:
     for d in dtypes:
         if d not in DTYPES:
             raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
-    exact_points = points_for(model, samples, seed)
+    exact_points = points_for(model, samples, seed, explicit=explicit)
     if not exact_points:
         raise GradcheckError(f"model `{model.name}`: no points to check (give points= or a domain and --samples > 0)")
     symbols = model.symbols
@@ -205,13 +237,17 @@ def _verify(model: Model, samples: int, seed: int, dtypes: tuple[str, ...], say:
         checks.extend(_checks(prepared, dtype, pts, [refs[p] for p in pts], outputs, fds))
     status = "fail" if any(c.verdict == "mismatch" and c.source != "fd" for c in checks) else "pass"
     cf = closed_form(model.loss, tuple(e.symbol for e in prepared.entries))
+    say(f"{model.name}: finite-difference step study")
+    study = _step_study(prepared, dtypes, exact_points, refs)
     return ModelResult(
         name=model.name,
         status=status,
+        target=target,
         description=model.description,
         loss=_loss_text(model),
-        loss_latex=_clip(sp.latex(model.loss)) if prepared.small else "",
+        loss_latex=model.latex or (_clip(sp.latex(model.loss)) if prepared.small else ""),
         variables=_variable_info(model),
+        domain=_domain(model),
         n_params=model.n_params,
         closed_form={str(s): str(e) for s, e in cf.items()} if cf else {},
         closed_form_latex={str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
@@ -220,7 +256,29 @@ def _verify(model: Model, samples: int, seed: int, dtypes: tuple[str, ...], say:
         arithmetic=tuple(sorted(arithmetic)),
         sources=tuple(source_names),
         checks=tuple(checks),
+        layers=prepared.layers,
+        step_study=study,
     )
+
+
+def _step_study(
+    prepared: Prepared,
+    dtypes: tuple[str, ...],
+    exact_points: Sequence[dict[sp.Symbol, Fraction]],
+    refs: dict[tuple[float, ...], tuple[PointReference, list[float]]],
+) -> StepStudy | None:
+    """The step study for the entry with the largest exact derivative at the first point where
+    every dtype has one."""
+    for i, p in enumerate(exact_points):
+        rounded_p = {d: tuple(round_to(p[s], d) for s in prepared.model.symbols) for d in dtypes}
+        grads = {d: refs[rounded_p[d]][0].grads for d in dtypes}
+        if not all(g.is_value for d in dtypes for g in grads[d]):
+            continue
+        first = grads[dtypes[0]]
+        j = max(range(len(first)), key=lambda j: abs(as_float(first[j].value)))
+        exact = {d: as_float(grads[d][j].value) for d in dtypes}
+        return step_study(prepared.subject, j, i, rounded_p, exact)
+    return None
 
 
 def _fd_for(source: str, fds: dict[str, src.SourceOutput]) -> src.SourceOutput:
@@ -333,7 +391,7 @@ def _value_check(
 
 def verify_all(
     models: Sequence[Model], *, samples: int = 5, seed: int = 0, dtypes: Sequence[str] = DTYPES,
-    progress: Progress | None = None,
+    target: str = "", progress: Progress | None = None,
 ) -> list[ModelResult]:
     """`verify` each model; one model's error never stops the others."""
-    return [verify(m, samples=samples, seed=seed, dtypes=dtypes, progress=progress) for m in models]
+    return [verify(m, samples=samples, seed=seed, dtypes=dtypes, target=target, progress=progress) for m in models]

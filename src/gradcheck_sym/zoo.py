@@ -82,6 +82,7 @@ def two_linear_layers() -> Model:
         params=[W1, b1, W2, b2],
         inputs=[X, Y],
         domain={"*": (-1, 1)},
+        latex=r"\sum_i \left(W_2 (W_1 X + b_1) + b_2 - Y\right)_i^2",
         notes=(
             "Stacking linear layers adds no expressive power: W₂(W₁X + b₁) + b₂ = WX + b with "
             f"W = W₂W₁ and b = W₂b₁ + b₂ ({'proved' if proved else 'NOT proved'} by SymPy: "
@@ -117,6 +118,11 @@ def mlp(layers: tuple[int, ...] = MLP_LAYERS, name: str = "mlp-193") -> Model:
         params=params,
         inputs=[X, Y],
         domain={X: (-1, 1), Y: (0, 1), "*": (-1, 1)},
+        latex=(
+            rf"\sum_i \left(a_{{{len(layers) - 1}}} - Y\right)_i^2,\quad "
+            r"a_k = \sigma\left(W_k a_{k-1} + b_k\right),\quad a_0 = X,\quad "
+            r"\sigma(z) = \frac{1}{1 + e^{-z}}"
+        ),
     )
 
 

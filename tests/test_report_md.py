@@ -1,0 +1,206 @@
+"""The reports, read as files: valid GitHub Markdown, Mermaid that parses, links and images that
+exist, snippets that reproduce, byte-identical re-rendering, and the committed reports current."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODELS = textwrap.dedent(
+    """
+    import sympy as sp
+    from gradcheck_sym import Model
+    x, y, w = sp.symbols("x y w", real=True)
+    wrong = Model(name="wrong-linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
+                  domain={"*": (-2, 2)}, grad_impl=lambda w, x, y: x*(x*w - y))
+    kink = Model(name="kink", loss=x*sp.Abs(w) + sp.log(w + 2), params=[w], inputs=[x],
+                 points=[{w: 0, x: 3}, {w: -3, x: 1}, {w: 1, x: 2}])
+    """
+)
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gradcheck_sym", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    (d / "models.py").write_text(MODELS)
+    r1 = run("verify", "--samples", "2", cwd=d)  # built-in models, into d/reports
+    assert r1.returncode == 0, r1.stderr
+    r2 = run("verify", "models.py", "--samples", "2", "--report-dir", "mine", cwd=d)
+    assert r2.returncode == 1, r2.stderr
+    return d
+
+
+def _markdown(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.md"))}
+
+
+def _cells(row: str) -> int:
+    return len(re.split(r"(?<!\\)\|", row.strip().strip("|")))
+
+
+def check_markdown(folder: Path) -> None:
+    for name, text in _markdown(folder).items():
+        lines = text.splitlines()
+        assert sum(line.startswith("```") for line in lines) % 2 == 0, f"{name}: unbalanced fences"
+        outside = "\n".join(_outside_fences(lines))
+        assert outside.count("$$") % 2 == 0, f"{name}: unbalanced $$"
+        for table in _tables(lines):
+            widths = {_cells(row) for row in table}
+            assert len(widths) == 1, f"{name}: table rows with {widths} columns: {table[0]}"
+            assert re.fullmatch(r"\|(---\|)+", table[1]), f"{name}: bad separator {table[1]}"
+        for target in re.findall(r"\]\(([^)\s]+)\)", outside):
+            if "://" in target:
+                continue
+            assert (folder / target).is_file(), f"{name}: broken link {target}"
+            if target.endswith(".png"):
+                assert (folder / target).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for block in re.findall(r"```mermaid\n(.*?)```", text, flags=re.S):
+            check_mermaid(block)
+
+
+def _outside_fences(lines):
+    inside = False
+    for line in lines:
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if not inside:
+            yield line
+
+
+def _tables(lines):
+    table: list[str] = []
+    for line in list(_outside_fences(lines)) + [""]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            yield table
+            table = []
+
+
+NODE = re.compile(r'^  (\w+)(\[/"[^"]+"/\]|\[\("[^"]+"\)\]|\(\["[^"]+"\]\)|\["[^"]+"\])$')
+EDGE = re.compile(r'^  (\w+) -->(\|"[^"]+"\|)? (\w+)$')
+
+
+def check_mermaid(block: str) -> None:
+    lines = block.strip("\n").splitlines()
+    assert lines[0] == "flowchart LR"
+    nodes, edges = set(), []
+    for line in lines[1:]:
+        if m := NODE.match(line):
+            nodes.add(m[1])
+        elif m := EDGE.match(line):
+            edges.append((m[1], m[3]))
+        else:
+            raise AssertionError(f"not Mermaid flowchart syntax: {line!r}")
+    assert edges and all(a in nodes and b in nodes for a, b in edges)
+
+
+def test_builtin_report_set(report):
+    folder = report / "reports"
+    names = {p.name for p in folder.iterdir()}
+    for model in ("linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"):
+        assert f"{model}.md" in names and f"{model}-fd-steps.png" in names
+    assert {"index.md", "results.json", "training.md", "training.png"} <= names
+    check_markdown(folder)
+    index = (folder / "index.md").read_text()
+    assert "Reproduce: `python -m gradcheck_sym verify --samples 2`" in index
+    assert "torch 2." in index and "SymPy" in index and "Seed 0" in index
+    mlp = (folder / "mlp-193.md").read_text()
+    assert "193 weights, 31 biases" in mlp and "```mermaid" in mlp and "sigmoid" in mlp
+    assert r"\frac{\partial \ell}{\partial W_{1}}" in mlp  # the backward recurrence, per layer
+    linear = (folder / "linear.md").read_text()
+    assert r"\frac{\partial \ell}{\partial w} = 2 x \left(w x - y\right)" in linear
+    two = (folder / "two-linear-layers.md").read_text()
+    assert "proved" in two and "W = W_2 W_1" in two
+    training = (folder / "training.md").read_text()
+    assert "float32" in training and "exact" in training and training.count("\n| ") >= 100
+
+
+def test_failing_and_kink_pages(report):
+    folder = report / "mine"
+    check_markdown(folder)
+    wrong = (folder / "wrong-linear.md").read_text()
+    assert "## Mismatches" in wrong and "wrong: finite differences agree" in wrong
+    kink = (folder / "kink.md").read_text()
+    assert "## Non-differentiable and undefined points" in kink
+    assert "nondifferentiable" in kink and "undefined" in kink
+    assert "| -2.5 | 3.5 |" in kink  # one-sided derivatives of x·|w| + log(w + 2) at w = 0, x = 3
+
+
+def test_mismatch_snippet_reproduces_the_check(report):
+    wrong = (report / "mine" / "wrong-linear.md").read_text()
+    code = re.search(r"```python\n(.*?)```", wrong, flags=re.S)[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=report, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "source='grad_impl'" in out.stdout and "verdict='mismatch'" in out.stdout
+
+
+def test_report_command_re_renders_identically(report, tmp_path):
+    out = tmp_path / "again"
+    r = run("report", str(report / "reports" / "results.json"), "--out", str(out), cwd=report)
+    assert r.returncode == 0, r.stderr
+    assert _markdown(out) == _markdown(report / "reports")
+    for png in (report / "reports").glob("*.png"):
+        assert (out / png.name).read_bytes() == png.read_bytes()
+
+
+def test_same_seed_same_bytes(report, tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "models.py").write_text(MODELS)
+        run("verify", "models.py", "--seed", "3", "--report-dir", "rep", cwd=tmp_path / d)
+    assert _markdown(tmp_path / "a" / "rep") == _markdown(tmp_path / "b" / "rep")
+    assert _markdown(tmp_path / "a" / "rep")
+
+
+def test_report_of_a_bad_file_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.json").write_text('{"schema": 1}')
+    r = run("report", "bad.json", cwd=tmp_path)
+    assert r.returncode == 2 and "not a gradcheck_sym results file" in r.stderr and "Traceback" not in r.stderr
+    r = run("report", "missing.json", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_without_matplotlib_the_report_says_so(report, monkeypatch):
+    from gradcheck_sym import plots
+    from gradcheck_sym.report_md import render
+    from gradcheck_sym.results import from_json
+
+    monkeypatch.setattr(plots, "_pyplot", lambda: None)
+    files = render(from_json((report / "reports" / "results.json").read_text()))
+    assert not any(name.endswith(".png") for name in files)
+    assert plots.MISSING in files["mlp-193.md"] and plots.MISSING in files["training.md"]
+    assert "](mlp-193-fd-steps.png)" not in files["mlp-193.md"]
+
+
+def test_committed_reports_are_current(tmp_path):
+    committed = ROOT / "reports"
+    data = json.loads((committed / "results.json").read_text())
+    import sympy
+    import torch
+
+    if (data["versions"]["torch"], data["versions"]["sympy"]) != (torch.__version__, sympy.__version__):
+        pytest.skip("the committed reports were made with other torch/SymPy versions")
+    r = run("verify", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    fresh = _markdown(tmp_path / "reports")
+    old = _markdown(committed)
+    old.pop("tolerance.md", None)
+    old.pop("benchmarks.md", None)
+    assert fresh.keys() == old.keys()
+    for name in fresh:
+        assert fresh[name] == old[name], f"reports/{name} is stale: run `python -m gradcheck_sym verify`"
