@@ -48,3 +48,13 @@ def test_every_python_example_runs():
         assert models
         for m in models:
             assert verify(m, samples=1).status == "pass"
+
+
+def test_plugin_examples_pass_as_test_files(pytester):
+    files = re.findall(r"```python file=(\S+)\n(.*?)```", README, flags=re.S)
+    assert [name for name, _ in files] == ["test_layer.py", "test_layer_everywhere.py"]
+    assert len(files[0][1].strip().splitlines()) <= 10  # "a ten-line example"
+    for name, code in files:
+        pytester.path.joinpath(name).write_text(code)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)

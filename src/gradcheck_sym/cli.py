@@ -7,7 +7,6 @@ model could not be used (the other models are still checked and reported).
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import GradcheckError
 from .options import SHARED, Option
-from .results import ModelResult, RunResult, to_json
+from .results import ModelResult, RunResult, environment_versions, to_json
 
 if TYPE_CHECKING:
     from .model import Model
@@ -100,15 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _versions() -> dict[str, str]:
-    import flint
-    import sympy
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "sympy": sympy.__version__,
-            "python-flint": flint.__version__}
-
-
 def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
     from .loader import BUILTIN, load_target
 
@@ -151,7 +141,7 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress("replaying the lecture's training loop (float32 and exact)")
         replay = run_replay()
     run = RunResult(
-        tool_version=__version__, versions=_versions(),
+        tool_version=__version__, versions=environment_versions(),
         command="python -m gradcheck_sym " + shlex.join(argv), seed=args.seed, samples=args.samples,
         dtypes=tuple(args.dtypes), models=tuple(results), errors=tuple(errors), replay=replay,
     )
@@ -171,14 +161,10 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _write_report(run: RunResult, out: Path, *, with_json: bool) -> bool:
-    from .report_md import render
-    from .writer import write_atomic
+    from .writer import save_report, save_rendering
 
     try:
-        if with_json:
-            write_atomic(out / "results.json", to_json(run))
-        for name, data in render(run).items():
-            write_atomic(out / name, data)
+        (save_report if with_json else save_rendering)(run, out)
     except OSError as exc:
         print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
         return False

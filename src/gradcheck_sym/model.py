@@ -160,6 +160,23 @@ class Model:
         self.impl = impl
         self.grad_impl = grad_impl
 
+    def with_implementations(self, *, impl: Callable[..., Any] | None = None,
+                             grad_impl: Callable[..., Any] | None = None) -> Model:
+        """The same model with ``impl`` and/or ``grad_impl`` (given ones replace the model's).
+
+        Compiled work cached on the model is shared, so this is cheap."""
+        import copy
+
+        for label, f in (("impl", impl), ("grad_impl", grad_impl)):
+            if f is not None and not callable(f):
+                raise ModelError(f"model `{self.name}`: `{label}` must be a callable, got {type(f).__name__}")
+        other = copy.copy(self)
+        if impl is not None:
+            other.impl = impl
+        if grad_impl is not None:
+            other.grad_impl = grad_impl
+        return other
+
     def parse_points(self, points: Sequence[Mapping[Any, Any]]) -> tuple[dict[sp.Symbol, Fraction], ...]:
         """Points given as ``{symbol, matrix or name: value}``, checked like ``points=``."""
         return tuple(_point(self.name, i, p, self.variables) for i, p in enumerate(points))

@@ -12,7 +12,7 @@ from . import plots
 from .formatting import num, ulps
 from .report_graph import mermaid, recurrence
 from .results import Check, ModelResult, Replay, RunResult, summarize
-from .terminal import describe
+from .terminal import describe, snippet
 
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️ error"}
 WORST_PER_SOURCE = 5
@@ -199,20 +199,6 @@ def _worst(m: ModelResult) -> list[str]:
     lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps", "tolerance",
                      "verdict"], rows)
     return lines + ["", "Every check is in `results.json`.", ""]
-
-
-def snippet(m: ModelResult, c: Check) -> str:
-    """Python that reproduces one check: the model, the point, the dtype."""
-    point = json.dumps(m.points[c.dtype][c.point], ensure_ascii=False)
-    return "\n".join([
-        "```python",
-        "from gradcheck_sym import load_model, verify",
-        "",
-        f"model = load_model({json.dumps(m.target or 'models.py')}, {json.dumps(m.name)})",
-        f"result = verify(model, points=[{point}], samples=0, dtypes=[{json.dumps(c.dtype)}])",
-        'print(*(c for c in result.failed if c.entry == ' + json.dumps(c.entry) + '), sep="\\n")',
-        "```",
-    ])
 
 
 def _mismatches(m: ModelResult) -> list[str]:

@@ -238,6 +238,28 @@ def _replay(d: dict[str, Any] | None) -> Replay | None:
     )
 
 
+def model_to_dict(model: ModelResult) -> dict[str, Any]:
+    """One model's results as JSON-ready data."""
+    return _encode(model)  # type: ignore[no-any-return]
+
+
+def model_from_dict(data: dict[str, Any]) -> ModelResult:
+    """The inverse of `model_to_dict`."""
+    return _model(data)
+
+
+def environment_versions() -> dict[str, str]:
+    """The versions a run's numbers depend on."""
+    import platform
+
+    import flint
+    import sympy
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "sympy": sympy.__version__,
+            "python-flint": flint.__version__}
+
+
 def from_json(text: str) -> RunResult:
     """A run read back from `to_json`'s output."""
     d = json.loads(text)

@@ -47,10 +47,10 @@ class SourceOutput:
 class Subject:
     """A model prepared for the torch sources: its compiled forward and entry layout."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, forward: TorchForward | None = None) -> None:
         self.model = model
         self.symbols = model.symbols
-        self.forward = TorchForward(model.loss, self.symbols, model=model.name)
+        self.forward = forward or TorchForward(model.loss, self.symbols, model=model.name)
         position = {s: i for i, s in enumerate(self.symbols)}
         self.entry_positions = [position[e.symbol] for e in model.entries]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .formatting import num, short_dtype, ulps
 from .results import Check, ModelResult, RunResult, summarize
 
@@ -33,6 +35,21 @@ def describe(c: Check) -> str:
             + (f" — {c.attribution}: {c.note}" if c.attribution else "")
         )
     return f"{head}: {c.verdict}: {c.note}"
+
+
+def snippet(m: ModelResult, c: Check, *, fence: bool = True, model: str | None = None) -> str:
+    """Python that reproduces one check: the model, the point, the dtype.  ``model`` is the
+    expression naming the model object; by default it is loaded from where it came from."""
+    point = json.dumps(m.points[c.dtype][c.point], ensure_ascii=False)
+    lines = ["from gradcheck_sym import load_model, verify" if model is None else "from gradcheck_sym import verify", ""]
+    if model is None:
+        lines.append(f"model = load_model({json.dumps(m.target or 'models.py')}, {json.dumps(m.name)})")
+        model = "model"
+    lines += [
+        f"result = verify({model}, points=[{point}], samples=0, dtypes=[{json.dumps(c.dtype)}])",
+        'print(*(c for c in result.failed if c.entry == ' + json.dumps(c.entry) + '), sep="\\n")',
+    ]
+    return "\n".join(["```python", *lines, "```"] if fence else lines)
 
 
 def summary(run: RunResult) -> str:

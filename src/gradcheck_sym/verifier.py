@@ -113,11 +113,13 @@ def verify(
     seed: int = 0,
     dtypes: Sequence[str] = DTYPES,
     points: Sequence[Mapping[Any, Any]] | None = None,
+    tolerance: float = 1.0,
     target: str = "",
     progress: Progress | None = None,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
     points (or ``points``, which replace them) and ``samples`` seeded random points.
+    ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter).
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -127,8 +129,10 @@ def verify(
     """
     say = progress or (lambda _msg: None)
     try:
+        if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
+            raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         explicit = model.parse_points(points) if points is not None else model.points
-        return _verify(model, explicit, samples, seed, tuple(dtypes), target, say)
+        return _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
     except GradcheckError as exc:
         return _error_result(model, target, str(exc))
     except Exception as exc:  # noqa: BLE001 - one model's crash must not stop the others
@@ -195,6 +199,7 @@ def _verify(
     samples: int,
     seed: int,
     dtypes: tuple[str, ...],
+    factor: float,
     target: str,
     say: Progress,
 ) -> ModelResult:
@@ -203,6 +208,7 @@ def _verify(
             raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
+    subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
     exact_points = points_for(model, samples, seed, explicit=explicit)
     if not exact_points:
         raise GradcheckError(f"model `{model.name}`: no points to check (give points= or a domain and --samples > 0)")
@@ -219,7 +225,7 @@ def _verify(
         for p, exact_p in zip(pts, exact_points):
             if p not in refs:
                 es = error_scales(prepared.gradient, p)
-                scales = [error_scale(w, q) for w, q in zip(es.worst, es.probable)]
+                scales = [factor * error_scale(w, q) for w, q in zip(es.worst, es.probable)]
                 fractions = [Fraction(x) for x in p]
                 limit = _limit(prepared, dict(zip(symbols, fractions))) if prepared.small else None
                 ref = reference_at(
@@ -229,10 +235,10 @@ def _verify(
                 refs[p] = (ref, scales)
             arithmetic.add(refs[p][0].arithmetic)
         say(f"{model.name}: {dtype} sources")
-        outputs = {name: f(prepared.subject, pts, dtype) for name, f in _sources(model)}
-        fds = {"model": src.finite_differences(prepared.subject, pts, dtype)}
+        outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
+        fds = {"model": src.finite_differences(subject, pts, dtype)}
         if model.impl is not None:
-            fds["impl"] = src.finite_differences(prepared.subject, pts, dtype, forward="impl")
+            fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
         source_names = list(outputs) + ["fd"]
         checks.extend(_checks(prepared, dtype, pts, [refs[p] for p in pts], outputs, fds))
     status = "fail" if any(c.verdict == "mismatch" and c.source != "fd" for c in checks) else "pass"

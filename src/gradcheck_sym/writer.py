@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import RunResult
 
 
 def _mode(path: Path) -> int:
@@ -34,3 +38,21 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_report(run: RunResult, out: Path) -> None:
+    """Write the whole report of ``run`` into ``out``: Markdown, plots and ``results.json``."""
+    from .report_md import render
+    from .results import to_json
+
+    write_atomic(out / "results.json", to_json(run))
+    for name, data in render(run).items():
+        write_atomic(out / name, data)
+
+
+def save_rendering(run: RunResult, out: Path) -> None:
+    """Write the Markdown and plots of ``run`` into ``out`` (not the results)."""
+    from .report_md import render
+
+    for name, data in render(run).items():
+        write_atomic(out / name, data)

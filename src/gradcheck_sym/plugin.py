@@ -1,0 +1,281 @@
+"""The pytest plugin (entry point ``pytest11``): gradient checks inside a user's own tests.
+
+* the ``gradcheck`` fixture: ``gradcheck(model, impl=..., grad_impl=..., points=..., samples=...,
+  dtypes=..., seed=..., tolerance=...)`` returns the result or fails the test with a message a
+  person can act on;
+* the marker ``@pytest.mark.gradcheck(samples=, dtypes=, seed=, tolerance=)`` sets them per test;
+* ``gradcheck_models = [model, ...]`` at module level in a test file makes one test item per model;
+* options ``--gradcheck-samples``, ``--gradcheck-seed``, ``--gradcheck-dtypes``,
+  ``--gradcheck-report-dir`` (and ``gradcheck_*`` ini keys); with a report directory, the same
+  Markdown/JSON report as the command line, merged across pytest-xdist workers;
+* a terminal summary: checks run, failed, worst error per dtype.
+
+Nothing heavy is imported until a check runs: a session that does not use the plugin does not
+import torch or SymPy because of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .options import DTYPES_OPTION, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, Option
+
+if TYPE_CHECKING:
+    from .model import Model
+    from .results import ModelResult
+
+MARKER = "gradcheck"
+MODELS_NAME = "gradcheck_models"  # a module-level list in a test file: one item per model
+MARKER_ARGS = ("samples", "dtypes", "seed", "tolerance")
+_RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
+_WORKER_KEY = "gradcheck_sym_results"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(PREFIX, "gradcheck_sym: exact gradient checks")
+    for opt in SHARED:
+        ini = f"{PREFIX}_{opt.dest}"
+        default = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
+        help_text = opt.help if opt is not REPORT_DIR else (
+            "write the Markdown report and results.json of every gradient check of the session "
+            "here (default: none)")
+        group.addoption(opt.plugin_flag, dest=ini, metavar=opt.metavar, default=None,
+                        help=help_text.replace("(default:", f"(ini: {ini}; default:"))
+        parser.addini(ini, help=opt.help, default="" if opt is REPORT_DIR else str(default))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(samples=N, dtypes='float64,float32', seed=N, tolerance=F): options of the "
+        "gradcheck fixture for this test",
+    )
+    config.stash[_RESULTS] = []
+    for opt in SHARED:  # a bad value stops the session here, with the option named
+        _option(config, opt)
+
+
+def _option(config: pytest.Config, opt: Option) -> Any:
+    ini = f"{PREFIX}_{opt.dest}"
+    value = config.getoption(ini)
+    where = opt.plugin_flag
+    if value is None:
+        value = config.getini(ini)
+        where = ini
+    if value is None or value == "":
+        return None if opt is REPORT_DIR else opt.default
+    try:
+        return opt.parse(str(value))
+    except ValueError as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
+
+
+def _marker_options(node: pytest.Item) -> dict[str, Any]:
+    """The options of the closest ``gradcheck`` marker, checked."""
+    out: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers(MARKER))):  # the closest mark wins
+        if mark.args:
+            pytest.fail(f"@pytest.mark.{MARKER} takes keyword arguments only ({', '.join(MARKER_ARGS)}), "
+                        f"got positional {mark.args!r}", pytrace=False)
+        unknown = sorted(set(mark.kwargs) - set(MARKER_ARGS))
+        if unknown:
+            pytest.fail(f"@pytest.mark.{MARKER}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(f'`{u}`' for u in unknown)}; it takes {', '.join(MARKER_ARGS)}",
+                        pytrace=False)
+        out.update(mark.kwargs)
+    if "dtypes" in out and isinstance(out["dtypes"], str):
+        out["dtypes"] = _parse(DTYPES_OPTION, out["dtypes"])
+    for opt in (SAMPLES, SEED):
+        if opt.dest in out:
+            out[opt.dest] = _parse(opt, str(out[opt.dest]))
+    return out
+
+
+def _parse(opt: Option, text: str) -> Any:
+    try:
+        return opt.parse(text)
+    except ValueError as exc:
+        pytest.fail(f"@pytest.mark.{MARKER}({opt.dest}=...): {exc}", pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(MARKER) is not None:
+        _marker_options(item)  # unknown or bad arguments fail here, before the test runs
+
+
+def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -> ModelResult:
+    __tracebackhide__ = True
+    from .testing import GradientCheckFailure, failure_message
+    from .verifier import verify
+
+    settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
+                "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0}
+    settings.update(_marker_options(node))
+    settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
+    impl, grad_impl = given.get("impl"), given.get("grad_impl")
+    if impl is not None or grad_impl is not None:
+        model = model.with_implementations(impl=impl, grad_impl=grad_impl)
+    result = verify(model, points=given.get("points"), target=node.nodeid, **settings)
+    config.stash[_RESULTS].append((node.nodeid, _to_dict(result)))
+    node.add_report_section("call", "gradcheck", _section(result))
+    if result.status != "pass":
+        raise GradientCheckFailure(failure_message(result, seed=settings["seed"]), result)
+    return result
+
+
+def _to_dict(result: ModelResult) -> dict[str, Any]:
+    from .results import model_to_dict
+
+    return model_to_dict(result)
+
+
+def _section(result: ModelResult) -> str:
+    from .formatting import num
+    from .results import summarize
+
+    lines = [f"model `{result.name}`: {result.status}, {len(result.checks)} checks"]
+    for s in summarize(result):
+        source = s.source + (f" ({s.forward})" if s.forward else "")
+        lines.append(f"  {source:<12} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
+                     f"{s.nondifferentiable + s.undefined} special; worst error/tolerance "
+                     f"{num(s.worst_of_tolerance, 3)}")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> Callable[..., ModelResult]:
+    """Check a model's gradients inside a test::
+
+        def test_my_layer(gradcheck):
+            gradcheck(model, impl=my_forward)            # fails the test if a gradient is wrong
+    """
+
+    def check(
+        model: Model,
+        *,
+        impl: Callable[..., Any] | None = None,
+        grad_impl: Callable[..., Any] | None = None,
+        points: Any = None,
+        samples: int | None = None,
+        dtypes: Any = None,
+        seed: int | None = None,
+        tolerance: float | None = None,
+    ) -> ModelResult:
+        __tracebackhide__ = True
+        if isinstance(dtypes, str):
+            dtypes = _parse(DTYPES_OPTION, dtypes)
+        return _run(request.config, request.node, model, impl=impl, grad_impl=grad_impl, points=points,
+                    samples=samples, dtypes=dtypes, seed=seed, tolerance=tolerance)
+
+    return check
+
+
+class ModelItem(pytest.Item):
+    """One model listed in a test file's ``gradcheck_models``."""
+
+    def __init__(self, *, model: Model, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+
+    def runtest(self) -> None:
+        _run(self.config, self, self.model)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from .testing import GradientCheckFailure
+
+        if isinstance(excinfo.value, GradientCheckFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{MODELS_NAME}[{self.model.name}]"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> list[pytest.Item] | None:
+    if name != MODELS_NAME or not isinstance(collector, pytest.Module):
+        return None
+    from .model import Model
+
+    models = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    bad = [m for m in models if not isinstance(m, Model)]
+    if bad:
+        raise pytest.UsageError(
+            f"{collector.nodeid}: `{MODELS_NAME}` must list gradcheck_sym.Model objects; got {type(bad[0]).__name__}"
+        )
+    return [ModelItem.from_parent(collector, name=f"{MODELS_NAME}[{m.name}]", model=m) for m in models]
+
+
+# -- session: report and summary (merged across xdist workers) ---------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    results = config.stash[_RESULTS]
+    if hasattr(config, "workeroutput"):  # an xdist worker: hand results to the controller
+        config.workeroutput[_WORKER_KEY] = json.dumps(results)
+        return
+    out = _option(config, REPORT_DIR)
+    if out and results:
+        _write(config, Path(out), results)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect a finished worker's results."""
+    data = getattr(node, "workeroutput", {}).get(_WORKER_KEY)
+    if data:
+        node.config.stash[_RESULTS].extend((nodeid, d) for nodeid, d in json.loads(data))
+
+
+def _models(results: list[tuple[str, dict[str, Any]]]) -> Iterator[ModelResult]:
+    """Results in test order, renamed where one model was checked by several tests."""
+    import dataclasses
+
+    from .results import model_from_dict
+
+    seen: dict[str, int] = {}
+    for _nodeid, d in sorted(results, key=lambda r: r[0]):
+        m = model_from_dict(d)
+        seen[m.name] = seen.get(m.name, 0) + 1
+        yield m if seen[m.name] == 1 else dataclasses.replace(m, name=f"{m.name}-{seen[m.name]}")
+
+
+def _write(config: pytest.Config, out: Path, results: list[tuple[str, dict[str, Any]]]) -> None:
+    from . import __version__
+    from .results import RunResult, environment_versions
+    from .writer import save_report
+
+    run = RunResult(
+        tool_version=__version__, versions=environment_versions(),
+        command="pytest " + " ".join(config.invocation_params.args),
+        seed=_option(config, SEED), samples=_option(config, SAMPLES), dtypes=tuple(_option(config, DTYPES_OPTION)),
+        models=tuple(_models(results)),
+    )
+    save_report(run, out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    results = config.stash[_RESULTS]
+    if not results or hasattr(config, "workeroutput"):
+        return
+    models = list(_models(results))
+    checks = [c for m in models for c in m.checks if c.source != "fd"]
+    failed = sum(m.status != "pass" for m in models)
+    tr = terminalreporter
+    tr.write_sep("=", "gradcheck_sym")
+    tr.write_line(f"{len(models)} gradient checks ({len(checks)} values checked): "
+                  f"{failed} failed, {len(models) - failed} passed")
+    for dtype in ("float64", "float32"):
+        ratios = [c.abs_error / c.tolerance for c in checks
+                  if c.dtype == dtype and c.abs_error is not None and c.tolerance and c.abs_error == c.abs_error]
+        if ratios:
+            tr.write_line(f"worst error/tolerance in {dtype}: {max(ratios):.3g} (above 1 is a mismatch)")
+    out = _option(config, REPORT_DIR)
+    if out:
+        tr.write_line(f"report: {Path(out) / 'index.md'}")
