@@ -240,3 +240,15 @@ def test_a_session_without_the_plugin_in_use_imports_nothing_heavy(pytester):
             assert "sympy" not in sys.modules
     """)
     pytester.runpytest_subprocess("-p", "no:hypothesispytest").assert_outcomes(passed=1)
+
+
+def test_help_lists_every_option_with_its_default(pytester):
+    text = " ".join(pytester.runpytest("--help").stdout.str().split())
+    assert "gradcheck_sym: exact gradient checks:" in text
+    for flag, default in (("--gradcheck-samples=N", "default: 5"), ("--gradcheck-seed=N", "default: 0"),
+                          ("--gradcheck-dtypes=LIST", "default: float64,float32"),
+                          ("--gradcheck-report-dir=DIR", "default: none")):
+        assert flag in text
+        after = text[text.index(flag):][:300]
+        assert default in after, after
+    assert "gradcheck_samples" in text and "gradcheck(samples=N" not in text  # markers list is --markers
