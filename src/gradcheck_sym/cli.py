@@ -7,10 +7,11 @@ model could not be used (the other models are still checked and reported).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,12 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_WRONG = 1
 EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     EXIT_OK: "every checked source agrees with the exact gradient",
     EXIT_WRONG: "some source (autograd, impl or grad_impl) disagrees with the exact gradient",
     EXIT_UNUSABLE: "the command, a target or a model could not be used (the others were checked)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): what was finished is printed, the report is left as it was",
 }
 
 
@@ -75,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
     for opt in SHARED:
         _add(v, opt)
+    v.add_argument("--expr", metavar="TEXT", default=None,
+                   help="also check a loss typed here, e.g. '(w*x - y)**2' (parsed, never evaluated; default: none)")
+    v.add_argument("--params", metavar="NAMES", default=None,
+                   help="with --expr: the weights, comma-separated; the other symbols are inputs (default: none)")
+    v.add_argument("--domain", metavar="NAME=LOW:HIGH", action="append", default=None,
+                   help="with --expr: the range of a symbol's random points, repeatable; '*=LOW:HIGH' for all "
+                   "others (default: *=-1:1)")
+    v.add_argument("--name", metavar="NAME", default="expr", help="with --expr: the model's name (default: expr)")
     v.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH (default: none)")
     v.add_argument("--no-report", action="store_true", help="do not write the Markdown report (default: write it)")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr (default: show them)")
@@ -99,6 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _domain_option(items: Sequence[str] | None) -> dict[str, list[float]] | None:
+    if not items:
+        return None
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, _, rng = item.partition("=")
+        lo, _, hi = rng.partition(":")
+        try:
+            out[name.strip()] = [float(lo), float(hi)]
+        except ValueError:
+            raise GradcheckError(f"--domain {item!r}: expected NAME=LOW:HIGH, e.g. w=-2:2") from None
+    return out
+
+
+def _expr_model(args: argparse.Namespace) -> Model:
+    from .text import model_from_text
+
+    if not args.params:
+        raise GradcheckError("--expr needs --params: the weights to differentiate, e.g. --params w")
+    return model_from_text(name=args.name, loss=args.expr, params=args.params, domain=_domain_option(args.domain),
+                           where="--expr: ")
+
+
 def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
     from .loader import BUILTIN, load_target
 
@@ -117,35 +151,61 @@ def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
 def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .terminal import summary
     from .verifier import verify
-    from .writer import write_atomic
 
     def progress(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    models, errors = _load(args.targets)
+    if args.expr is None and (args.params or args.domain):
+        print("error: --params and --domain go with --expr TEXT (a loss typed on the command line)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    models, errors = _load(args.targets) if (args.targets or args.expr is None) else ([], [])
+    if args.expr is not None:
+        try:
+            models.append(("--expr", _expr_model(args)))
+        except GradcheckError as exc:
+            errors.append(str(exc))
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     results: list[ModelResult] = []
-    for k, (target, m) in enumerate(models, start=1):
-        t0 = time.perf_counter()
-        progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
-        r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
-                   progress=lambda msg: progress(f"    {msg}"))
-        progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
-        results.append(r)
     replay = None
-    if not args.targets or args.targets == ["builtin"]:
-        from .training import replay as run_replay
+    try:
+        for k, (target, m) in enumerate(models, start=1):
+            t0 = time.perf_counter()
+            progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
+            r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
+                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"))
+            progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
+            results.append(r)
+        if (not args.targets and args.expr is None) or args.targets == ["builtin"]:
+            from .training import replay as run_replay
 
-        progress("replaying the lecture's training loop (float32 and exact)")
-        replay = run_replay()
-    run = RunResult(
+            progress("replaying the lecture's training loop (float32 and exact)")
+            replay = run_replay()
+    except KeyboardInterrupt:
+        partial = _run_result(args, argv, results, errors, None)
+        print(summary(partial))
+        print(f"\ninterrupted after {len(results)} of {len(models)} models; the report was not written "
+              "(the previous one is intact)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    run = _run_result(args, argv, results, errors, replay)
+    print(summary(run))
+    return _finish(args, run)
+
+
+def _run_result(args: argparse.Namespace, argv: Sequence[str], results: list[ModelResult], errors: list[str],
+                replay: Any) -> RunResult:
+    return RunResult(
         tool_version=__version__, versions=environment_versions(),
         command="python -m gradcheck_sym " + shlex.join(argv), seed=args.seed, samples=args.samples,
         dtypes=tuple(args.dtypes), models=tuple(results), errors=tuple(errors), replay=replay,
     )
-    print(summary(run))
+
+
+def _finish(args: argparse.Namespace, run: RunResult) -> int:
+    """Write the report and JSON; the exit code."""
+    from .writer import write_atomic
+
     if not args.no_report:
         out = Path(args.report_dir)
         if not _write_report(run, out, with_json=True):
@@ -228,4 +288,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_UNUSABLE
-    return int(args.func(args, argv))
+    with _sigterm_as_interrupt():
+        try:
+            return int(args.func(args, argv))
+        except KeyboardInterrupt:  # outside the model loop (loading targets, writing): nothing half-done
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM is handled like Ctrl-C: the run stops cleanly and says what it finished."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -167,13 +167,17 @@ def rewrite_kink(expr: sp.Basic) -> sp.Basic:
     """
     f = type(expr)
     a = expr.args
+    # evaluate=False: SymPy would raise on a comparison it can prove is between non-reals
+    ge = lambda u: sp.GreaterThan(u, 0, evaluate=False)  # noqa: E731
+    gt = lambda u: sp.StrictGreaterThan(u, 0, evaluate=False)  # noqa: E731
+    lt = lambda u: sp.StrictLessThan(u, 0, evaluate=False)  # noqa: E731
     if f is sp.Abs:
-        return sp.Piecewise((a[0], a[0] >= 0), (-a[0], True))
+        return sp.Piecewise((a[0], ge(a[0])), (-a[0], True))
     if f is sp.sign:
-        return sp.Piecewise((1, a[0] > 0), (-1, a[0] < 0), (0, True))
+        return sp.Piecewise((1, gt(a[0])), (-1, lt(a[0])), (0, True))
     if f is sp.Heaviside:
         h0 = a[1] if len(a) > 1 else sp.Rational(1, 2)
-        return sp.Piecewise((0, a[0] < 0), (h0, sp.Eq(a[0], 0)), (1, True))
+        return sp.Piecewise((0, lt(a[0])), (h0, sp.Eq(a[0], 0, evaluate=False)), (1, True))
     if f in (sp.Max, sp.Min):
         return expr.rewrite(sp.Piecewise)
     raise AssertionError(f"not a kink function: {f}")

@@ -58,6 +58,8 @@ def load_target(target: str) -> list[Model]:
 
         return builtin_models()
     path = Path(target)
+    if target.endswith(".toml"):
+        return load_toml(path)
     looks_like_file = target.endswith(".py") or "/" in target or path.exists()
     try:
         if looks_like_file:
@@ -80,6 +82,8 @@ def load_target(target: str) -> list[Model]:
         raise TargetError(f"`{target}`: {exc}") from None
     except SyntaxError as exc:
         raise TargetError(f"`{target}`: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except SystemExit as exc:
+        raise TargetError(f"`{target}`: importing it called exit({exc.code!r}); a model file should only define models") from None
     except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
         where = _user_frame(exc, str(path) if looks_like_file else None)
         raise TargetError(f"`{target}`: importing it raised {type(exc).__name__}: {exc}{where}") from None
@@ -89,4 +93,49 @@ def load_target(target: str) -> list[Model]:
             f"`{target}` defines no gradcheck_sym.Model at module level; assign each model to a "
             "module-level name (e.g. `linear = Model(...)`)"
         )
+    return models
+
+
+TOML_KEYS = {"name", "loss", "params", "inputs", "domain", "points", "description"}
+
+
+def load_toml(path: Path) -> list[Model]:
+    """Models from a TOML file of ``[[model]]`` tables (text, parsed without ``eval``)::
+
+        [[model]]
+        name = "linear"
+        loss = "(w*x - y)**2"
+        params = ["w"]
+        domain = { w = [-2, 2], "*" = [-4, 4] }
+    """
+    import tomllib
+
+    from .text import TextError, model_from_text
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TargetError(f"`{path}`: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"`{path}`: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"`{path}`: not valid TOML ({exc})") from None
+    tables = data.get("model")
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise TargetError(f"`{path}`: expected one or more [[model]] tables with name, loss and params")
+    models = []
+    for i, t in enumerate(tables):
+        unknown = sorted(set(t) - TOML_KEYS)
+        if unknown:
+            raise TargetError(f"`{path}`: model {i + 1} has unknown keys {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(TOML_KEYS))}")
+        for key in ("name", "loss", "params"):
+            if key not in t:
+                raise TargetError(f"`{path}`: model {i + 1} has no `{key}`")
+        try:
+            models.append(model_from_text(**t, where=f"`{path}`: "))
+        except TextError as exc:
+            raise TargetError(str(exc)) from None
+        except GradcheckError as exc:
+            raise TargetError(f"`{path}`: {exc}") from None
     return models

@@ -17,7 +17,7 @@ from typing import Any, Union
 import sympy as sp
 
 from .errors import ModelError
-from .graph import free_symbols
+from .graph import free_symbols, walk
 
 Number = Union[int, float, Fraction, sp.Rational, sp.Float]
 Bounds = tuple[Number, Number]
@@ -226,6 +226,12 @@ class Model:
                         f"model `{self.name}`: symbol `{s}` is declared complex; gradcheck_sym "
                         "checks real variables. Use sp.Symbol(name, real=True)"
                     )
+        for n in walk(self.loss, lambda e: e.args):
+            if n is sp.I or (isinstance(n, sp.Expr) and not n.is_Atom and n.is_number and n.is_extended_real is False):
+                raise ModelError(
+                    f"model `{self.name}`: the loss has the non-real constant `{n}` (the log, root or "
+                    "inverse function of a constant outside its real domain); gradcheck_sym checks real losses"
+                )
         used = free_symbols(self.loss)
         undeclared = sorted(used - set(seen), key=str)
         if undeclared:

@@ -26,6 +26,18 @@ def positive_int(text: str) -> int:
     return n
 
 
+def seconds(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds (or none), got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"expected a positive number of seconds (or none), got {text!r}")
+    return value
+
+
 def dtype_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [t for t in items if t not in DTYPES]
@@ -72,4 +84,10 @@ REPORT_DIR = Option(
     help="where the Markdown report and results.json are written (default: reports)",
 )
 
-SHARED = (SAMPLES, SEED, DTYPES_OPTION, REPORT_DIR)
+TIMEOUT = Option(
+    name="timeout", metavar="SECONDS", parse=seconds, default=None,
+    help="time budget per model; a model that takes longer is reported as timed out and the others "
+    "go on (default: none)",
+)
+
+SHARED = (SAMPLES, SEED, DTYPES_OPTION, TIMEOUT, REPORT_DIR)

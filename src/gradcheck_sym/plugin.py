@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import DTYPES_OPTION, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, Option
+from .options import DTYPES_OPTION, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, TIMEOUT, Option
 
 if TYPE_CHECKING:
     from .model import Model
@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "here (default: none)")
         group.addoption(opt.plugin_flag, dest=ini, metavar=opt.metavar, default=None,
                         help=help_text.replace("(default:", f"(ini: {ini}; default:"))
-        parser.addini(ini, help=opt.help, default="" if opt is REPORT_DIR else str(default))
+        parser.addini(ini, help=opt.help, default="" if opt.default is None else str(default))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,7 +68,7 @@ def _option(config: pytest.Config, opt: Option) -> Any:
         value = config.getini(ini)
         where = ini
     if value is None or value == "":
-        return None if opt is REPORT_DIR else opt.default
+        return opt.default if opt is not REPORT_DIR else None
     try:
         return opt.parse(str(value))
     except ValueError as exc:
@@ -114,7 +114,7 @@ def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -
     from .verifier import verify
 
     settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
-                "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0}
+                "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0, "timeout": _option(config, TIMEOUT)}
     settings.update(_marker_options(node))
     settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
     impl, grad_impl = given.get("impl"), given.get("grad_impl")

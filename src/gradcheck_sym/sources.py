@@ -88,12 +88,29 @@ def _kwargs(model: Model, point: Point, dtype: str, requires_grad: bool) -> dict
     return out
 
 
+# torch's words for mistakes people make in implementations -> what it means for them
+TORCH_HINTS = (
+    ("a leaf Variable that requires grad is being used in an in-place operation",
+     "it updates an input tensor in place (`w += ...`, `w.add_(...)`); compute a new tensor instead"),
+    ("modified by an inplace operation",
+     "a tensor that the backward pass needs was modified in place; compute a new tensor instead"),
+    ("does not require grad and does not have a grad_fn",
+     "the loss is detached from the inputs (`.detach()`, `.item()`, `torch.no_grad()`)"),
+)
+
+
+def _hint(exc: BaseException) -> str:
+    text = str(exc)
+    return next((f"; {hint}" for words, hint in TORCH_HINTS if words in text), "")
+
+
 def _call(model: Model, label: str, f: Callable[..., Any], kwargs: Mapping[str, Any], k: int) -> Any:
     try:
         return f(**kwargs)
     except Exception as exc:  # the user's code: any failure is reported, never re-raised raw
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ImplError(
-            f"model `{model.name}`: `{label}` raised {type(exc).__name__}: {exc} "
+            f"model `{model.name}`: `{label}` raised {type(exc).__name__}: {first}{_hint(exc)} "
             f"(at point {k}, called with {', '.join(kwargs)})"
         ) from exc
 
@@ -134,7 +151,8 @@ def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
                 gs = torch.autograd.grad(out, [kwargs[v.name] for v in wrt], allow_unused=True)
             except RuntimeError as exc:
                 raise ImplError(
-                    f"model `{model.name}`: autograd through `impl` failed at point {k}: {exc}"
+                    f"model `{model.name}`: autograd through `impl` failed at point {k}: "
+                    f"{str(exc).strip().splitlines()[0]}{_hint(exc)}"
                 ) from exc
         row: list[float] = []
         for v, g in zip(wrt, gs):

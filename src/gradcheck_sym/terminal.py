@@ -54,6 +54,8 @@ def snippet(m: ModelResult, c: Check, *, fence: bool = True, model: str | None =
 
 def summary(run: RunResult) -> str:
     """The table printed at the end of ``verify``."""
+    if not run.models:
+        return "no model was checked" + "".join(f"\nERROR {e}" for e in run.errors)
     rows = [("model", "params", "points", "checks", "mismatch", "kinks/undef", "worst |error|/tolerance", "status")]
     for m in run.models:
         kinks = sum(c.verdict == "nondifferentiable" for c in m.checks)

@@ -28,6 +28,7 @@ from .compare import (
     tolerance,
     ulp,
 )
+from .budget import TimedOut, time_budget
 from .errorbound import error_scales
 from .errors import GradcheckError
 from .graph import count_nodes
@@ -82,14 +83,16 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
             lo, hi = sp.limit(f, t, 0, "-"), sp.limit(f, t, 0, "+")
         except Exception:  # noqa: BLE001 - sympy.limit fails in many ways; then there is no limit
             return None
-        if lo != hi or not (lo.is_real and lo.is_finite):
-            return None
+        if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
+            return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
         if isinstance(lo, sp.Rational):
             return fmpq(int(lo.p), int(lo.q))
         old = ctx.prec
         ctx.prec = 300
         try:
             return arb(str(sp.N(lo, 80)))
+        except ValueError:
+            return None
         finally:
             ctx.prec = old
 
@@ -114,12 +117,14 @@ def verify(
     dtypes: Sequence[str] = DTYPES,
     points: Sequence[Mapping[Any, Any]] | None = None,
     tolerance: float = 1.0,
+    timeout: float | None = None,
     target: str = "",
     progress: Progress | None = None,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
     points (or ``points``, which replace them) and ``samples`` seeded random points.
-    ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter).
+    ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
+    seconds the model is given up and reported as an error (see `budget`).
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -127,12 +132,22 @@ def verify(
     >>> verify(m, samples=3).status
     'pass'
     """
-    say = progress or (lambda _msg: None)
+    stage = ["starting"]
+
+    def say(msg: str) -> None:
+        stage[0] = msg.split(": ", 1)[-1]
+        if progress is not None:
+            progress(msg)
+
     try:
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         explicit = model.parse_points(points) if points is not None else model.points
-        return _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
+        with time_budget(timeout, f"model `{model.name}` timed out after {timeout:g} s" if timeout else ""):
+            return _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
+    except TimedOut as exc:
+        return _error_result(model, target, f"{exc} (while: {stage[0]}); give it more time with "
+                             "--timeout SECONDS, or fewer points")
     except GradcheckError as exc:
         return _error_result(model, target, str(exc))
     except Exception as exc:  # noqa: BLE001 - one model's crash must not stop the others

@@ -1,9 +1,10 @@
-"""Writing report files atomically: a run killed at any moment leaves each file either as it
-was or complete, never half-written."""
+"""Writing report files atomically: a run killed at any moment (SIGINT, SIGTERM) leaves the
+report as it was or the new one complete, never half-written files or a mixture of two runs."""
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,11 @@ def _mode(path: Path) -> int:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    write_all_atomic(path.parent, {path.name: data})
+
+
+def _stage(path: Path, data: str | bytes) -> str:
+    """A complete temporary copy of ``path``'s new content, beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -34,10 +40,33 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def write_all_atomic(out: Path, files: dict[str, str | bytes]) -> None:
+    """Write a set of files so that an interruption leaves either the old set or the new one:
+    every file is first written completely beside its target, then all are renamed into place
+    with SIGINT and SIGTERM held back (they take effect right after)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, data in files.items():
+            staged.append((_stage(out / name, data), out / name))
+        held = {signal.SIGINT, signal.SIGTERM}
+        can_hold = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can_hold else None
+        try:
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            staged = []
+        finally:
+            if can_hold:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def save_report(run: RunResult, out: Path) -> None:
@@ -45,14 +74,11 @@ def save_report(run: RunResult, out: Path) -> None:
     from .report_md import render
     from .results import to_json
 
-    write_atomic(out / "results.json", to_json(run))
-    for name, data in render(run).items():
-        write_atomic(out / name, data)
+    write_all_atomic(out, {**render(run), "results.json": to_json(run)})
 
 
 def save_rendering(run: RunResult, out: Path) -> None:
     """Write the Markdown and plots of ``run`` into ``out`` (not the results)."""
     from .report_md import render
 
-    for name, data in render(run).items():
-        write_atomic(out / name, data)
+    write_all_atomic(out, render(run))
