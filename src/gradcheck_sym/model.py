@@ -17,7 +17,7 @@ from typing import Any, Union
 import sympy as sp
 
 from .errors import ModelError
-from .graph import free_symbols, walk
+from .graph import compile_expr, free_symbols, walk
 
 Number = Union[int, float, Fraction, sp.Rational, sp.Float]
 Bounds = tuple[Number, Number]
@@ -240,6 +240,7 @@ class Model:
                 f"{'is' if len(undeclared) == 1 else 'are'} neither a param nor an input; add "
                 f"{'it' if len(undeclared) == 1 else 'them'} to `inputs=` (data) or `params=` (weights)"
             )
+        compile_expr(self.loss, tuple(seen), rewrite_kinks=False, model=self.name)  # unsupported functions
         unused = [s for v in self.params for s in v.symbols if s not in used]
         if unused:
             raise ModelError(
