@@ -23,6 +23,14 @@ def mlp_forward(layers: int = 5, matmul=torch.matmul, sigmoid=torch.sigmoid):
     return impl
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty cache of its own (subprocesses inherit the variable)."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("GRADCHECK_SYM_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def run_cli():
     """Run ``python -m gradcheck_sym ARGS`` in a subprocess, as a user would."""

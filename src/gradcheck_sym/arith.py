@@ -217,7 +217,7 @@ class Balls:
                 return arb.nan()
             if inside is None and not self.final:
                 raise NeedPrecision
-        y = spec.arb(*xs)
+        y = arb.atan2(xs[0], xs[1]) if spec.arb == "atan2" else getattr(xs[0], spec.arb)()
         if y.is_finite():
             return y
         if all(x.is_exact() for x in xs) or self.final:

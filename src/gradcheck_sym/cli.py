@@ -35,6 +35,9 @@ EXIT_CODES = {
 }
 
 
+COSMETIC = ("--quiet", "--no-cache")  # flags that change how a run looks or how long, not its results
+
+
 def exit_code(run: RunResult) -> int:
     """The exit code `verify` returns for ``run`` (see ``EXIT_CODES``)."""
     if run.errors or any(m.status == "error" for m in run.models):
@@ -89,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH (default: none)")
     v.add_argument("--no-report", action="store_true", help="do not write the Markdown report (default: write it)")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr (default: show them)")
+    v.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the cache of compiled models and results (default: use it)")
     v.set_defaults(func=_verify)
     ls = sub.add_parser("list", help="list the models a target holds",
                         description="List the models each TARGET defines (default: the built-in models).")
@@ -101,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", default=None,
                      help="where to write the report (default: the folder of RESULTS.json)")
     rep.set_defaults(func=_report)
+    ca = sub.add_parser("cache", help="where the cache is, or clear it",
+                        description="The cache of compiled programs and results of unchanged models "
+                        "(location: $GRADCHECK_SYM_CACHE, else $XDG_CACHE_HOME/gradcheck_sym, else "
+                        "~/.cache/gradcheck_sym).")
+    ca.add_argument("action", choices=("info", "clear"), help="info: location and size; clear: delete it")
+    ca.set_defaults(func=_cache)
     rp = sub.add_parser("replay", help="replay the lecture's training loop, float32 beside exact",
                         description="Run the lecture's training loop in float32 autograd, printing what "
                         "its program prints, with the exact values beside each line.")
@@ -156,6 +167,10 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    if args.no_cache:
+        from . import cache
+
+        cache.disable()
     if args.expr is None and (args.params or args.domain):
         print("error: --params and --domain go with --expr TEXT (a loss typed on the command line)", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -197,7 +212,8 @@ def _run_result(args: argparse.Namespace, argv: Sequence[str], results: list[Mod
                 replay: Any) -> RunResult:
     return RunResult(
         tool_version=__version__, versions=environment_versions(),
-        command="python -m gradcheck_sym " + shlex.join(argv), seed=args.seed, samples=args.samples,
+        command="python -m gradcheck_sym " + shlex.join(a for a in argv if a not in COSMETIC), seed=args.seed,
+        samples=args.samples,
         dtypes=tuple(args.dtypes), models=tuple(results), errors=tuple(errors), replay=replay,
     )
 
@@ -229,6 +245,13 @@ def _write_report(run: RunResult, out: Path, *, with_json: bool) -> bool:
         print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
         return False
     return True
+
+
+def _cache(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from . import cache
+
+    print(cache.info() if args.action == "info" else cache.clear())
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -22,11 +22,10 @@ one (a missing factor, a sign, a relative error of 1e-3) is caught wherever floa
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 from flint import arb, fmpq
-
-from .model import exact_number
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
 MANTISSA_BITS = {"float64": 52, "float32": 23}
@@ -38,7 +37,6 @@ FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 
 VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined")
-ATTRIBUTIONS = ("wrong", "forward_mismatch", "noise")
 
 
 def ulp(x: float, dtype: str) -> float:
@@ -88,47 +86,20 @@ def exact_text(x: Any, digits: int = 25) -> str:
     return repr(x)
 
 
-def abs_error(value: float, exact: Any) -> float:
-    """|value − exact| computed exactly, then rounded."""
-    if not math.isfinite(value):
-        return math.inf
-    v = exact_number(value, "value")
-    d = fmpq(v.numerator, v.denominator) - exact
-    if isinstance(d, arb):
-        return float(abs(d).mid())
-    return abs(as_float(d))
-
-
 def relative(err: float, exact: float) -> float:
     if err == 0:
         return 0.0
     return err / abs(exact) if exact else math.inf
 
 
-def fd_tolerance(fd_error: float, tol: float) -> float:
-    """How far an FD value may be from the truth: a few of its own error estimates."""
-    return max(FD_SIGMAS * fd_error, tol)
-
-
-def fd_agrees(fd: float, fd_error: float, target: float, tol: float) -> bool:
-    """Whether an FD value is consistent with ``target`` given its own error estimate."""
-    if not (math.isfinite(fd) and math.isfinite(target)):
-        return False
-    return abs(fd - target) <= fd_tolerance(fd_error, tol)
-
-
-def attribute(source_agrees: bool, fd_agrees_exact: bool | None, fd_agrees_source: bool | None) -> tuple[str | None, str]:
-    """(attribution, note) for a source's check given what FD says.  See the module docstring."""
-    if source_agrees:
-        return None, ""
-    if fd_agrees_exact is None:
-        return "wrong", "no finite differences to confirm"
-    if fd_agrees_exact:
-        return "wrong", "finite differences agree with the exact value: the gradient is wrong"
-    if fd_agrees_source:
-        return (
-            "forward_mismatch",
-            "finite differences agree with this source, not with the exact value: the forward "
-            "does not compute the declared model",
-        )
-    return "wrong", "finite differences agree with neither (inconclusive); the exact value decides"
+def split(x: Any) -> tuple[float, float]:
+    """An exact value as an unevaluated sum hi + lo of two floats (about 106 bits): enough to
+    measure the error of any float64 value exactly to within a unit in its last place."""
+    if isinstance(x, arb):
+        mid = x.mid()
+        hi = float(mid)
+        return hi, float(mid - hi) if math.isfinite(hi) else 0.0
+    if isinstance(x, fmpq):
+        hi = as_float(x)
+        return hi, as_float(x - fmpq(*Fraction(hi).as_integer_ratio())) if math.isfinite(hi) else 0.0
+    return float(x), 0.0

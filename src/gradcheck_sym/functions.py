@@ -2,10 +2,11 @@
 
 Each row says how the function is computed in every place gradcheck_sym needs it:
 
-* ``torch``: the torch callable the generated forward uses (SymPy's own torch printer gets
-  ``Max``, ``Min``, ``Heaviside`` and ``Piecewise`` wrong on tensors; these rows are the fix, and
-  every row is exercised by ``tests/test_torch_codegen.py``);
-* ``arb``: the python-flint ball function for the certified reference;
+* ``torch``: the name of the torch function the generated forward uses (`torch_codegen` resolves
+  it; SymPy's own torch printer gets ``Max``, ``Min``, ``Heaviside`` and ``Piecewise`` wrong on
+  tensors, and the rows naming ``maximum``, ``minimum`` and ``heaviside`` are the fix; every row
+  is exercised by ``tests/test_torch_codegen.py``);
+* ``arb``: the name of the python-flint ball method for the certified reference;
 * ``math``: the float64 function for the rounding-error estimate;
 * ``domain``: where the function is real and finite, so a point outside it is reported as
   *undefined* instead of producing NaN;
@@ -20,12 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any
 
 import sympy as sp
-import torch
-from flint import arb as _arb
 
 
 def _math(f: Callable[..., float]) -> Callable[..., float]:
@@ -40,13 +38,6 @@ def _math(f: Callable[..., float]) -> Callable[..., float]:
             return math.inf
 
     return safe
-
-
-def _torch_heaviside(x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    # torch.heaviside has no derivative ("not implemented"); a where() chain does (zero).
-    one = torch.ones((), dtype=x.dtype)
-    zero = torch.zeros((), dtype=x.dtype)
-    return torch.where(x > 0, one, torch.where(x < 0, zero, h0))
 
 
 # domain predicates take a python-flint arb and answer True (inside), False (outside) or None
@@ -88,65 +79,65 @@ class FunctionSpec:
     """How one SymPy function is evaluated by each part of gradcheck_sym."""
 
     name: str  # the SymPy name users write
-    torch: Callable[..., torch.Tensor]  # the generated forward's operation
-    arb: Callable[..., Any] | None = None  # certified ball evaluation (None: rewritten first)
+    torch: str  # the generated forward's operation, by name (see torch_codegen.TORCH_SPECIAL)
+    arb: str | None = None  # certified ball evaluation, an arb method (None: rewritten first)
     math: Callable[..., float] | None = None  # float64 evaluation for error estimates
     domain: Callable[[Any], bool | None] | None = None  # None: every real number
     kink: bool = False  # corners or jumps: rewritten to Piecewise for the exact side
 
 
 FUNCTIONS: dict[type, FunctionSpec] = {
-    sp.exp: FunctionSpec(name="exp", torch=torch.exp, arb=lambda x: x.exp(), math=_math(math.exp)),
+    sp.exp: FunctionSpec(name="exp", torch="exp", arb="exp", math=_math(math.exp)),
     sp.log: FunctionSpec(
-        name="log", torch=torch.log, arb=lambda x: x.log(), math=_math(math.log), domain=_positive
+        name="log", torch="log", arb="log", math=_math(math.log), domain=_positive
     ),
-    sp.sin: FunctionSpec(name="sin", torch=torch.sin, arb=lambda x: x.sin(), math=_math(math.sin)),
-    sp.cos: FunctionSpec(name="cos", torch=torch.cos, arb=lambda x: x.cos(), math=_math(math.cos)),
-    sp.tan: FunctionSpec(name="tan", torch=torch.tan, arb=lambda x: x.tan(), math=_math(math.tan)),
+    sp.sin: FunctionSpec(name="sin", torch="sin", arb="sin", math=_math(math.sin)),
+    sp.cos: FunctionSpec(name="cos", torch="cos", arb="cos", math=_math(math.cos)),
+    sp.tan: FunctionSpec(name="tan", torch="tan", arb="tan", math=_math(math.tan)),
     sp.asin: FunctionSpec(
-        name="asin", torch=torch.asin, arb=lambda x: x.asin(), math=_math(math.asin),
+        name="asin", torch="asin", arb="asin", math=_math(math.asin),
         domain=_closed_unit,
     ),
     sp.acos: FunctionSpec(
-        name="acos", torch=torch.acos, arb=lambda x: x.acos(), math=_math(math.acos),
+        name="acos", torch="acos", arb="acos", math=_math(math.acos),
         domain=_closed_unit,
     ),
     sp.atan: FunctionSpec(
-        name="atan", torch=torch.atan, arb=lambda x: x.atan(), math=_math(math.atan)
+        name="atan", torch="atan", arb="atan", math=_math(math.atan)
     ),
     sp.sinh: FunctionSpec(
-        name="sinh", torch=torch.sinh, arb=lambda x: x.sinh(), math=_math(math.sinh)
+        name="sinh", torch="sinh", arb="sinh", math=_math(math.sinh)
     ),
     sp.cosh: FunctionSpec(
-        name="cosh", torch=torch.cosh, arb=lambda x: x.cosh(), math=_math(math.cosh)
+        name="cosh", torch="cosh", arb="cosh", math=_math(math.cosh)
     ),
     sp.tanh: FunctionSpec(
-        name="tanh", torch=torch.tanh, arb=lambda x: x.tanh(), math=_math(math.tanh)
+        name="tanh", torch="tanh", arb="tanh", math=_math(math.tanh)
     ),
     sp.asinh: FunctionSpec(
-        name="asinh", torch=torch.asinh, arb=lambda x: x.asinh(), math=_math(math.asinh)
+        name="asinh", torch="asinh", arb="asinh", math=_math(math.asinh)
     ),
     sp.acosh: FunctionSpec(
-        name="acosh", torch=torch.acosh, arb=lambda x: x.acosh(), math=_math(math.acosh),
+        name="acosh", torch="acosh", arb="acosh", math=_math(math.acosh),
         domain=_at_least_one,
     ),
     sp.atanh: FunctionSpec(
-        name="atanh", torch=torch.atanh, arb=lambda x: x.atanh(), math=_math(math.atanh),
+        name="atanh", torch="atanh", arb="atanh", math=_math(math.atanh),
         domain=_open_unit,
     ),
-    sp.erf: FunctionSpec(name="erf", torch=torch.erf, arb=lambda x: x.erf(), math=_math(math.erf)),
+    sp.erf: FunctionSpec(name="erf", torch="erf", arb="erf", math=_math(math.erf)),
     sp.erfc: FunctionSpec(
-        name="erfc", torch=torch.erfc, arb=lambda x: x.erfc(), math=_math(math.erfc)
+        name="erfc", torch="erfc", arb="erfc", math=_math(math.erfc)
     ),
     sp.atan2: FunctionSpec(
-        name="atan2", torch=torch.atan2, arb=lambda y, x: _arb.atan2(y, x), math=_math(math.atan2)
+        name="atan2", torch="atan2", arb="atan2", math=_math(math.atan2)
     ),
     # Functions with corners or jumps: exact side rewrites them to Piecewise.
-    sp.Abs: FunctionSpec(name="Abs", torch=torch.abs, kink=True),
-    sp.sign: FunctionSpec(name="sign", torch=torch.sign, kink=True),
-    sp.Max: FunctionSpec(name="Max", torch=lambda *xs: reduce(torch.maximum, xs), kink=True),
-    sp.Min: FunctionSpec(name="Min", torch=lambda *xs: reduce(torch.minimum, xs), kink=True),
-    sp.Heaviside: FunctionSpec(name="Heaviside", torch=_torch_heaviside, kink=True),
+    sp.Abs: FunctionSpec(name="Abs", torch="abs", kink=True),
+    sp.sign: FunctionSpec(name="sign", torch="sign", kink=True),
+    sp.Max: FunctionSpec(name="Max", torch="maximum", kink=True),
+    sp.Min: FunctionSpec(name="Min", torch="minimum", kink=True),
+    sp.Heaviside: FunctionSpec(name="Heaviside", torch="heaviside", kink=True),
 }
 
 # Written by users but not functions in SymPy's sense; listed so error messages can name them.

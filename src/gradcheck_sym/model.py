@@ -240,7 +240,8 @@ class Model:
                 f"{'is' if len(undeclared) == 1 else 'are'} neither a param nor an input; add "
                 f"{'it' if len(undeclared) == 1 else 'them'} to `inputs=` (data) or `params=` (weights)"
             )
-        compile_expr(self.loss, tuple(seen), rewrite_kinks=False, model=self.name)  # unsupported functions
+        # the loss as a flat program over every symbol (refuses unsupported functions here)
+        self.program = compile_expr(self.loss, self.symbols, rewrite_kinks=False, model=self.name)
         unused = [s for v in self.params for s in v.symbols if s not in used]
         if unused:
             raise ModelError(

@@ -138,10 +138,9 @@ def _section(result: ModelResult) -> str:
     from .formatting import num
     from .results import summarize
 
-    lines = [f"model `{result.name}`: {result.status}, {len(result.checks)} checks"]
+    lines = [f"model `{result.name}`: {result.status}, {result.n_checks} checks"]
     for s in summarize(result):
-        source = s.source + (f" ({s.forward})" if s.forward else "")
-        lines.append(f"  {source:<12} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
+        lines.append(f"  {s.label:<24} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
                      f"{s.nondifferentiable + s.undefined} special; worst error/tolerance "
                      f"{num(s.worst_of_tolerance, 3)}")
     return "\n".join(lines)
@@ -264,16 +263,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     results = config.stash[_RESULTS]
     if not results or hasattr(config, "workeroutput"):
         return
+    from .results import summarize
+
     models = list(_models(results))
-    checks = [c for m in models for c in m.checks if c.source != "fd"]
     failed = sum(m.status != "pass" for m in models)
     tr = terminalreporter
     tr.write_sep("=", "gradcheck_sym")
-    tr.write_line(f"{len(models)} gradient checks ({len(checks)} values checked): "
+    tr.write_line(f"{len(models)} gradient checks ({sum(m.n_checks for m in models)} values checked): "
                   f"{failed} failed, {len(models) - failed} passed")
     for dtype in ("float64", "float32"):
-        ratios = [c.abs_error / c.tolerance for c in checks
-                  if c.dtype == dtype and c.abs_error is not None and c.tolerance and c.abs_error == c.abs_error]
+        ratios = [s.worst_of_tolerance for m in models for s in summarize(m)
+                  if s.dtype == dtype and s.source != "fd" and s.worst_of_tolerance is not None]
         if ratios:
             tr.write_line(f"worst error/tolerance in {dtype}: {max(ratios):.3g} (above 1 is a mismatch)")
     out = _option(config, REPORT_DIR)

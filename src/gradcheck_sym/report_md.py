@@ -77,7 +77,7 @@ def render_index(run: RunResult) -> str:
     for m in run.models:
         worst = [
             f"{s.source} {s.dtype}: rel {num(s.worst_rel, 2)}, {ulps(s.worst_ulps)} ulps"
-            for s in summarize(m) if s.worst_ulps is not None and s.source != "fd"
+            for s in summarize(m) if s.worst_ulps is not None and s.source != "fd" and s.quantity == "grad"
         ]
         points = max((len(p) for p in m.points.values()), default=0)
         rows.append([
@@ -161,7 +161,7 @@ def _graph(m: ModelResult) -> list[str]:
 
 
 def _sources(m: ModelResult) -> list[str]:
-    rows = [[s.source + (f" ({s.forward})" if s.forward else ""), s.dtype, str(s.checks), str(s.agree),
+    rows = [[s.label, s.dtype, str(s.checks), str(s.agree),
              str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
              ulps(s.worst_ulps), num(s.worst_rel, 3)]
             for s in summarize(m)]
@@ -187,8 +187,8 @@ def _worst(m: ModelResult) -> list[str]:
     lines = ["## Worst entries", ""]
     rows = []
     for s in summarize(m):
-        group = [c for c in m.checks if (c.source, c.dtype, c.forward) == (s.source, s.dtype, s.forward)
-                 and c.ulps is not None]
+        group = [c for c in m.checks if (c.source, c.dtype, c.forward, c.quantity)
+                 == (s.source, s.dtype, s.forward, s.quantity) and c.ulps is not None]
         for c in sorted(group, key=lambda c: -_of_tolerance(c))[:WORST_PER_SOURCE]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
@@ -198,14 +198,16 @@ def _worst(m: ModelResult) -> list[str]:
             ])
     lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps", "tolerance",
                      "verdict"], rows)
-    return lines + ["", "Every check is in `results.json`.", ""]
+    return lines + ["", "Every check is in `results.json`." if m.complete else
+                    "`results.json` holds the disagreements, the special points and the entries nearest their "
+                    "tolerance (all were checked; a large run keeps only these).", ""]
 
 
 def _mismatches(m: ModelResult) -> list[str]:
     failed = list(m.failed)
     if not failed:
         return []
-    lines = ["## Mismatches", "", f"{len(failed)} checks disagree with the exact value.", ""]
+    lines = ["## Mismatches", "", f"{m.n_failed} checks disagree with the exact value.", ""]
     for c in failed[:SNIPPETS]:
         lines += [f"- {describe(c)}", "", snippet(m, c), ""]
     for c in failed[SNIPPETS:LISTED]:

@@ -81,6 +81,31 @@ class StepStudy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SourceSummary:
+    """One source in one dtype for one model: counts and the worst agreeing/failing error."""
+
+    source: str
+    dtype: str
+    forward: str | None  # fd only
+    quantity: str = "grad"  # "grad", or "loss" for forward values
+    checks: int
+    agree: int
+    mismatch: int
+    nondifferentiable: int
+    undefined: int
+    worst_rel: float | None  # over checks with an exact value
+    worst_ulps: float | None
+    worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
+    worst: Check | None  # the check nearest to (or furthest beyond) its tolerance
+
+    @property
+    def label(self) -> str:
+        """``autograd``, ``fd (impl)``, ``impl forward value``: the source as reports name it."""
+        text = self.source + (f" ({self.forward})" if self.forward else "")
+        return text + (" forward value" if self.quantity == "loss" else "")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelResult:
     """Everything checked for one model."""
 
@@ -99,14 +124,25 @@ class ModelResult:
     points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # dtype -> points
     arithmetic: tuple[str, ...] = ()  # how the references were obtained ("rational", "ball/128")
     sources: tuple[str, ...] = ()  # sources checked, e.g. ("autograd", "fd")
-    checks: tuple[Check, ...] = ()
+    checks: tuple[Check, ...] = ()  # every check, or for large runs the ones that matter (`complete`)
+    complete: bool = True  # whether `checks` holds every check
+    summaries: tuple[SourceSummary, ...] = ()  # per source, dtype and quantity: counts over every check
     layers: tuple[Layer, ...] = ()  # the computation graph, one node per layer (empty: too irregular)
     step_study: StepStudy | None = None
     error: str | None = None  # why the model could not be checked (status "error")
 
     @property
     def failed(self) -> tuple[Check, ...]:
+        """The disagreements of sources (not finite differences) that are in `checks`."""
         return tuple(c for c in self.checks if c.verdict == "mismatch" and c.source != "fd")
+
+    @property
+    def n_checks(self) -> int:
+        return sum(s.checks for s in summarize(self) if s.source != "fd")
+
+    @property
+    def n_failed(self) -> int:
+        return sum(s.mismatch for s in summarize(self) if s.source != "fd")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +188,21 @@ class RunResult:
 # -- JSON ---------------------------------------------------------------------------------------
 
 
+_CHECK_FIELDS = tuple(f.name for f in dataclasses.fields(Check))
+
+
+def _number(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
 def _encode(x: Any) -> Any:
+    if type(x) is Check:  # the bulk of a results file: a fast path
+        d = {name: _number(getattr(x, name)) for name in _CHECK_FIELDS}
+        if d["index"] is not None:
+            d["index"] = list(d["index"])
+        return d
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, float):
@@ -220,6 +270,11 @@ def _model(d: dict[str, Any]) -> ModelResult:
         )
     d["variables"] = tuple(VariableInfo(name=v["name"], shape=tuple(v["shape"]), role=v["role"]) for v in d["variables"])
     d["checks"] = tuple(_check(c) for c in d["checks"])
+    d["summaries"] = tuple(
+        SourceSummary(**{**x, "worst": _check(x["worst"]) if x.get("worst") else None,
+                         **{k: _float(x[k]) for k in ("worst_rel", "worst_ulps", "worst_of_tolerance")}})
+        for x in d.get("summaries", ())
+    )
     for key in ("notes", "arithmetic", "sources"):
         d[key] = tuple(d[key])
     return ModelResult(**d)
@@ -230,7 +285,8 @@ def _replay(d: dict[str, Any] | None) -> Replay | None:
         return None
     return Replay(
         lines_float32=tuple(d["lines_float32"]),
-        steps=tuple(ReplayStep(**s) for s in d["steps"]),
+        steps=tuple(ReplayStep(**{k: _float(v) if k.endswith("float32") else v for k, v in s.items()})
+                    for s in d["steps"]),
         final_w_exact=d["final_w_exact"],
         final_w_float32=d["final_w_float32"],
         final_prediction_exact=d["final_prediction_exact"],
@@ -248,16 +304,28 @@ def model_from_dict(data: dict[str, Any]) -> ModelResult:
     return _model(data)
 
 
+def replay_to_dict(replay: Replay) -> dict[str, Any]:
+    return _encode(replay)  # type: ignore[no-any-return]
+
+
+def replay_from_dict(data: dict[str, Any]) -> Replay:
+    replay = _replay(data)
+    assert replay is not None
+    return replay
+
+
 def environment_versions() -> dict[str, str]:
-    """The versions a run's numbers depend on."""
+    """The versions a run's numbers depend on (read without importing the packages)."""
+    import importlib.metadata
     import platform
 
-    import flint
-    import sympy
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "sympy": sympy.__version__,
-            "python-flint": flint.__version__}
+    out = {"python": platform.python_version()}
+    for package in ("torch", "sympy", "python-flint"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "none"
+    return out
 
 
 def from_json(text: str) -> RunResult:
@@ -275,24 +343,6 @@ def from_json(text: str) -> RunResult:
 # -- summaries (derived from checks; renderers show them, never compute them) -------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class SourceSummary:
-    """One source in one dtype for one model: counts and the worst agreeing/failing error."""
-
-    source: str
-    dtype: str
-    forward: str | None  # fd only
-    checks: int
-    agree: int
-    mismatch: int
-    nondifferentiable: int
-    undefined: int
-    worst_rel: float | None  # over checks with an exact value
-    worst_ulps: float | None
-    worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
-    worst: Check | None  # the check with the largest ulps
-
-
 def _of_tolerance(c: Check) -> float:
     if c.abs_error is None or c.tolerance is None:
         return math.nan
@@ -302,7 +352,10 @@ def _of_tolerance(c: Check) -> float:
 
 
 def summarize(model: ModelResult) -> list[SourceSummary]:
-    """Per (source, dtype[, forward]) counts and worst errors, in check order."""
+    """Per (source, dtype[, forward]) counts and worst errors: the stored summaries, or for results
+    written without them, computed from the checks."""
+    if model.summaries:
+        return list(model.summaries)
     groups: dict[tuple[str, str, str | None], list[Check]] = {}
     for c in model.checks:
         groups.setdefault((c.source, c.dtype, c.forward), []).append(c)

@@ -24,24 +24,39 @@ def to_float32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
-def round_to(x: Fraction, dtype: str) -> float:
+def round_to(x: Fraction | float, dtype: str) -> float:
     """``x`` rounded to ``dtype`` (float64 first, as torch would receive it)."""
     f = float(x)
     return to_float32(f) if dtype == "float32" else f
 
 
-def _sample(rng: random.Random, lo: Fraction, hi: Fraction) -> Fraction:
-    flo, fhi = float(lo), float(hi)
-    x = to_float32(rng.uniform(flo, fhi))
-    # rounding to float32 may step just outside the interval: step back in
-    while Fraction(x) < lo or Fraction(x) > hi:
-        x = to_float32((x + (flo + fhi) / 2) / 2)
-    return Fraction(x)
+def _step32(x: float, up: bool) -> float:
+    """The next float32 after ``x`` (a float32) towards +inf (``up``) or -inf."""
+    bits = struct.unpack("<i", struct.pack("<f", x))[0]
+    if x == 0:
+        return struct.unpack("<f", struct.pack("<i", 1 if up else -(2**31) + 1))[0]
+    bits += 1 if (up == (x > 0)) else -1
+    return struct.unpack("<f", struct.pack("<i", bits))[0]
+
+
+def _float32_bounds(lo: Fraction, hi: Fraction) -> tuple[float, float]:
+    """The float32 numbers nearest to [lo, hi] from inside."""
+    a, b = to_float32(float(lo)), to_float32(float(hi))
+    if Fraction(a) < lo:
+        a = _step32(a, True)
+    if Fraction(b) > hi:
+        b = _step32(b, False)
+    return a, b
+
+
+def _sample(rng: random.Random, lo: float, hi: float) -> float:
+    """A float32 number in [lo, hi] (float32 bounds); floats are exact binary fractions."""
+    return min(max(to_float32(rng.uniform(lo, hi)), lo), hi)
 
 
 def points_for(
     model: Model, samples: int, seed: int, explicit: Sequence[dict[sp.Symbol, Fraction]] | None = None
-) -> list[dict[sp.Symbol, Fraction]]:
+) -> list[dict[sp.Symbol, Fraction | float]]:
     """The explicit points (the model's unless ``explicit`` replaces them) followed by
     ``samples`` random ones (when the model has a domain for every symbol).  The random stream depends on the seed and the model's name only, so adding
     a model to a file does not move the points of the others.
@@ -51,14 +66,15 @@ def points_for(
     >>> points_for(m, 2, seed=0) == points_for(m, 2, seed=0)
     True
     """
-    out = [dict(p) for p in (model.points if explicit is None else explicit)]
+    out: list[dict[sp.Symbol, Fraction | float]] = [dict(p) for p in (model.points if explicit is None else explicit)]
     if len(model.domain) == len(model.symbols):
         rng = random.Random(f"{seed}:{model.name}")
+        bounds = [(s, _float32_bounds(*model.domain[s])) for s in model.symbols]
         for _ in range(samples):
-            out.append({s: _sample(rng, *model.domain[s]) for s in model.symbols})
+            out.append({s: _sample(rng, lo, hi) for s, (lo, hi) in bounds})
     return out
 
 
-def rounded(points: Sequence[dict[sp.Symbol, Fraction]], symbols: Sequence[sp.Symbol], dtype: str) -> list[tuple[float, ...]]:
+def rounded(points: Sequence[dict[sp.Symbol, Fraction | float]], symbols: Sequence[sp.Symbol], dtype: str) -> list[tuple[float, ...]]:
     """Each point as a tuple of ``dtype`` values in ``symbols`` order."""
     return [tuple(round_to(p[s], dtype) for s in symbols) for p in points]

@@ -29,6 +29,7 @@ Point = tuple[float, ...]
 # Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
 FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
+FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
 
 
@@ -50,7 +51,7 @@ class Subject:
     def __init__(self, model: Model, forward: TorchForward | None = None) -> None:
         self.model = model
         self.symbols = model.symbols
-        self.forward = forward or TorchForward(model.loss, self.symbols, model=model.name)
+        self.forward = forward or TorchForward(model.program)
         position = {s: i for i, s in enumerate(self.symbols)}
         self.entry_positions = [position[e.symbol] for e in model.entries]
 
@@ -222,9 +223,9 @@ def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch
     model = subject.model
     assert model.impl is not None
 
-    def run(rows: torch.Tensor) -> torch.Tensor:
+    def run(columns: torch.Tensor) -> torch.Tensor:
         out = []
-        for k, p in enumerate(rows.tolist()):
+        for k, p in enumerate(columns.T.tolist()):
             kwargs = _kwargs(model, tuple(p), dtype, requires_grad=False)
             with torch.no_grad():
                 r = _call(model, "impl", model.impl, kwargs, k)
@@ -235,9 +236,9 @@ def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch
 
 
 def _model_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(rows: torch.Tensor) -> torch.Tensor:
+    def run(columns: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return subject.forward(list(rows.T)).double()
+            return subject.forward(list(columns)).double()
 
     return run
 
@@ -245,8 +246,8 @@ def _model_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torc
 def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
-    extrapolation made plus the rounding error of the differences.  One batch per point: every
-    entry, four perturbed copies each."""
+    extrapolation made plus the rounding error of the differences.  Batched: every point, every
+    entry, four perturbed copies each, ``FD_BATCH_ROWS`` rows per forward."""
     f = _model_losses(subject, dtype) if forward == "model" else _impl_losses(subject, dtype)
     tdtype = TORCH_DTYPES[dtype]
     u = UNIT_ROUNDOFF[dtype]
@@ -259,12 +260,16 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     steps = torch.stack([h, -h, h / 2, -h / 2], dim=-1)  # (N, P, 4)
     moved = (x.unsqueeze(-1) + steps).to(tdtype).to(torch.float64)  # rounded to the dtype
     values = torch.empty(n, p, 4, dtype=torch.float64)
+    per_point = 4 * p
+    chunk = max(1, FD_BATCH_ROWS // per_point)  # points per forward call
     columns = pos.repeat_interleave(4)
-    rows_index = torch.arange(4 * p)
-    for i in range(n):
-        rows = base[i].repeat(4 * p, 1)
-        rows[rows_index, columns] = moved[i].reshape(-1)
-        values[i] = f(rows.to(tdtype)).reshape(p, 4)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        k = stop - start
+        # one contiguous row per symbol (elementwise torch ops are much slower on strided columns)
+        cols = base[start:stop].T.to(tdtype).repeat_interleave(per_point, dim=1)  # (S, k * 4p)
+        cols[columns.repeat(k), torch.arange(k * per_point)] = moved[start:stop].reshape(-1).to(tdtype)
+        values[start:stop] = f(cols).reshape(k, p, 4)
     fp, fm, fp2, fm2 = values.unbind(-1)
     d1 = (fp - fm) / (moved[..., 0] - moved[..., 1])
     d2 = (fp2 - fm2) / (moved[..., 2] - moved[..., 3])

@@ -43,6 +43,16 @@ class GradientProgram:
     wrt_slots: tuple[int, ...]  # variable slot of each differentiated entry
 
     @property
+    def maybe_rational(self) -> bool:
+        """False when some value is surely irrational (a transcendental function or constant), so
+        that exact evaluation starts with balls instead of trying rationals first."""
+        ops, data = self.prog.ops, self.prog.data
+        return not any(
+            op in ("fn", "powv") or (op == "const" and not isinstance(d, (bool, sp.Rational, sp.Float)))
+            for op, d in zip(ops, data)
+        )
+
+    @property
     def output(self) -> int:
         return self.prog.output
 

@@ -14,7 +14,7 @@ MAX_LISTED = 8  # mismatches listed per model; the report and JSON have all
 def _worst(model: ModelResult) -> str:
     parts = []
     for s in summarize(model):
-        if s.source == "fd" or s.worst_of_tolerance is None:
+        if s.source == "fd" or s.quantity != "grad" or s.worst_of_tolerance is None:
             continue
         parts.append(f"{s.source} {short_dtype(s.dtype)} {num(s.worst_of_tolerance, 2)}")
     return ", ".join(parts) or "—"
@@ -61,7 +61,7 @@ def summary(run: RunResult) -> str:
         kinks = sum(c.verdict == "nondifferentiable" for c in m.checks)
         undef = sum(c.verdict == "undefined" for c in m.checks)
         rows.append((
-            m.name, str(m.n_params), str(_points(m)), str(len(m.checks)), str(len(m.failed)),
+            m.name, str(m.n_params), str(_points(m)), str(m.n_checks), str(m.n_failed),
             f"{kinks}/{undef}", _worst(m), STATUS[m.status],
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -74,12 +74,12 @@ def summary(run: RunResult) -> str:
     for m in run.models:
         if m.status == "error":
             lines.append(f"\nERROR {m.name}: {m.error}")
-        elif m.failed:
-            lines.append(f"\nFAIL {m.name}: {len(m.failed)} mismatching checks")
+        elif m.n_failed:
+            lines.append(f"\nFAIL {m.name}: {m.n_failed} mismatching checks")
             for c in m.failed[:MAX_LISTED]:
                 lines.append(f"  {describe(c)}")
-            if len(m.failed) > MAX_LISTED:
-                lines.append(f"  ... and {len(m.failed) - MAX_LISTED} more (see the report)")
+            if m.n_failed > MAX_LISTED:
+                lines.append(f"  ... and {m.n_failed - min(MAX_LISTED, len(m.failed))} more (see the report)")
     for e in run.errors:
         lines.append(f"\nERROR {e}")
     return "\n".join(lines)

@@ -43,13 +43,13 @@ def failure_message(result: ModelResult, *, seed: int, model_expr: str = "model"
     if result.status == "error":
         return f"gradcheck_sym: model `{result.name}` could not be checked: {result.error}"
     failed = list(result.failed)
-    total = sum(1 for c in result.checks if c.source != "fd")
-    lines = [f"gradcheck_sym: model `{result.name}`: {len(failed)} of {total} checks disagree with the exact gradient"]
+    lines = [f"gradcheck_sym: model `{result.name}`: {result.n_failed} of {result.n_checks} checks disagree "
+             "with the exact gradient"]
     for c in failed[:LISTED]:
         lines.append(f"  {describe(c)}")
         lines.append(f"    point {c.point} ({c.dtype}): {_point_text(result, c)}")
-    if len(failed) > LISTED:
-        lines.append(f"  ... and {len(failed) - LISTED} more")
+    if result.n_failed > LISTED:
+        lines.append(f"  ... and {result.n_failed - min(LISTED, len(failed))} more")
     lines += [
         f"random points drawn with seed {seed} (pytest --gradcheck-seed {seed} repeats them)",
         "reproduce the first one:",

@@ -14,7 +14,7 @@ linear in the DAG and every mapped function is tested against the exact side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import reduce
 import operator
 
@@ -25,6 +25,27 @@ from .functions import FUNCTIONS
 from .graph import Program, compile_expr
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _heaviside(x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    # torch.heaviside has no derivative ("not implemented"); a where() chain does (zero).
+    one = torch.ones((), dtype=x.dtype)
+    zero = torch.zeros((), dtype=x.dtype)
+    return torch.where(x > 0, one, torch.where(x < 0, zero, h0))
+
+
+# The table's torch names that are not plain torch functions of the same arguments.
+TORCH_SPECIAL: dict[str, Callable[..., torch.Tensor]] = {
+    "maximum": lambda *xs: reduce(torch.maximum, xs),  # SymPy's Max is n-ary, torch's binary
+    "minimum": lambda *xs: reduce(torch.minimum, xs),
+    "heaviside": _heaviside,
+}
+
+
+def torch_function(f: type) -> Callable[..., torch.Tensor]:
+    """The torch operation for a SymPy function class of the table."""
+    name = FUNCTIONS[f].torch
+    return TORCH_SPECIAL.get(name) or getattr(torch, name)
 
 _REL = {"<": torch.lt, "<=": torch.le, ">": torch.gt, ">=": torch.ge, "==": torch.eq, "!=": torch.ne}
 
@@ -38,41 +59,47 @@ class TorchForward:
     [1.0]
     """
 
-    def __init__(self, loss: sp.Expr, variables: Sequence[sp.Symbol], *, model: str = "") -> None:
-        self.program: Program = compile_expr(loss, tuple(variables), rewrite_kinks=False, model=model)
+    def __init__(self, loss: sp.Expr | Program, variables: Sequence[sp.Symbol] = (), *, model: str = "") -> None:
+        self.program: Program = (
+            loss if isinstance(loss, Program) else compile_expr(loss, tuple(variables), rewrite_kinks=False, model=model)
+        )
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        prog = self.program
-        dtype = inputs[0].dtype
-        vals: list[object] = [None] * len(prog)
-        for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
-            if op == "var":
-                vals[k] = inputs[data]  # type: ignore[index]
-            elif op == "const":
-                vals[k] = data if isinstance(data, bool) else torch.tensor(float(data), dtype=dtype)  # type: ignore[arg-type]
-            elif op == "add":
-                vals[k] = reduce(operator.add, (vals[a] for a in args))
-            elif op == "mul":
-                vals[k] = reduce(operator.mul, (vals[a] for a in args))
-            elif op == "pow":
-                vals[k] = _pow(vals[args[0]], data)  # type: ignore[arg-type]
-            elif op == "powv":
-                vals[k] = torch.pow(vals[args[0]], vals[args[1]])  # type: ignore[arg-type]
-            elif op == "fn":
-                vals[k] = FUNCTIONS[data].torch(*(vals[a] for a in args))  # type: ignore[index]
-            elif op == "rel":
-                vals[k] = _REL[data](vals[args[0]], vals[args[1]])  # type: ignore[index]
-            elif op == "pw":
-                vals[k] = _piecewise([vals[a] for a in args], dtype)
-            elif op in ("and", "or"):
-                vals[k] = _logical(op, [vals[a] for a in args])
-            elif op == "not":
-                x = vals[args[0]]
-                vals[k] = (not x) if isinstance(x, bool) else torch.logical_not(x)  # type: ignore[arg-type]
-        out = vals[prog.output]
+        out = evaluate(self.program, inputs)[self.program.output]
         if not isinstance(out, torch.Tensor):
             raise AssertionError("loss compiled to a non-tensor")
         return out.expand(inputs[0].shape) if out.dim() == 0 else out
+
+
+def evaluate(prog: Program, inputs: Sequence[torch.Tensor]) -> list[object]:
+    """Every slot of ``prog`` as a tensor (or bool), one torch operation per instruction."""
+    dtype = inputs[0].dtype
+    vals: list[object] = [None] * len(prog)
+    for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
+        if op == "var":
+            vals[k] = inputs[data]  # type: ignore[index]
+        elif op == "const":
+            vals[k] = data if isinstance(data, bool) else torch.tensor(float(data), dtype=dtype)  # type: ignore[arg-type]
+        elif op == "add":
+            vals[k] = reduce(operator.add, (vals[a] for a in args))
+        elif op == "mul":
+            vals[k] = reduce(operator.mul, (vals[a] for a in args))
+        elif op == "pow":
+            vals[k] = _pow(vals[args[0]], data)  # type: ignore[arg-type]
+        elif op == "powv":
+            vals[k] = torch.pow(vals[args[0]], vals[args[1]])  # type: ignore[arg-type]
+        elif op == "fn":
+            vals[k] = torch_function(data)(*(vals[a] for a in args))  # type: ignore[arg-type]
+        elif op == "rel":
+            vals[k] = _REL[data](vals[args[0]], vals[args[1]])  # type: ignore[index]
+        elif op == "pw":
+            vals[k] = _piecewise([vals[a] for a in args], dtype)
+        elif op in ("and", "or"):
+            vals[k] = _logical(op, [vals[a] for a in args])
+        elif op == "not":
+            x = vals[args[0]]
+            vals[k] = (not x) if isinstance(x, bool) else torch.logical_not(x)  # type: ignore[arg-type]
+    return vals
 
 
 def _pow(x: torch.Tensor, e: sp.Rational) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from flint import arb, ctx, fmpq
 
 from .results import Replay, ReplayStep
@@ -39,15 +38,17 @@ class _Step:
 
 def float32_run() -> tuple[list[str], list[_Step]]:
     """The lecture's program, statement for statement; returns its printed lines and steps."""
+    import torch
+
     lines: list[str] = []
     steps: list[_Step] = []
     w = torch.Tensor([1.0])
     w.requires_grad = True
 
-    def forward(x: float) -> torch.Tensor:
+    def forward(x: float) -> "torch.Tensor":
         return x * w
 
-    def loss(x: float, y: float) -> torch.Tensor:
+    def loss(x: float, y: float) -> "torch.Tensor":
         y_pred = forward(x)
         return (y_pred - y) ** 2
 
@@ -120,12 +121,28 @@ def decimal(q: fmpq, digits: int = 20) -> str:
 
 
 def replay() -> Replay:
-    """Both runs, step by step.
+    """Both runs, step by step (from the cache when the versions have not changed).
 
     >>> r = replay()
     >>> r.lines_float32[0], r.steps[0].grad_exact
     ('predict (before training) 4 4.0', '-2')
     """
+    from . import cache
+    from .results import replay_from_dict, replay_to_dict
+
+    digest = cache.key("replay", cache.versions("torch", "python-flint"))
+    stored = cache.load_json("replay", digest)
+    if stored is not None:
+        try:
+            return replay_from_dict(stored)
+        except (KeyError, TypeError, ValueError):
+            cache.forget("replay", digest, ".json")
+    result = _replay()
+    cache.store_json("replay", digest, replay_to_dict(result))
+    return result
+
+
+def _replay() -> Replay:
     lines, steps = float32_run()
     exact = exact_run()
     out = tuple(

@@ -9,53 +9,50 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sympy as sp
 from flint import arb, ctx, fmpq
 
-from . import sources as src
-from .compare import (
-    UNIT_ROUNDOFF,
-    abs_error,
-    as_float,
-    attribute,
-    error_scale,
-    exact_text,
-    fd_agrees,
-    fd_tolerance,
-    relative,
-    tolerance,
-    ulp,
-)
 from .budget import TimedOut, time_budget
-from .errorbound import error_scales
+from .compare import PROBABLE_FACTOR, UNIT_ROUNDOFF, WORST_FACTOR, as_float
 from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
-from .reference import ExactValue, PointReference, reference_at
-from .results import Check, Layer, ModelResult, StepStudy, VariableInfo
+from .reference import PointReference, reference_at
+from .results import Layer, ModelResult, StepStudy, VariableInfo
 from .sampling import DTYPES, points_for, round_to, rounded
-from .step_study import step_study
 from .structure import layers
 from .symbolic import GradientProgram, closed_form, gradient_program
+
+if TYPE_CHECKING:
+    from . import sources as src
 
 Progress = Callable[[str], None]
 LIMIT_MAX_NODES = 200  # removable singularities are resolved with sympy.limit up to this size
 
 
 class Prepared:
-    """The per-model work that does not depend on points: compiled once, reused."""
+    """The per-model work that does not depend on points: compiled once (or loaded from the
+    cache), reused."""
 
     def __init__(self, model: Model) -> None:
+        from . import cache
+        from . import sources as src
+
         self.model = model
         self.entries = model.entries
-        self.gradient: GradientProgram = gradient_program(
-            model.loss, model.symbols, tuple(e.symbol for e in self.entries), model=model.name
-        )
+        digest = cache.key("program", cache.expression_key(model), cache.versions("sympy"))
+        stored = cache.load_pickle("programs", digest)
+        if isinstance(stored, tuple) and len(stored) == 3 and isinstance(stored[0], GradientProgram):
+            self.gradient, self.layers, self.small = stored
+        else:
+            self.gradient = gradient_program(model.loss, model.symbols, tuple(e.symbol for e in self.entries),
+                                             model=model.name)
+            self.layers = layers(model, model.program) or ()
+            self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
+            cache.store_pickle("programs", digest, (self.gradient, self.layers, self.small))
         self.subject = src.Subject(model)
-        self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
-        self.layers: tuple[Layer, ...] = layers(model, self.subject.forward.program) or ()
 
 
 def prepare(model: Model) -> Prepared:
@@ -143,8 +140,14 @@ def verify(
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         explicit = model.parse_points(points) if points is not None else model.points
+        cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target)
+        if cached is not None:
+            say(f"{model.name}: unchanged since the last run (cached result)")
+            return cached
         with time_budget(timeout, f"model `{model.name}` timed out after {timeout:g} s" if timeout else ""):
-            return _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
+            result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
+        store(result)
+        return result
     except TimedOut as exc:
         return _error_result(model, target, f"{exc} (while: {stage[0]}); give it more time with "
                              "--timeout SECONDS, or fewer points")
@@ -157,6 +160,35 @@ def verify(
             f"internal error while checking model `{model.name}`: {type(exc).__name__}: {exc} "
             "(this is a bug in gradcheck_sym; please report it with the model)",
         )
+
+
+def _cached_result(
+    model: Model, explicit: Sequence[dict[sp.Symbol, Fraction]], samples: int, seed: int, dtypes: tuple[str, ...],
+    factor: float, target: str,
+) -> tuple[ModelResult | None, Callable[[ModelResult], None]]:
+    """A stored result for an unchanged model without user code, and how to store a new one."""
+    import dataclasses
+
+    from . import cache
+    from .results import model_from_dict, model_to_dict
+
+    if model.impl is not None or model.grad_impl is not None or not cache.enabled():
+        return None, lambda result: None
+    options = {"samples": samples, "seed": seed, "dtypes": list(dtypes), "tolerance": factor,
+               "points": [{str(s): str(v) for s, v in p.items()} for p in explicit]}
+    digest = cache.result_key(model, options)
+    data = cache.load_json("results", digest)
+    if data is not None:
+        try:
+            return dataclasses.replace(model_from_dict(data), target=target), lambda result: None
+        except (KeyError, TypeError, ValueError):
+            cache.forget("results", digest, ".json")
+
+    def store(result: ModelResult) -> None:
+        if result.status != "error":
+            cache.store_json("results", digest, model_to_dict(result))
+
+    return None, store
 
 
 def _loss_text(model: Model) -> str:
@@ -184,6 +216,8 @@ def _variable_info(model: Model) -> tuple[VariableInfo, ...]:
 
 
 def _sources(model: Model) -> list[tuple[str, src.Source]]:
+    from . import sources as src
+
     out: list[tuple[str, src.Source]] = [("autograd", src.autograd)]
     if model.impl is not None:
         out.append(("impl", src.impl))
@@ -218,6 +252,12 @@ def _verify(
     target: str,
     say: Progress,
 ) -> ModelResult:
+    import torch
+
+    from . import checks as ch
+    from . import sources as src
+    from .errorbound import error_scales_batch
+
     for d in dtypes:
         if d not in DTYPES:
             raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
@@ -228,41 +268,44 @@ def _verify(
     if not exact_points:
         raise GradcheckError(f"model `{model.name}`: no points to check (give points= or a domain and --samples > 0)")
     symbols = model.symbols
-    refs: dict[tuple[float, ...], tuple[PointReference, list[float]]] = {}
-    checks: list[Check] = []
-    points_out: dict[str, list[dict[str, Any]]] = {}
-    arithmetic: set[str] = set()
-    source_names: list[str] = []
+    per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
+    unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
+    say(f"{model.name}: exact gradient at {len(unique)} points")
+    es = error_scales_batch(prepared.gradient, unique)
+    scale = factor * torch.minimum(WORST_FACTOR * es.worst, PROBABLE_FACTOR * es.probable)
+    worst_rows = es.worst.tolist()
+    refs: dict[tuple[float, ...], PointReference] = {}
+    for u, p in enumerate(unique):
+        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
+        refs[p] = reference_at(
+            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
+            rational=prepared.gradient.maybe_rational,
+        )
+    row = {p: u for u, p in enumerate(unique)}
+    all_checks, summaries, failed, source_names = [], [], False, []
     for dtype in dtypes:
-        pts = rounded(exact_points, symbols, dtype)
-        points_out[dtype] = [_point_dict(model, p) for p in pts]
-        say(f"{model.name}: exact gradient at {len(pts)} {dtype} points")
-        for p, exact_p in zip(pts, exact_points):
-            if p not in refs:
-                es = error_scales(prepared.gradient, p)
-                scales = [factor * error_scale(w, q) for w, q in zip(es.worst, es.probable)]
-                fractions = [Fraction(x) for x in p]
-                limit = _limit(prepared, dict(zip(symbols, fractions))) if prepared.small else None
-                ref = reference_at(
-                    prepared.gradient, [fmpq(q.numerator, q.denominator) for q in fractions],
-                    scales=es.worst, limit=limit,
-                )
-                refs[p] = (ref, scales)
-            arithmetic.add(refs[p][0].arithmetic)
+        pts = per_dtype[dtype]
+        index = torch.tensor([row[p] for p in pts])
+        ex = ch.exact_arrays([refs[p] for p in pts], scale[index])
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
         fds = {"model": src.finite_differences(subject, pts, dtype)}
         if model.impl is not None:
             fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
+        groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
+        size = sum(g.verdict.numel() for g in groups)
+        made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=size <= ch.DETAIL_LIMIT)
+        all_checks += made
+        summaries += sums
+        failed = failed or ch.any_failure(groups)
         source_names = list(outputs) + ["fd"]
-        checks.extend(_checks(prepared, dtype, pts, [refs[p] for p in pts], outputs, fds))
-    status = "fail" if any(c.verdict == "mismatch" and c.source != "fd" for c in checks) else "pass"
     cf = closed_form(model.loss, tuple(e.symbol for e in prepared.entries))
     say(f"{model.name}: finite-difference step study")
-    study = _step_study(prepared, dtypes, exact_points, refs)
+    study = _step_study(prepared, subject, dtypes, exact_points, refs)
+    points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
-        status=status,
+        status="fail" if failed else "pass",
         target=target,
         description=model.description,
         loss=_loss_text(model),
@@ -274,140 +317,68 @@ def _verify(
         closed_form_latex={str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
         notes=model.notes,
         points=points_out,
-        arithmetic=tuple(sorted(arithmetic)),
+        arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
-        checks=tuple(checks),
+        checks=tuple(all_checks),
+        complete=all(s.checks == sum(1 for c in all_checks if (c.source, c.dtype, c.forward, c.quantity)
+                                     == (s.source, s.dtype, s.forward, s.quantity)) for s in summaries),
+        summaries=tuple(summaries),
         layers=prepared.layers,
         step_study=study,
     )
 
 
+def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutput], ex: Any, dtype: str,
+            u: float) -> list[Any]:
+    """Every source of one dtype compared: forward values, gradients, finite differences."""
+    import torch
+
+    from . import checks as ch
+
+    groups = []
+    forward_wrong: dict[str, Any] = {}
+    for name, o in outputs.items():
+        if o.loss is not None:
+            g = ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype)
+            forward_wrong[name] = (g.verdict == 1).reshape(-1)
+            groups.append(g)
+    fd_groups = {}
+    for fname, fd in fds.items():
+        assert fd.error_estimate is not None and fd.steps is not None
+        h = ch.as_tensor(fd.steps)
+        loss_scale = ex.scale[:, :1]
+        rounding = torch.where(torch.isfinite(loss_scale), 3 * u * loss_scale / (h / 2),
+                               torch.tensor(float("inf"), dtype=torch.float64))
+        fd_err = ch.as_tensor(fd.error_estimate) + rounding
+        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
+                                       forward_wrong.get("impl") if fname == "impl" else None)
+    for name, o in outputs.items():
+        fd = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
+        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, fd))
+    return groups + list(fd_groups.values())
+
+
 def _step_study(
     prepared: Prepared,
+    subject: Any,
     dtypes: tuple[str, ...],
     exact_points: Sequence[dict[sp.Symbol, Fraction]],
-    refs: dict[tuple[float, ...], tuple[PointReference, list[float]]],
+    refs: dict[tuple[float, ...], PointReference],
 ) -> StepStudy | None:
     """The step study for the entry with the largest exact derivative at the first point where
     every dtype has one."""
+    from .step_study import step_study
+
     for i, p in enumerate(exact_points):
         rounded_p = {d: tuple(round_to(p[s], d) for s in prepared.model.symbols) for d in dtypes}
-        grads = {d: refs[rounded_p[d]][0].grads for d in dtypes}
-        if not all(g.is_value for d in dtypes for g in grads[d]):
+        grads = {d: refs[rounded_p[d]].grads for d in dtypes}
+        if not all(g.is_value for d in dtypes for g in grads[d]) or not grads[dtypes[0]]:
             continue
         first = grads[dtypes[0]]
         j = max(range(len(first)), key=lambda j: abs(as_float(first[j].value)))
         exact = {d: as_float(grads[d][j].value) for d in dtypes}
-        return step_study(prepared.subject, j, i, rounded_p, exact)
+        return step_study(subject, j, i, rounded_p, exact)
     return None
-
-
-def _fd_for(source: str, fds: dict[str, src.SourceOutput]) -> src.SourceOutput:
-    return fds["impl"] if source in ("impl", "grad_impl") and "impl" in fds else fds["model"]
-
-
-def _checks(
-    prepared: Prepared,
-    dtype: str,
-    pts: list[tuple[float, ...]],
-    refs: list[tuple[PointReference, list[float]]],
-    outputs: dict[str, src.SourceOutput],
-    fds: dict[str, src.SourceOutput],
-) -> list[Check]:
-    u = UNIT_ROUNDOFF[dtype]
-    out: list[Check] = []
-    for i, (ref, scales) in enumerate(refs):
-        forward_ok: dict[str, bool] = {}
-        # forward values
-        for name, o in outputs.items():
-            if o.loss is None:
-                continue
-            c = _value_check(name, dtype, "loss", None, "loss", i, ref.loss, o.loss[i], scales[0])
-            forward_ok[name] = c.verdict != "mismatch"
-            if c.verdict == "mismatch":
-                c = _with(c, attribution="forward_mismatch",
-                          note="the forward value differs from the declared loss: this forward does not compute the model")
-            out.append(c)
-        # gradient entries
-        for j, entry in enumerate(prepared.entries):
-            g = ref.grads[j]
-            scale = scales[1 + j]
-            for name, o in outputs.items():
-                c = _value_check(name, dtype, entry.variable.name, entry.index, "grad", i, g, o.grads[i][j], scale)
-                if c.verdict in ("agree", "mismatch"):
-                    fd = _fd_for(name, fds)
-                    fd_err = _fd_error(fd, i, j, u, scales[0])
-                    fdv = fd.grads[i][j]
-                    attribution, note = attribute(
-                        c.verdict == "agree",
-                        fd_agrees(fdv, fd_err, c.exact, c.tolerance),  # type: ignore[arg-type]
-                        fd_agrees(fdv, fd_err, c.value, c.tolerance),  # type: ignore[arg-type]
-                    )
-                    c = _with(c, attribution=attribution, note=note)
-                out.append(c)
-            for fname, fd in fds.items():
-                c = _value_check("fd", dtype, entry.variable.name, entry.index, "grad", i, g, fd.grads[i][j], scale)
-                fd_err = _fd_error(fd, i, j, u, scales[0])
-                c = _with(c, forward=fname, fd_error=fd_err)
-                if c.verdict in ("agree", "mismatch"):
-                    ok = fd_agrees(c.value, fd_err, c.exact, c.tolerance)  # type: ignore[arg-type]
-                    c = _with(c, tolerance=fd_tolerance(fd_err, c.tolerance))  # type: ignore[arg-type]
-                    if ok:
-                        c = _with(c, verdict="agree")
-                    elif fname == "impl" and forward_ok.get("impl") is False:
-                        c = _with(c, verdict="mismatch", attribution="forward_mismatch",
-                                  note="differences of a forward that does not compute the model")
-                    else:
-                        c = _with(c, verdict="mismatch", attribution="noise",
-                                  note="finite-difference truncation or rounding, not a bug")
-                out.append(c)
-    return out
-
-
-def _fd_error(fd: src.SourceOutput, i: int, j: int, u: float, loss_scale: float) -> float:
-    """FD's own estimate, plus the rounding the forward's running error bound predicts."""
-    assert fd.error_estimate is not None and fd.steps is not None
-    h = fd.steps[i][j]
-    rounding = 3 * u * loss_scale / (h / 2) if math.isfinite(loss_scale) else math.inf
-    return fd.error_estimate[i][j] + rounding
-
-
-def _with(c: Check, **changes: Any) -> Check:
-    import dataclasses
-
-    return dataclasses.replace(c, **changes)
-
-
-def _value_check(
-    source: str, dtype: str, param: str, index: tuple[int, ...] | None, quantity: str, point: int,
-    ref: ExactValue, value: float, scale: float,
-) -> Check:
-    base = dict(source=source, dtype=dtype, param=param, index=index if index else None,
-                quantity=quantity, point=point, value=value)
-    if ref.kind == "undefined":
-        left = as_float(ref.left) if ref.left is not None else None
-        right = as_float(ref.right) if ref.right is not None else None
-        return Check(**base, exact=None, verdict="undefined", note=ref.reason, left=left, right=right)  # type: ignore[arg-type]
-    if ref.kind == "nondifferentiable":
-        left, right = as_float(ref.left), as_float(ref.right)
-        lo, hi = min(left, right), max(left, right)
-        between = math.isfinite(value) and lo - 1e-12 * max(1, abs(lo)) <= value <= hi + 1e-12 * max(1, abs(hi))
-        note = f"{ref.reason}: left {left:.17g}, right {right:.17g}; the source returned {value:.17g}" + (
-            " (between the two: a valid one-sided choice or subgradient)" if between else " (outside both)"
-        )
-        return Check(**base, exact=None, verdict="nondifferentiable", note=note, left=left, right=right)  # type: ignore[arg-type]
-    e = ref.value
-    ef = as_float(e)
-    tol = tolerance(ef, scale, dtype)
-    err = abs_error(value, e)
-    verdict = "agree" if math.isfinite(value) and err <= tol else "mismatch"
-    note = ref.reason
-    if not math.isfinite(value):
-        note = f"the source returned {value} where the exact value is finite"
-    return Check(  # type: ignore[arg-type]
-        **base, exact=ef, exact_text=exact_text(e), abs_error=err, rel_error=relative(err, ef),
-        ulps=err / ulp(ef, dtype), tolerance=tol, verdict=verdict, note=note,
-    )
 
 
 def verify_all(

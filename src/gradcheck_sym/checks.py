@@ -1,0 +1,317 @@
+"""From arrays to `Check` objects and per-source summaries, for one dtype.
+
+All the comparing is done on arrays (`compare`), every point and entry at once.  `Check`
+objects, which are what reports and JSON show, are then made for every entry when there are
+few (the default ``verify`` of a handful of points), and for large runs (a thousand points of a
+224-weight network is 900,000 values) only for the ones that matter: every disagreement,
+every non-differentiable or undefined point, and the entries closest to their tolerance.  The
+summaries always count everything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .compare import (
+    FALLBACK_ULPS,
+    FD_SIGMAS,
+    FLOOR_ULPS,
+    MANTISSA_BITS,
+    MIN_EXPONENT,
+    UNIT_ROUNDOFF,
+    as_float,
+    exact_text,
+)
+from .model import Entry
+from .reference import ExactValue, PointReference
+from .results import Check, SourceSummary
+
+# -- the rules of `compare`, on arrays: one entry per point and quantity ------------------------
+
+
+def ulp_array(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """`ulp` of every element."""
+    mantissa, exponent = torch.frexp(x.abs())
+    e = torch.clamp_min(exponent.to(torch.float64) - 1, MIN_EXPONENT[dtype])
+    e = torch.where(x == 0, torch.tensor(float(MIN_EXPONENT[dtype]), dtype=torch.float64), e)
+    spacing = torch.exp2(e - MANTISSA_BITS[dtype])
+    return torch.where(torch.isfinite(x), spacing, torch.tensor(math.inf, dtype=torch.float64))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Values against exact values, elementwise (NaN where there is no exact value)."""
+
+    err: torch.Tensor  # |value - exact|
+    rel: torch.Tensor
+    ulps: torch.Tensor
+    tol: torch.Tensor
+    agree: torch.Tensor  # bool
+
+
+def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, dtype: str) -> Comparison:
+    """`compare.tolerance` applied elementwise (``hi + lo`` is the exact value, `compare.split`)."""
+    spacing = ulp_array(hi, dtype)
+    tol = torch.where(
+        torch.isfinite(scale), torch.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
+    )
+    finite = torch.isfinite(values)
+    err = torch.where(finite, ((values - hi) - lo).abs(), torch.tensor(math.inf, dtype=torch.float64))
+    rel = torch.where(err == 0, torch.zeros_like(err), err / hi.abs())
+    return Comparison(err=err, rel=rel, ulps=err / spacing, tol=tol, agree=finite & (err <= tol))
+
+
+def fd_tolerance_array(fd_error: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(FD_SIGMAS * fd_error, tol)
+
+
+def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(fd) & torch.isfinite(target) & ((fd - target).abs() <= fd_tol)
+
+
+# attribution codes -> (attribution, note), as data
+NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED = 0, 1, 2, 3, 4
+ATTRIBUTION: dict[int, tuple[str | None, str]] = {
+    NO_ATTRIBUTION: (None, ""),
+    WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
+    FORWARD_MISMATCH: (
+        "forward_mismatch",
+        "finite differences agree with this source, not with the exact value: the forward does not "
+        "compute the declared model",
+    ),
+    INCONCLUSIVE: ("wrong", "finite differences agree with neither (inconclusive); the exact value decides"),
+    UNCONFIRMED: ("wrong", "no finite differences to confirm"),
+}
+
+
+def attribute(agree: torch.Tensor, fd_ok_exact: torch.Tensor, fd_ok_source: torch.Tensor) -> torch.Tensor:
+    """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
+    code = torch.where(fd_ok_exact, WRONG, torch.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
+    return torch.where(agree, NO_ATTRIBUTION, code)
+
+
+DETAIL_LIMIT = 20_000  # a dtype with more checks than this keeps only the interesting ones
+WORST_KEPT = 10  # ... plus this many closest to their tolerance, per source
+SPECIAL_KEPT = 200  # ... and at most this many disagreements and special points per source
+
+VALUE, NONDIFFERENTIABLE, UNDEFINED = 0, 1, 2
+_KIND = {"value": VALUE, "nondifferentiable": NONDIFFERENTIABLE, "undefined": UNDEFINED}
+
+
+@dataclass
+class ExactArrays:
+    """The exact side at the points of one dtype: column 0 is the loss, then one per entry."""
+
+    kind: torch.Tensor  # VALUE, NONDIFFERENTIABLE or UNDEFINED
+    hi: torch.Tensor  # exact = hi + lo (NaN unless VALUE)
+    lo: torch.Tensor
+    left: torch.Tensor  # one-sided derivatives (NaN where there are none)
+    right: torch.Tensor
+    scale: torch.Tensor  # rounding-error size, units of u
+    refs: list[PointReference]  # one per row, for the exact text and the reasons
+
+    def value(self, i: int, j: int) -> ExactValue:
+        r = self.refs[i]
+        return r.loss if j == 0 else r.grads[j - 1]
+
+
+def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactArrays:
+    """Arrays of the references (one row per point)."""
+    from .compare import split
+
+    n, q = len(refs), 1 + (len(refs[0].grads) if refs else 0)
+    kind = torch.zeros(n, q, dtype=torch.int8)
+    nan = float("nan")
+    hi = torch.full((n, q), nan, dtype=torch.float64)
+    lo = torch.full((n, q), nan, dtype=torch.float64)
+    left = torch.full((n, q), nan, dtype=torch.float64)
+    right = torch.full((n, q), nan, dtype=torch.float64)
+    cache: dict[int, tuple[list, list, list, list, list]] = {}
+    for i, r in enumerate(refs):
+        if id(r) not in cache:
+            k, h, l_, a, b = [], [], [], [], []
+            for e in (r.loss, *r.grads):
+                k.append(_KIND[e.kind])
+                hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
+                h.append(hv)
+                l_.append(lv)
+                a.append(as_float(e.left) if e.left is not None else nan)
+                b.append(as_float(e.right) if e.right is not None else nan)
+            cache[id(r)] = (k, h, l_, a, b)
+        k, h, l_, a, b = cache[id(r)]
+        kind[i] = torch.tensor(k, dtype=torch.int8)
+        hi[i], lo[i], left[i], right[i] = (torch.tensor(t, dtype=torch.float64) for t in (h, l_, a, b))
+    return ExactArrays(kind=kind, hi=hi, lo=lo, left=left, right=right, scale=scale, refs=list(refs))
+
+
+@dataclass
+class Group:
+    """One source's values in one dtype, compared."""
+
+    source: str
+    forward: str | None
+    quantity: str  # "grad" or "loss"
+    values: torch.Tensor  # (points, entries)
+    columns: slice  # which columns of the exact arrays
+    cmp: Comparison
+    verdict: torch.Tensor  # 0 agree, 1 mismatch, 2 nondifferentiable, 3 undefined
+    attribution: torch.Tensor  # codes of compare.ATTRIBUTION
+    fd_error: torch.Tensor | None = None
+    noise: torch.Tensor | None = None  # fd only: which mismatches are noise (else forward)
+
+
+VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined")
+
+
+def _verdicts(kind: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
+    v = torch.where(agree, 0, 1)
+    v = torch.where(kind == NONDIFFERENTIABLE, 2, v)
+    return torch.where(kind == UNDEFINED, 3, v)
+
+
+def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
+    """A gradient source's values against the exact gradient, attributed with FD's help."""
+    cols = slice(1, None)
+    hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
+    cmp = compare(values, hi, lo, scale, dtype)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    if fd is None:
+        code = torch.where(verdict == 1, 4, 0)
+    else:
+        fd_tol = fd_tolerance_array(fd.fd_error, cmp.tol)  # type: ignore[arg-type]
+        ok_exact = fd_agrees_array(fd.values, fd_tol, hi)
+        ok_source = fd_agrees_array(fd.values, fd_tol, values)
+        code = torch.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source), 0)
+    return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
+                 verdict=verdict, attribution=code)
+
+
+def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
+    """A forward's values against the exact loss: a mismatch means the forward is not the model."""
+    cols = slice(0, 1)
+    cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
+                 verdict=verdict, attribution=torch.where(verdict == 1, 2, 0))
+
+
+def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
+             forward_wrong: torch.Tensor | None) -> Group:
+    """Finite differences against the exact gradient, held to their own error estimate."""
+    cols = slice(1, None)
+    hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
+    cmp = compare(values, hi, lo, scale, dtype)
+    fd_tol = fd_tolerance_array(fd_error, cmp.tol)
+    agree = fd_agrees_array(values, fd_tol, hi)
+    cmp = Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=fd_tol, agree=agree)
+    verdict = _verdicts(ex.kind[:, cols], agree)
+    noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
+    return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
+                 verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
+
+
+def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | None, str]:
+    verdict = int(g.verdict[i, j])
+    if verdict == 2:
+        left, right = as_float(e.left), as_float(e.right)
+        lo, hi = min(left, right), max(left, right)
+        between = math.isfinite(value) and lo - 1e-12 * max(1, abs(lo)) <= value <= hi + 1e-12 * max(1, abs(hi))
+        return None, (
+            f"{e.reason}: left {left:.17g}, right {right:.17g}; the source returned {value:.17g}"
+            + (" (between the two: a valid one-sided choice or subgradient)" if between else " (outside both)")
+        )
+    if verdict == 3:
+        return None, e.reason
+    if g.source == "fd":
+        if verdict == 1:
+            if g.noise is not None and bool(g.noise[i, j]):
+                return "noise", "finite-difference truncation or rounding, not a bug"
+            return "forward_mismatch", "differences of a forward that does not compute the model"
+        return None, e.reason
+    if g.quantity == "loss" and verdict == 1:
+        return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
+    attribution, note = ATTRIBUTION[int(g.attribution[i, j])]
+    if verdict == 1 and not math.isfinite(value):
+        note = f"the source returned {value} where the exact value is finite; {note}"
+    return attribution, note or e.reason
+
+
+def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
+    col = j + g.columns.start
+    e = ex.value(i, col)
+    value = float(g.values[i, j])
+    attribution, note = _note(g, i, j, e, value)
+    verdict = VERDICT_NAMES[int(g.verdict[i, j])]
+    has_value = verdict in ("agree", "mismatch")
+    entry = entries[j] if g.quantity == "grad" else None
+
+    def f(t: torch.Tensor) -> float | None:
+        return float(t[i, j]) if has_value else None
+
+    left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
+    right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
+    return Check(
+        source=g.source, dtype=dtype, param=entry.variable.name if entry else "loss",
+        index=(entry.index or None) if entry else None, quantity=g.quantity, point=i,
+        exact=float(ex.hi[i, col]) if has_value else None,
+        exact_text=exact_text(e.value) if has_value else None,
+        value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),
+        verdict=verdict, attribution=attribution, note=note, left=left, right=right,
+        forward=g.forward, fd_error=float(g.fd_error[i, j]) if g.fd_error is not None else None,
+    )
+
+
+def _of_tolerance(g: Group) -> torch.Tensor:
+    r = g.cmp.err / g.cmp.tol
+    return torch.where(g.verdict <= 1, torch.nan_to_num(r, nan=0.0, posinf=math.inf), torch.full_like(r, -1.0))
+
+
+def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], ex: ExactArrays,
+                everything: bool) -> tuple[list[Check], list[SourceSummary]]:
+    """The checks worth showing, and one summary per group (counting every check)."""
+    checks: list[Check] = []
+    summaries: list[SourceSummary] = []
+    for g in groups:
+        ratio = _of_tolerance(g)
+        n, m = g.verdict.shape
+        if everything:
+            chosen = [(i, j) for i in range(n) for j in range(m)]
+        else:
+            special = torch.nonzero(g.verdict > 0)[:SPECIAL_KEPT].tolist()
+            top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
+            chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
+        made = {(i, j): _check(g, i, j, dtype, entries, ex) for i, j in chosen}
+        checks.extend(made.values())
+        valued = g.verdict <= 1
+        worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
+        worst = made.get(worst_index) if worst_index else None
+        if worst is None and worst_index is not None:
+            worst = _check(g, *worst_index, dtype, entries, ex)
+        summaries.append(SourceSummary(
+            source=g.source, dtype=dtype, forward=g.forward, quantity=g.quantity, checks=n * m,
+            agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
+            nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
+            worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),
+            worst_of_tolerance=_max(ratio, valued), worst=worst,
+        ))
+    return checks, summaries
+
+
+def _max(t: torch.Tensor, mask: torch.Tensor) -> float | None:
+    if not bool(mask.any()):
+        return None
+    return float(torch.nan_to_num(t[mask], nan=math.inf).max())
+
+
+def any_failure(groups: Sequence[Group]) -> bool:
+    """Whether a source (not finite differences) disagrees anywhere."""
+    return any(bool((g.verdict == 1).any()) for g in groups if g.source != "fd")
+
+
+def as_tensor(rows: Any) -> torch.Tensor:
+    return torch.as_tensor(rows, dtype=torch.float64)
