@@ -95,3 +95,20 @@ def test_random_smooth_expressions_match_sympy_diff(expr):
     for got, want in zip(ref.grads, sympy_gradient(expr, POINT)):
         assert got.kind == "value"
         assert contains(got.value, want), (expr, got.value, sp.N(want, 30))
+
+
+def test_float64_gradient_program_matches_the_exact_one():
+    import torch
+
+    from gradcheck_sym.compare import as_float
+    from gradcheck_sym.errorbound import gradient_batch
+
+    model = mlp()
+    gp = gradient_program(model.loss, model.symbols, tuple(e.symbol for e in model.entries))
+    points = torch.rand(3, len(model.symbols), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    loss, grads = gradient_batch(gp, points)
+    for i, row in enumerate(points.tolist()):
+        ref = reference_at(gp, [fmpq(*v.as_integer_ratio()) for v in row])
+        exact = torch.tensor([as_float(g.value) for g in ref.grads], dtype=torch.float64)
+        assert torch.allclose(grads[i], exact, rtol=1e-12, atol=1e-15)
+        assert abs(float(loss[i]) - as_float(ref.loss.value)) < 1e-12

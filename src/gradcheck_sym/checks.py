@@ -121,32 +121,31 @@ class ExactArrays:
 
 
 def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactArrays:
-    """Arrays of the references (one row per point)."""
+    """Arrays of the references (one row per point; a reference shared by several rows, as a
+    random point is by both dtypes, is converted once)."""
     from .compare import split
 
-    n, q = len(refs), 1 + (len(refs[0].grads) if refs else 0)
-    kind = torch.zeros(n, q, dtype=torch.int8)
     nan = float("nan")
-    hi = torch.full((n, q), nan, dtype=torch.float64)
-    lo = torch.full((n, q), nan, dtype=torch.float64)
-    left = torch.full((n, q), nan, dtype=torch.float64)
-    right = torch.full((n, q), nan, dtype=torch.float64)
-    cache: dict[int, tuple[list, list, list, list, list]] = {}
-    for i, r in enumerate(refs):
-        if id(r) not in cache:
-            k, h, l_, a, b = [], [], [], [], []
-            for e in (r.loss, *r.grads):
-                k.append(_KIND[e.kind])
-                hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
-                h.append(hv)
-                l_.append(lv)
-                a.append(as_float(e.left) if e.left is not None else nan)
-                b.append(as_float(e.right) if e.right is not None else nan)
-            cache[id(r)] = (k, h, l_, a, b)
-        k, h, l_, a, b = cache[id(r)]
-        kind[i] = torch.tensor(k, dtype=torch.int8)
-        hi[i], lo[i], left[i], right[i] = (torch.tensor(t, dtype=torch.float64) for t in (h, l_, a, b))
-    return ExactArrays(kind=kind, hi=hi, lo=lo, left=left, right=right, scale=scale, refs=list(refs))
+    rows: dict[int, tuple[list[int], list[float], list[float], list[float], list[float]]] = {}
+    for r in refs:
+        if id(r) in rows:
+            continue
+        k, h, l_, a, b = [], [], [], [], []
+        for e in (r.loss, *r.grads):
+            k.append(_KIND[e.kind])
+            hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
+            h.append(hv)
+            l_.append(lv)
+            a.append(as_float(e.left) if e.left is not None else nan)
+            b.append(as_float(e.right) if e.right is not None else nan)
+        rows[id(r)] = (k, h, l_, a, b)
+    table = [rows[id(r)] for r in refs]
+
+    def column(i: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([t[i] for t in table], dtype=dtype).reshape(len(refs), -1)
+
+    return ExactArrays(kind=column(0, torch.int8), hi=column(1, torch.float64), lo=column(2, torch.float64),
+                       left=column(3, torch.float64), right=column(4, torch.float64), scale=scale, refs=list(refs))
 
 
 @dataclass

@@ -53,9 +53,11 @@ def ulp(x: float, dtype: str) -> float:
     return 2.0 ** (max(e, emin) - MANTISSA_BITS[dtype])
 
 
-def error_scale(worst: float, probable: float) -> float:
-    """The rounding-error size the tolerance allows, in units of ``u`` (the rule above)."""
-    return min(WORST_FACTOR * worst, PROBABLE_FACTOR * probable)
+def error_scale(worst: Any, probable: Any) -> Any:
+    """The rounding-error size the tolerance allows, in units of ``u`` (the rule above); floats
+    or tensors of them."""
+    a, b = WORST_FACTOR * worst, PROBABLE_FACTOR * probable
+    return a.minimum(b) if hasattr(a, "minimum") else min(a, b)
 
 
 def tolerance(exact: float, scale: float, dtype: str) -> float:
@@ -84,12 +86,6 @@ def exact_text(x: Any, digits: int = 25) -> str:
     if isinstance(x, arb):
         return x.str(digits)
     return repr(x)
-
-
-def relative(err: float, exact: float) -> float:
-    if err == 0:
-        return 0.0
-    return err / abs(exact) if exact else math.inf
 
 
 def split(x: Any) -> tuple[float, float]:

@@ -78,8 +78,9 @@ def _power_of_two(x: Tensor) -> bool:
 class _Pass:
     """Values, worst-case errors E and variances V of every slot, for a batch of points."""
 
-    def __init__(self, gp: GradientProgram, points: Tensor) -> None:
+    def __init__(self, gp: GradientProgram, points: Tensor, *, errors: bool = True) -> None:
         self.gp = gp
+        self.errors = errors  # False: values only (the float64 gradient program, for speed)
         n = len(gp.prog)
         self.v: list[object] = [None] * n
         self.E: list[Tensor] = [torch.zeros((), dtype=torch.float64)] * n
@@ -88,6 +89,8 @@ class _Pass:
         self.points = points
 
     def combine(self, parts: list[tuple[int, Tensor]], roundings: list[Tensor]) -> tuple[Tensor, Tensor]:
+        if not self.errors:
+            return self.E[0], self.V[0]
         e = torch.zeros((), dtype=torch.float64)
         var = torch.zeros((), dtype=torch.float64)
         for a, d in parts:
@@ -120,11 +123,11 @@ class _Pass:
                 roundings = []
                 for j in range(1, len(xs)):
                     p = p * xs[j]
-                    if not (ops[args[j]] == "const" and _power_of_two(xs[j])):  # type: ignore[arg-type]
+                    if self.errors and not (ops[args[j]] == "const" and _power_of_two(xs[j])):  # type: ignore[arg-type]
                         roundings.append(p)
                 parts = []
                 for i, a in enumerate(args):
-                    if ops[a] != "const":
+                    if self.errors and ops[a] != "const":
                         others = torch.ones((), dtype=torch.float64)
                         for j, x in enumerate(xs):
                             if j != i:
@@ -150,7 +153,7 @@ class _Pass:
             elif op == "fn":
                 xs = [v[a] for a in args]
                 r = torch_function(data)(*xs)
-                parts = [(a, _derivative(data, xs, i)) for i, a in enumerate(args) if ops[a] != "const"]
+                parts = [(a, _derivative(data, xs, i)) for i, a in enumerate(args) if self.errors and ops[a] != "const"]
                 v[k] = r
                 self.E[k], self.V[k] = self.combine(parts, [LIBM_ULPS * r])
             elif op == "powv":
@@ -195,6 +198,8 @@ class _Pass:
         def accumulate(slot: int, c: Tensor, ec: Tensor, vc: Tensor) -> None:
             if slot not in adj:
                 adj[slot], Ea[slot], Va[slot] = c, ec, vc
+            elif not self.errors:
+                adj[slot] = adj[slot] + c
             else:
                 old = adj[slot]
                 s = old + c
@@ -219,9 +224,13 @@ class _Pass:
                     continue
                 pv = v[p]
                 c = torch.where(dead, zero, a * pv)
+                if not self.errors:
+                    accumulate(arg, c, zero, zero)
+                    continue
                 ec = torch.where(dead & (ea == 0), zero, pv.abs() * ea + a.abs() * E[p] + c.abs())
                 vc = torch.where(dead & (va == 0), zero, pv * pv * va + a * a * V[p] + c * c)
                 accumulate(arg, c, ec, vc)
+        self.adjoints = [adj.get(s, zero) for s in gp.wrt_slots]
         worst = [Ea.get(s, zero) for s in gp.wrt_slots]
         var = [Va.get(s, zero) for s in gp.wrt_slots]
         return worst, var
@@ -241,6 +250,21 @@ def error_scales_batch(gp: GradientProgram, points: Sequence[Sequence[float]]) -
     w = torch.stack([torch.as_tensor(c, dtype=torch.float64).expand(n) for c in cols_w], dim=1)
     v = torch.stack([torch.as_tensor(c, dtype=torch.float64).expand(n) for c in cols_v], dim=1)
     return ErrorScales(worst=w, probable=v.sqrt())
+
+
+def gradient_batch(gp: GradientProgram, points: Tensor) -> tuple[Tensor, Tensor]:
+    """The gradient program itself in float64, every point at once: (loss (B,), gradient (B, P)).
+
+    The same program as the exact reference (reverse accumulation over the expression graph, one
+    torch operation per instruction), for throughput rather than certainty."""
+    with torch.no_grad():
+        run = _Pass(gp, points.to(torch.float64), errors=False)
+        run.forward()
+        run.backward()
+    n = points.shape[0]
+    loss = torch.as_tensor(run.v[gp.output], dtype=torch.float64).expand(n)
+    grads = torch.stack([torch.as_tensor(g, dtype=torch.float64).expand(n) for g in run.adjoints], dim=1)
+    return loss, grads
 
 
 def error_scales(gp: GradientProgram, point: Sequence[float]) -> ErrorScales:

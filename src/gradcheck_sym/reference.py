@@ -33,6 +33,7 @@ MAX_PREC = 4096
 # A ball counts as "exact" when its radius is below this fraction of float64's unit roundoff
 # times the size of the quantity (|value| or its rounding-error scale): 2**-30 * 2**-53.
 NARROW = 2.0**-83
+NARROW_BITS = 83
 
 _REL = {
     "<": lambda s: s < 0,
@@ -299,8 +300,8 @@ def reference_at(
 
 def _narrow(values: Sequence[Any], scales: Sequence[float] | None) -> bool:
     for i, v in enumerate(values):
-        if not v.is_finite() or v.is_exact():
-            continue
+        if v.rel_accuracy_bits() >= NARROW_BITS or not v.is_finite() or v.is_exact():
+            continue  # narrow relative to itself (the common case, decided in C)
         scale = abs(float(v.mid()))
         if scales is not None and i < len(scales):
             scale = max(scale, scales[i])

@@ -15,7 +15,7 @@ import sympy as sp
 from flint import arb, ctx, fmpq
 
 from .budget import TimedOut, time_budget
-from .compare import PROBABLE_FACTOR, UNIT_ROUNDOFF, WORST_FACTOR, as_float
+from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
@@ -272,7 +272,7 @@ def _verify(
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
     es = error_scales_batch(prepared.gradient, unique)
-    scale = factor * torch.minimum(WORST_FACTOR * es.worst, PROBABLE_FACTOR * es.probable)
+    scale = factor * error_scale(es.worst, es.probable)
     worst_rows = es.worst.tolist()
     refs: dict[tuple[float, ...], PointReference] = {}
     for u, p in enumerate(unique):

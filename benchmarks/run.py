@@ -1,0 +1,317 @@
+"""The performance benchmarks, side by side with what a user would pick instead, in one run.
+
+    python benchmarks/run.py                 # everything; writes reports/benchmarks.md
+    python benchmarks/run.py --quick         # fewer repeats and points, for a smoke test
+
+1. building mlp-193's exact gradient: ours against sympy.diff per weight + lambdify(cse=True);
+2. checking mlp-193 at 1,000 points (float64 and float32, autograd and finite differences,
+   programs compiled) against torch.autograd.gradcheck (default, float64) at the same points;
+3. scaling of the symbolic stage from 224 to 2,390 parameters: time and peak memory;
+4. a whole `python -m gradcheck_sym verify` of the built-in models, cold cache then warm;
+5. throughput at 100,000 points of a small model: the float64 gradient program against
+   torch.func.vmap(torch.func.grad(...)).
+
+Not a test: run by hand, on a quiet machine.  Each ratio is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "reports" / "benchmarks.md"
+
+
+def median_time(f, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# -- 1. building the exact gradient -------------------------------------------------------------
+
+NAIVE = textwrap.dedent(
+    """
+    import sys, time
+    import sympy as sp
+    from gradcheck_sym.zoo import mlp
+    m = mlp()
+    t0 = time.perf_counter()
+    weights = [s for v in m.params for s in v.symbols]
+    grads = []
+    for k, w in enumerate(weights):
+        grads.append(sp.diff(m.loss, w))
+        print(f"diff {k + 1} {time.perf_counter() - t0:.3f}", flush=True)
+    f = sp.lambdify(list(m.symbols), grads, cse=True)
+    print(f"done {time.perf_counter() - t0:.3f}", flush=True)
+    """
+)
+
+
+def bench_build(repeats: int, limit: float) -> dict:
+    from gradcheck_sym import cache
+    from gradcheck_sym.structure import layers
+    from gradcheck_sym.symbolic import gradient_program
+    from gradcheck_sym.zoo import mlp
+
+    cache.disable()
+    m = mlp()
+    wrt = tuple(e.symbol for e in m.entries)
+    ours = median_time(lambda: (gradient_program(m.loss, m.symbols, wrt), layers(m, m.program)), repeats)
+    done, last = 0, 0.0
+    proc = subprocess.Popen([sys.executable, "-c", NAIVE], stdout=subprocess.PIPE, text=True)
+    deadline = time.perf_counter() + limit
+    finished = None
+    try:
+        while time.perf_counter() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            word, *rest = line.split()
+            if word == "diff":
+                done, last = int(rest[0]), float(rest[1])
+            elif word == "done":
+                finished = float(rest[0])
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    return {"ours": ours, "naive": finished, "limit": limit, "naive_done": done, "naive_last": last}
+
+
+# -- 2. checking at 1,000 points ----------------------------------------------------------------
+
+
+def bench_check(points: int, repeats: int, gradcheck_repeats: int) -> dict:
+    import torch
+
+    from gradcheck_sym import cache
+    from gradcheck_sym.sampling import points_for, rounded
+    from gradcheck_sym.verifier import prepare, verify
+    from gradcheck_sym.zoo import mlp
+
+    cache.disable()  # no stored results: every run checks; the program stays compiled in memory
+    m = mlp()
+    prepare(m)
+    result = {}
+    ours = median_time(lambda: result.setdefault("r", verify(m, samples=points, seed=1)), repeats)
+    r = verify(m, samples=points, seed=1)
+    pts = rounded(points_for(m, points, 1), m.symbols, "float64")
+
+    def f(*ws: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        a = X
+        for k in range(5):
+            a = torch.sigmoid(ws[2 * k] @ a + ws[2 * k + 1])
+        return ((a - Y) ** 2).sum()
+
+    shapes = [(v.name, v.shape) for v in m.variables]
+
+    def gradcheck_all() -> None:
+        for p in pts:
+            i = 0
+            tensors = {}
+            for name, shape in shapes:
+                n = shape[0] * shape[1]
+                tensors[name] = torch.tensor(p[i : i + n], dtype=torch.float64).reshape(shape)
+                i += n
+            ws = [tensors[v.name].requires_grad_(True) for v in m.params]
+            assert torch.autograd.gradcheck(lambda *w: f(*w, X=tensors["X"], Y=tensors["Y"]), tuple(ws))
+
+    theirs = median_time(gradcheck_all, gradcheck_repeats)
+    return {"ours": ours, "theirs": theirs, "points": points, "status": r.status, "checks": r.n_checks}
+
+
+# -- 3. scaling -----------------------------------------------------------------------------------
+
+SCALE = textwrap.dedent(
+    """
+    import sys, time, tracemalloc, json
+    from gradcheck_sym import cache
+    from gradcheck_sym.structure import layers
+    from gradcheck_sym.symbolic import gradient_program
+    from gradcheck_sym.zoo import mlp
+    cache.disable()
+    sizes = tuple(int(x) for x in sys.argv[1].split("-"))
+    t0 = time.perf_counter(); m = mlp(sizes, name="net"); build = time.perf_counter() - t0
+    wrt = tuple(e.symbol for e in m.entries)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    gp = gradient_program(m.loss, m.symbols, wrt)
+    layers(m, m.program)
+    stage = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    print(json.dumps({"params": m.n_params, "build": build, "stage": stage, "peak": peak, "slots": len(gp.prog)}))
+    """
+)
+
+
+def bench_scaling(sizes: list[str], repeats: int) -> list[dict]:
+    import json
+
+    rows = []
+    for size in sizes:
+        runs = []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", SCALE, size], capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout))
+        row = dict(runs[0])
+        row["stage"] = statistics.median(r["stage"] for r in runs)
+        row["build"] = statistics.median(r["build"] for r in runs)
+        row["peak"] = max(r["peak"] for r in runs)
+        row["sizes"] = size
+        rows.append(row)
+    return rows
+
+
+# -- 4. cold against warm -----------------------------------------------------------------------
+
+
+def bench_cold_warm(repeats: int) -> dict:
+    cold, warm = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as work:
+            env = {**os.environ, "GRADCHECK_SYM_CACHE": cache_dir}
+            for bucket in (cold, warm):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "--quiet"], cwd=work, env=env,
+                               check=True, capture_output=True)
+                bucket.append(time.perf_counter() - t0)
+    return {"cold": statistics.median(cold), "warm": statistics.median(warm)}
+
+
+# -- 5. throughput --------------------------------------------------------------------------------
+
+
+def bench_throughput(points: int, repeats: int) -> dict:
+    import torch
+
+    from gradcheck_sym import cache
+    from gradcheck_sym.errorbound import gradient_batch
+    from gradcheck_sym.verifier import prepare
+    from gradcheck_sym.zoo import logistic
+
+    cache.disable()
+    m = logistic()
+    gp = prepare(m).gradient
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.rand(points, len(m.symbols), generator=gen, dtype=torch.float64) * 2 - 1  # w, b, x, y
+
+    def loss(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(params[0] * x + params[1])
+        return -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(0, 0, 0))
+    params, x, y = batch[:, :2].contiguous(), batch[:, 2].contiguous(), batch[:, 3].contiguous()
+    ours = median_time(lambda: gradient_batch(gp, batch), repeats)
+    theirs = median_time(lambda: per_sample(params, x, y), repeats)
+    _, g = gradient_batch(gp, batch)
+    diff = float((g - per_sample(params, x, y)).abs().max())
+    return {"ours": ours, "theirs": theirs, "points": points, "max_diff": diff}
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def render(b: dict, quick: bool) -> str:
+    import flint
+    import sympy
+    import torch
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"`python benchmarks/run.py{' --quick' if quick else ''}`, on {platform.platform()}, "
+        f"{os.cpu_count()} cores ({torch.get_num_threads()} torch threads), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, SymPy {sympy.__version__}, python-flint {flint.__version__}. "
+        f"Times are medians of {b['repeats']} runs unless stated; every ratio is measured in the same run.",
+        "",
+        "| # | what | ours | theirs | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bb = b["build"]
+    if bb["naive"] is None:
+        naive = (f"> {bb['limit']:.0f} s (stopped; {bb['naive_done']} of 224 derivatives in "
+                 f"{bb['naive_last']:.0f} s, no lambdify yet)")
+        ratio = bb["limit"] / bb["ours"]
+        ratio_text = f"> {ratio:,.0f}×"
+    else:
+        naive, ratio = _s(bb["naive"]), bb["naive"] / bb["ours"]
+        ratio_text = f"{ratio:,.0f}×"
+    lines.append(f"| 1 | mlp-193: build the exact gradient (224 weights) | {_s(bb['ours'])} | sympy.diff per weight + "
+                 f"lambdify(cse=True): {naive} | {ratio_text} faster | ≥ 500× | {'yes' if ratio >= 500 else 'NO'} |")
+    c = b["check"]
+    r2 = c["ours"] / c["theirs"]
+    lines.append(f"| 2 | mlp-193: check {c['points']:,} points, float64 + float32, autograd + fd, exact "
+                 f"reference ({c['checks']:,} values) | {_s(c['ours'])} | torch.autograd.gradcheck, float64, "
+                 f"{c['points']:,} points (median of {b['gradcheck_repeats']}): {_s(c['theirs'])} | {r2:.3f}× the time "
+                 f"| ≤ 0.1× | {'yes' if r2 <= 0.1 else 'NO'} |")
+    sc = b["scaling"]
+    per = [r["stage"] / r["params"] for r in sc]
+    growth = per[-1] / per[0]  # cost per parameter at the largest size against the smallest
+    peak = max(r["peak"] for r in sc)
+    lines.append(f"| 3 | symbolic stage, {sc[0]['params']} to {sc[-1]['params']} parameters: cost per parameter | "
+                 f"{_s(per[0])} to {_s(per[-1])} | — | {growth:.2f}× (largest / smallest) | ≤ 1.5× | {'yes' if growth <= 1.5 else 'NO'} |")
+    lines.append(f"| 3 | symbolic stage, peak memory at {sc[-1]['params']} parameters | {peak / 2**20:.1f} MiB | — | — | "
+                 f"≤ 1 GiB | {'yes' if peak <= 2**30 else 'NO'} |")
+    cw = b["cold_warm"]
+    r4 = cw["warm"] / cw["cold"]
+    lines.append(f"| 4 | `python -m gradcheck_sym verify`, whole process: warm cache against cold | {_s(cw['warm'])} | "
+                 f"cold: {_s(cw['cold'])} | {r4:.2f}× | ≤ 0.3× | {'yes' if r4 <= 0.3 else 'NO'} |")
+    t = b["throughput"]
+    r5 = t["theirs"] / t["ours"]
+    lines.append(f"| 5 | logistic: float64 gradient at {t['points']:,} points | {_s(t['ours'])} "
+                 f"({t['points'] / t['ours'] / 1e6:.1f} M points/s) | torch.func.vmap(grad): {_s(t['theirs'])} "
+                 f"({t['points'] / t['theirs'] / 1e6:.1f} M points/s) | {r5:.2f}× its throughput | ≥ 0.5× | "
+                 f"{'yes' if r5 >= 0.5 else 'NO'} |")
+    lines += ["", "## Scaling of the symbolic stage", "",
+              "Gradient program and layer graph from the loss (the model itself, built by the user's SymPy code, is "
+              "timed separately), each size in a fresh process, peak memory by tracemalloc.", "",
+              "| layers | parameters | program slots | build the model | symbolic stage | per parameter | peak memory |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sc:
+        lines.append(f"| {r['sizes']} | {r['params']:,} | {r['slots']:,} | {_s(r['build'])} | {_s(r['stage'])} | "
+                     f"{_s(r['stage'] / r['params'])} | {r['peak'] / 2**20:.1f} MiB |")
+    lines += ["", f"The float64 gradient program and vmap(grad) agree to {t['max_diff']:.1e} at every one of the "
+              f"{t['points']:,} points of benchmark 5."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and points (a smoke test)")
+    parser.add_argument("--naive-limit", type=float, default=300.0, help="seconds for the naive build (default: 300)")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    b: dict = {"repeats": repeats, "gradcheck_repeats": 1}
+    print("1/5 build", file=sys.stderr)
+    b["build"] = bench_build(5 if not args.quick else 1, 20.0 if args.quick else args.naive_limit)
+    print("2/5 check", file=sys.stderr)
+    b["check"] = bench_check(100 if args.quick else 1000, repeats, 1)
+    print("3/5 scaling", file=sys.stderr)
+    b["scaling"] = bench_scaling(["5-6-7-7-6-5", "10-15-15-10-5", "15-20-20-15-8", "20-30-30-20-10"], repeats)
+    print("4/5 cold/warm", file=sys.stderr)
+    b["cold_warm"] = bench_cold_warm(repeats)
+    print("5/5 throughput", file=sys.stderr)
+    b["throughput"] = bench_throughput(100_000, 5 if not args.quick else 2)
+    OUT.write_text(render(b, args.quick))
+    print(OUT.read_text())
+
+
+if __name__ == "__main__":
+    main()
