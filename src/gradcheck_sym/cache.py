@@ -53,9 +53,24 @@ def enabled() -> bool:
     return not _DISABLED
 
 
+_CODE: list[str] = []
+
+
+def code_digest() -> str:
+    """A digest of gradcheck_sym's own source: a change to it invalidates the cache even when the
+    version number stays the same (as it does between releases)."""
+    if not _CODE:
+        h = hashlib.sha256()
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+        _CODE.append(h.hexdigest()[:16])
+    return _CODE[0]
+
+
 def versions(*packages: str) -> dict[str, str]:
     """Installed versions, read without importing the packages."""
-    out = {"gradcheck_sym": __version__}
+    out = {"gradcheck_sym": f"{__version__}+{code_digest()}"}
     for p in packages:
         try:
             out[p] = importlib.metadata.version(p)

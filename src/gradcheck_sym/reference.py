@@ -224,9 +224,63 @@ def _same(A: Any, x: Any, y: Any) -> bool | None:
     return None
 
 
+def _straight_line(gp: GradientProgram) -> Any:
+    """The program as one generated Python function, for programs without branches (no
+    ``Piecewise``, so no boundaries and no liveness to track): the forward, the local
+    derivatives and the backward accumulation as plain statements, several times faster than
+    interpreting the instructions.  Returns None for programs with branches."""
+    cached = getattr(gp, "_straight_line", None)
+    if cached is not None or gp.branches or "rel" in gp.prog.ops:
+        return cached
+    prog = gp.prog
+    lines = ["def run(inputs, A, C):"]
+    consts: list[Any] = []
+    for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
+        a = [f"v{x}" for x in args]
+        if op == "var":
+            lines.append(f" v{k} = inputs[{data}]")
+        elif op == "const":
+            lines.append(f" v{k} = C[{len(consts)}]")
+            consts.append(data)
+        elif op == "add":
+            lines.append(f" v{k} = {' + '.join(a)}")
+        elif op == "mul":
+            lines.append(f" v{k} = {' * '.join(a)}")
+        elif op == "pow":
+            lines.append(f" v{k} = A.pow({a[0]}, D[{k}])")
+        elif op == "powv":
+            lines.append(f" v{k} = A.powv({a[0]}, {a[1]})")
+        elif op == "fn":
+            lines.append(f" v{k} = A.fn(D[{k}], [{', '.join(a)}])")
+        else:  # pragma: no cover - only rel/pw/logic, excluded above
+            return None
+    seen: set[int] = set()
+
+    def accumulate(target: int, term: str) -> None:
+        lines.append(f" a{target} = {term}" if target not in seen else f" a{target} = a{target} + {term}")
+        seen.add(target)
+
+    accumulate(gp.output, "A.one")
+    for k in reversed(gp.order):
+        for arg, p in gp.edges[k]:
+            accumulate(arg, f"a{k}" if p == NO_PARTIAL else f"a{k} * v{p}")
+    grads = [f"a{s}" if s in seen else "A.zero" for s in gp.wrt_slots]
+    lines.append(f" return v{prog.output}, [{', '.join(grads)}]")
+    namespace: dict[str, Any] = {"D": prog.data}
+    exec(compile("\n".join(lines), f"<gradient program of {len(prog)} slots>", "exec"), namespace)  # noqa: S102 - our code
+    fn = namespace["run"]
+    gp._straight_line = (fn, tuple(consts))  # type: ignore[attr-defined]
+    return gp._straight_line  # type: ignore[attr-defined]
+
+
 def _evaluate(
     gp: GradientProgram, A: Any, inputs: Sequence[Any]
 ) -> tuple[Any, list[Any], bool, list[tuple[Any, Any, str]] | None]:
+    compiled = _straight_line(gp)
+    if compiled is not None:
+        run, consts = compiled
+        loss, grads = run(inputs, A, [A.const(c) for c in consts])
+        return loss, grads, False, None
     vals, chosen, boundary = _forward(gp, A, inputs)
     loss = vals[gp.output]
     adj = _backward(gp, vals, chosen, A.one)

@@ -116,12 +116,14 @@ def verify(
     tolerance: float = 1.0,
     timeout: float | None = None,
     target: str = "",
+    all_checks: bool = False,
     progress: Progress | None = None,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
     points (or ``points``, which replace them) and ``samples`` seeded random points.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
-    seconds the model is given up and reported as an error (see `budget`).
+    seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
+    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -140,12 +142,13 @@ def verify(
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         explicit = model.parse_points(points) if points is not None else model.points
-        cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target)
+        cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
+                                       all_checks)
         if cached is not None:
             say(f"{model.name}: unchanged since the last run (cached result)")
             return cached
         with time_budget(timeout, f"model `{model.name}` timed out after {timeout:g} s" if timeout else ""):
-            result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, say)
+            result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, all_checks, say)
         store(result)
         return result
     except TimedOut as exc:
@@ -164,7 +167,7 @@ def verify(
 
 def _cached_result(
     model: Model, explicit: Sequence[dict[sp.Symbol, Fraction]], samples: int, seed: int, dtypes: tuple[str, ...],
-    factor: float, target: str,
+    factor: float, target: str, all_checks: bool,
 ) -> tuple[ModelResult | None, Callable[[ModelResult], None]]:
     """A stored result for an unchanged model without user code, and how to store a new one."""
     import dataclasses
@@ -174,7 +177,7 @@ def _cached_result(
 
     if model.impl is not None or model.grad_impl is not None or not cache.enabled():
         return None, lambda result: None
-    options = {"samples": samples, "seed": seed, "dtypes": list(dtypes), "tolerance": factor,
+    options = {"samples": samples, "seed": seed, "dtypes": list(dtypes), "tolerance": factor, "all": all_checks,
                "points": [{str(s): str(v) for s, v in p.items()} for p in explicit]}
     digest = cache.result_key(model, options)
     data = cache.load_json("results", digest)
@@ -250,6 +253,7 @@ def _verify(
     dtypes: tuple[str, ...],
     factor: float,
     target: str,
+    all_checks: bool,
     say: Progress,
 ) -> ModelResult:
     import torch
@@ -282,7 +286,7 @@ def _verify(
             rational=prepared.gradient.maybe_rational,
         )
     row = {p: u for u, p in enumerate(unique)}
-    all_checks, summaries, failed, source_names = [], [], False, []
+    kept, summaries, failed, source_names = [], [], False, []
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
@@ -294,8 +298,8 @@ def _verify(
             fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
         groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
         size = sum(g.verdict.numel() for g in groups)
-        made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=size <= ch.DETAIL_LIMIT)
-        all_checks += made
+        made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=all_checks or size <= ch.DETAIL_LIMIT)
+        kept += made
         summaries += sums
         failed = failed or ch.any_failure(groups)
         source_names = list(outputs) + ["fd"]
@@ -319,8 +323,8 @@ def _verify(
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
-        checks=tuple(all_checks),
-        complete=all(s.checks == sum(1 for c in all_checks if (c.source, c.dtype, c.forward, c.quantity)
+        checks=tuple(kept),
+        complete=all(s.checks == sum(1 for c in kept if (c.source, c.dtype, c.forward, c.quantity)
                                      == (s.source, s.dtype, s.forward, s.quantity)) for s in summaries),
         summaries=tuple(summaries),
         layers=prepared.layers,
