@@ -75,12 +75,9 @@ def test_corrupt_entries_are_rebuilt_not_trusted(monkeypatch, private_cache):
 
 def test_compiled_programs_are_reused(monkeypatch):
     verify(model(), samples=1)
-    from gradcheck_sym import symbolic
-
     monkeypatch.setattr(verifier_module, "gradient_program", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     r = verify(model(), samples=4)  # another result key, same expression: the program comes from disk
     assert r.status == "pass"
-    assert symbolic.gradient_program is not None
 
 
 def test_disabled_cache_neither_reads_nor_writes(monkeypatch, private_cache):

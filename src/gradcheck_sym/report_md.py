@@ -177,19 +177,13 @@ def _sources(m: ModelResult) -> list[str]:
     ]
 
 
-def _of_tolerance(c: Check) -> float:
-    if c.abs_error is None or not c.tolerance:
-        return 0.0
-    return c.abs_error / c.tolerance
-
-
 def _worst(m: ModelResult) -> list[str]:
     lines = ["## Worst entries", ""]
     rows = []
     for s in summarize(m):
         group = [c for c in m.checks if (c.source, c.dtype, c.forward, c.quantity)
                  == (s.source, s.dtype, s.forward, s.quantity) and c.ulps is not None]
-        for c in sorted(group, key=lambda c: -_of_tolerance(c))[:WORST_PER_SOURCE]:
+        for c in sorted(group, key=lambda c: -c.of_tolerance)[:WORST_PER_SOURCE]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
                 "loss" if c.quantity == "loss" else f"`{c.entry}`", str(c.point), num(c.exact, 12),

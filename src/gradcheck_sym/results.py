@@ -42,6 +42,15 @@ class Check:
     fd_error: float | None = None  # fd only: its own error estimate
 
     @property
+    def of_tolerance(self) -> float:
+        """|error| / tolerance: above 1 is a mismatch (NaN without an exact value)."""
+        if self.abs_error is None or self.tolerance is None:
+            return math.nan
+        if self.tolerance == 0:
+            return 0.0 if self.abs_error == 0 else math.inf
+        return self.abs_error / self.tolerance
+
+    @property
     def entry(self) -> str:
         """``w`` or ``W1[2,3]``: the entry as people write it."""
         if self.index is None or not self.index:
@@ -343,14 +352,6 @@ def from_json(text: str) -> RunResult:
 # -- summaries (derived from checks; renderers show them, never compute them) -------------------
 
 
-def _of_tolerance(c: Check) -> float:
-    if c.abs_error is None or c.tolerance is None:
-        return math.nan
-    if c.tolerance == 0:
-        return 0.0 if c.abs_error == 0 else math.inf
-    return c.abs_error / c.tolerance
-
-
 def summarize(model: ModelResult) -> list[SourceSummary]:
     """Per (source, dtype[, forward]) counts and worst errors: the stored summaries, or for results
     written without them, computed from the checks."""
@@ -371,7 +372,7 @@ def summarize(model: ModelResult) -> list[SourceSummary]:
             undefined=sum(c.verdict == "undefined" for c in cs),
             worst_rel=max((c.rel_error for c in valued), default=None),  # type: ignore[type-var]
             worst_ulps=worst.ulps if worst else None,
-            worst_of_tolerance=max((_of_tolerance(c) for c in valued), default=None),
+            worst_of_tolerance=max((c.of_tolerance for c in valued), default=None),
             worst=worst,
         ))
     return out
