@@ -13,34 +13,13 @@ from __future__ import annotations
 import sympy as sp
 
 from .model import Model, matrix
+from .nn import dense, sigmoid
+from .nn import sse as squared_error
 
 x, y, w, b = sp.symbols("x y w b", real=True)
 w1, w2 = sp.symbols("w1 w2", real=True)
 
 LECTURE_DATA = ((1, 2), (2, 4), (3, 6))  # (x, y) pairs from the lecture's program
-
-
-def sigmoid(z: sp.Expr) -> sp.Expr:
-    """The logistic sigmoid 1 / (1 + e^(-z)), written as the lecture writes it.
-
-    The power is left unevaluated: SymPy's automatic simplification of ``(1 + e^(-z))**-1``
-    queries its assumption system about the whole of ``z``, which for a deep network's
-    pre-activations takes seconds and changes nothing."""
-    return sp.Pow(sp.Add(1, sp.exp(sp.Mul(-1, z, evaluate=False), evaluate=False), evaluate=False), -1, evaluate=False)
-
-
-def dense(W: sp.MatrixBase, a: sp.MatrixBase, b: sp.MatrixBase) -> sp.MatrixBase:
-    """W·a + b, built without SymPy's automatic simplification (see `sigmoid`): the same
-    expression, constructed in milliseconds instead of seconds for the lecture's network."""
-    return sp.ImmutableMatrix(W.rows, 1, [
-        sp.Add(*(sp.Mul(W[i, j], a[j, 0], evaluate=False) for j in range(W.cols)), b[i, 0], evaluate=False)
-        for i in range(W.rows)
-    ])
-
-
-def squared_error(y_hat: sp.MatrixBase, y: sp.MatrixBase) -> sp.Expr:
-    """Σ (ŷᵢ − yᵢ)², with the squares unevaluated for the same reason as in `sigmoid`."""
-    return sp.Add(*(sp.Pow(e, 2, evaluate=False) for e in y_hat - y))
 
 
 def linear() -> Model:
