@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .graph import Program
+from .ir.ops import REGISTRY
+from .ir.program import Program
 from .model import Model
 from .results import Layer
 
@@ -47,7 +48,7 @@ def _sigmoid_argument(prog: Program, k: int) -> int | None:
         return None
     one = [a for a in args[add] if ops[a] == "const" and data[a] == 1]
     rest = [a for a in args[add] if a not in one]
-    if len(one) != 1 or len(rest) != 1 or ops[rest[0]] != "fn" or data[rest[0]] is not sp.exp:
+    if len(one) != 1 or len(rest) != 1 or ops[rest[0]] != "exp":
         return None
     return args[rest[0]][0]
 
@@ -67,8 +68,8 @@ def _label(prog: Program, k: int, param_slots: set[int]) -> str:
         return {-1: "INV", sp.Rational(1, 2): "sqrt"}.get(data, f"POW {data}")
     if op == "powv":
         return "POW"
-    if op == "fn":
-        return getattr(data, "__name__", str(data))
+    if REGISTRY[op].function:
+        return op
     if op == "pw":
         return "Piecewise"
     return op.upper()
