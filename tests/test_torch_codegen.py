@@ -19,7 +19,7 @@ w, v, x = sp.symbols("w v x", real=True)
 
 # points inside each function's real domain, away from kinks
 DOMAINS = {"log": (0.2, 3), "asin": (-0.9, 0.9), "acos": (-0.9, 0.9), "acosh": (1.1, 3), "atanh": (-0.9, 0.9),
-           "tan": (-1.2, 1.2), "Heaviside": (0.1, 2), "loggamma": (0.2, 3), "polygamma": (0.2, 3)}
+           "tan": (-1.2, 1.2), "Heaviside": (0.1, 2), "loggamma": (0.2, 3), "log1p": (-0.5, 2), "polygamma": (0.2, 3)}
 
 
 def _expr(name: str, f):

@@ -403,7 +403,8 @@ def _package(
         if sides is not None and i in sides:
             left, right, note = sides[i]
             if note == "jump":
-                out.append(ExactValue("undefined", reason="the loss jumps at this point (discontinuous)"))
+                what = "the loss" if prog.outputs and d.of == prog.outputs[0] else "the quantity differentiated"
+                out.append(ExactValue("undefined", reason=f"{what} jumps at this point (discontinuous)"))
                 continue
             same = _same(A, left, right)
             if same:

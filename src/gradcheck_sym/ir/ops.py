@@ -26,6 +26,7 @@ from functools import lru_cache, reduce
 from typing import Any, Protocol
 
 import sympy as sp
+from sympy.codegen import cfunctions as _cfunctions
 
 from .program import Program
 
@@ -188,14 +189,14 @@ def jvp_rule(spec: OpSpec) -> Jvp:
     return spec.jvp or _default_jvp(spec)
 
 
-def _float_rounding(P: ErrorPass, k: int, args: tuple[int, ...], r: Any, ulps: float) -> None:
+def _float_rounding(P: ErrorPass, k: int, args: tuple[int, ...], r: Any, own: Any) -> None:
     """A function's rule: its arguments' errors weighted by its partials, plus its own rounding."""
     P.v[k] = r
     if not P.errors:
         return
     ops = P.prog.ops
     ds = P.local_partials(k)
-    P.E[k], P.V[k] = P.combine([(a, d) for a, d in zip(args, ds) if ops[a] != "const"], [ulps * r])
+    P.E[k], P.V[k] = P.combine([(a, d) for a, d in zip(args, ds) if ops[a] != "const"], [own])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,21 +691,24 @@ def function(
     domain: Callable[[Any], bool | None] | None = None,
     partial: Partial = _sympy_partial,
     parse: Parse | None = None,
-    ulps: float | Callable[[Any], float] = 2.0,
+    ulps: float = 2.0,
+    charge: Callable[[Any, Any], Any] | None = None,
 ) -> OpSpec:
     """Register a smooth function: exact value from a python-flint method, derivative from SymPy
-    (or ``partial``), torch lowering, error rule from the derivative."""
+    (or ``partial``), torch lowering, error rule from the derivative.  Its own rounding is
+    ``ulps · |result|`` in units of u, or ``charge(result, data)`` where torch's implementation
+    is less accurate than that."""
 
     def exact(A: Any, xs: list[Any], data: Any) -> Any:
         return A.fn(spec, xs, data)
 
     def rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> None:
-        charged = ulps(data) if callable(ulps) else ulps
-        _float_rounding(P, k, args, torch(P.T, [P.v[a] for a in args], data, P.T.float64), charged)
+        r = torch(P.T, [P.v[a] for a in args], data, P.T.float64)
+        _float_rounding(P, k, args, r, ulps * r if charge is None else charge(r, data))
 
     spec = register(OpSpec(
         name=name, exact=exact, torch=torch, rounding=rounding, partial=partial, sympy=(sympy_class,),
-        parse=parse, arb=arb, domain=domain, ulps=2.0 if callable(ulps) else ulps, function=True, transcendental=True,
+        parse=parse, arb=arb, domain=domain, ulps=ulps, function=True, transcendental=True,
     ))
     return spec
 
@@ -729,6 +733,18 @@ for _name, _cls, _domain in (
 function("atan2", sp.atan2, torch=lambda T, xs, d, dt: T.atan2(xs[0], xs[1]),
          arb=lambda xs, d: type(xs[0]).atan2(xs[0], xs[1]))
 
+# log(1 + x) and exp(x) - 1, accurate near 0 (SymPy spells them sympy.codegen.cfunctions.log1p/expm1).
+def _above_minus_one(x: Any) -> bool | None:
+    if x > -1:
+        return True
+    if x <= -1:
+        return False
+    return None
+
+
+function("log1p", _cfunctions.log1p, torch=_unary("log1p"), arb=_arb("log1p"), domain=_above_minus_one)
+function("expm1", _cfunctions.expm1, torch=_unary("expm1"), arb=_arb("expm1"))
+
 # log Γ(x) for x > 0, where SymPy's loggamma is real; its derivatives are polygamma(n, x).
 function("loggamma", sp.loggamma, torch=_unary("lgamma"), arb=_arb("lgamma"), domain=_positive)
 
@@ -746,10 +762,18 @@ def _polygamma_arb(xs: list[Any], n: int) -> Any:
     return xs[0].digamma() if n == 0 else acb(xs[0]).polygamma(n).real
 
 
-# torch's trigamma (n = 1) is a short series: measured relative errors up to 5e-10 in float64
-# (4e6 ulps; digamma and n >= 2 stay within a few ulps), so that is the error it is charged.
+def _polygamma_charge(r: Any, n: int) -> Any:
+    """What torch's polygamma is charged (measured against arb at 300 points in (0.05, 10)):
+    digamma is a difference of terms of size about 1, so its error is a few u absolute, not
+    relative, near its root x = 1.4616 (240 relative ulps seen in float32); trigamma is a short
+    series, with relative errors up to 5e-10 in float64 (4e6 ulps); n >= 2 stays within 8 ulps."""
+    if n == 0:
+        return 4.0 * (r.abs() + 1.0)
+    return (2.0**23 if n == 1 else 16.0) * r
+
+
 function("polygamma", sp.polygamma, torch=lambda T, xs, n, dt: T.polygamma(n, xs[0]), arb=_polygamma_arb,
-         domain=_positive, parse=_parse_polygamma, ulps=lambda n: 2.0**23 if n == 1 else 2.0,
+         domain=_positive, parse=_parse_polygamma, charge=_polygamma_charge,
          partial=lambda prog, k, i: prog.emit("polygamma", prog.args[k], int(prog.data[k]) + 1))  # type: ignore[call-overload]
 
 
