@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .ir.ops import REGISTRY
+from .ir.ops import REGISTRY, carried
 from .ir.program import Program
 from .model import Model
 from .results import Layer
 
 MAX_LAYERS = 60  # beyond this the picture is no clearer than the formula
-_SILENT = ("var", "const", "rel", "and", "or", "not")
+
+
+def _silent(op: str) -> bool:
+    """Variables, constants and conditions are not drawn as nodes."""
+    spec = REGISTRY[op]
+    return spec.leaf or spec.constant or spec.boolean
 
 
 def _consts(prog: Program, k: int) -> list[object]:
@@ -55,23 +60,16 @@ def _sigmoid_argument(prog: Program, k: int) -> int | None:
 
 def _label(prog: Program, k: int, param_slots: set[int]) -> str:
     op, data = prog.ops[k], prog.data[k]
-    if op == "add":
-        return "ADD"
-    if op == "mul":
+    if op == "mul":  # a product's name depends on what it multiplies (a weight: MM)
         nonconst = _nonconst(prog, k)
         scale = [c for c in _consts(prog, k) if c not in (1, -1)]
         base = "MM" if len(nonconst) == 2 and any(a in param_slots for a in nonconst) else "MUL"
         if len(nonconst) == 1:
             base = "SCALE"
         return f"{base} {scale[0]}" if len(scale) == 1 else base
-    if op == "pow":
-        return {-1: "INV", sp.Rational(1, 2): "sqrt"}.get(data, f"POW {data}")
-    if op == "powv":
-        return "POW"
-    if REGISTRY[op].function:
-        return op
-    if op == "pw":
-        return "Piecewise"
+    label = REGISTRY[op].label
+    if label is not None:
+        return label(data)
     return op.upper()
 
 
@@ -118,11 +116,12 @@ def layers(model: Model, prog: Program) -> tuple[Layer, ...] | None:
         if u is not None:
             sigmoid_of[k] = u
     for k in range(n):
-        if k in signs.negation or ops[k] in _SILENT:
+        if k in signs.negation or _silent(ops[k]):
             continue
         if k in sigmoid_of:
             continue
-        args = prog.args[k][0::2] if ops[k] == "pw" else prog.args[k]
+        spec = REGISTRY[ops[k]]
+        args = tuple(prog.args[k][i] for i in carried(spec, len(prog.args[k]))) if spec.selects else prog.args[k]
         reads[k] = [signs.source(a) for a in args if ops[a] != "const"]
         label[k] = _label(prog, k, param_slots)
     for k, u in sigmoid_of.items():

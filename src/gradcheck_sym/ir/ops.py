@@ -88,6 +88,7 @@ class OpSpec:
     transcendental: bool = False  # values are rarely rational: exact evaluation starts with balls
     selects: bool = False  # picks among its arguments by conditions (``pw``, ``gate``)
     carries: Callable[[int], range] | None = None  # argument positions derivatives flow through (None: all)
+    label: Callable[[Any], str] | None = None  # its node's name in the report's graph (from data)
 
 
 REGISTRY: dict[str, OpSpec] = {}
@@ -309,7 +310,7 @@ def _mul_partial(prog: Program, k: int, i: int) -> int:
 
 register(OpSpec(
     name="add", exact=_add_exact, torch=lambda T, xs, d, dt: reduce(operator.add, xs), rounding=_add_rounding,
-    partial=lambda prog, k, i: ONE, sympy=(sp.Add,), code=lambda a: " + ".join(a),
+    partial=lambda prog, k, i: ONE, sympy=(sp.Add,), code=lambda a: " + ".join(a), label=lambda d: "ADD",
 ))
 register(OpSpec(
     name="mul", exact=_mul_exact, torch=lambda T, xs, d, dt: reduce(operator.mul, xs), rounding=_mul_rounding,
@@ -360,6 +361,7 @@ def _parse_pow(node: sp.Basic) -> tuple[tuple[sp.Basic, ...], object] | None:
 register(OpSpec(
     name="pow", exact=lambda A, xs, e: A.pow(xs[0], e), torch=_pow_torch, rounding=_pow_rounding,
     partial=_pow_partial, sympy=(sp.Pow,), parse=_parse_pow, ulps=2.0,
+    label=lambda e: {-1: "INV", sp.Rational(1, 2): "sqrt"}.get(e, f"POW {e}"),
 ))
 
 
@@ -385,7 +387,7 @@ register(OpSpec(
     name="powv", exact=lambda A, xs, d: A.powv(xs[0], xs[1]), torch=lambda T, xs, d, dt: T.pow(xs[0], xs[1]),
     rounding=_powv_rounding, partial=_powv_partial, sympy=(sp.Pow,),
     parse=lambda node: None if node.exp.is_Rational else ((node.base, node.exp), None), ulps=2.0,
-    transcendental=True,
+    transcendental=True, label=lambda d: "POW",
 ))
 
 
@@ -528,7 +530,8 @@ def _pw_jvp(prog: Program, k: int, tangents: list[int | None]) -> int | None:
 
 register(OpSpec(
     name="pw", exact=_pw_exact, torch=_pw_torch, rounding=_pw_rounding, vjp=_pw_vjp, jvp=_pw_jvp,
-    partial=lambda prog, k, i: ONE, sympy=(sp.Piecewise,), selects=True, carries=lambda n: range(0, n, 2),
+    partial=lambda prog, k, i: ONE, sympy=(sp.Piecewise,), selects=True, label=lambda d: "Piecewise",
+    carries=lambda n: range(0, n, 2),
     parse=lambda node: (tuple(x for pair in node.args for x in pair), None),
 ))
 
@@ -709,6 +712,7 @@ def function(
     spec = register(OpSpec(
         name=name, exact=exact, torch=torch, rounding=rounding, partial=partial, sympy=(sympy_class,),
         parse=parse, arb=arb, domain=domain, ulps=ulps, function=True, transcendental=True,
+        label=lambda d: name,
     ))
     return spec
 
@@ -821,7 +825,7 @@ def kink(name: str, sympy_class: type, *, torch: Lower, rewrite: Callable[[sp.Ba
         raise AssertionError(f"`{name}` is rewritten to Piecewise before exact evaluation")
 
     return register(OpSpec(name=name, exact=exact, torch=torch, rounding=rounding, sympy=(sympy_class,),
-                           kink=rewrite, parse=parse, function=True))
+                           kink=rewrite, parse=parse, function=True, label=lambda d: name))
 
 
 kink("Abs", sp.Abs, torch=_unary("abs"), rewrite=lambda e: sp.Piecewise((e.args[0], _ge(e.args[0])), (-e.args[0], True)))
