@@ -100,7 +100,7 @@ class Rationals:
         raise NotRational
 
     def fn(self, spec: Any, xs: list[fmpq], data: object = None) -> fmpq:
-        """A registry function (`ir.ops.function`) at rational arguments: rational only where
+        """A registry function (`ir.functions.function`) at rational arguments: rational only where
         SymPy says so at 0 (``sin(0)``, ``atan(0)``) and for ``log(1)``."""
         if len(xs) == 1 and xs[0] == 0:
             v = _fn_at_zero(spec, data)
@@ -217,7 +217,7 @@ class Balls:
         return arb.nan()
 
     def fn(self, spec: Any, xs: list[arb], data: object = None) -> arb:
-        """A registry function (`ir.ops.function`): NaN outside its real domain or at a pole."""
+        """A registry function (`ir.functions.function`): NaN outside its real domain or at a pole."""
         if not all(x.is_finite() for x in xs):
             return arb.nan()
         if spec.domain is not None:

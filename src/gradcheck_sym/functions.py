@@ -2,7 +2,7 @@
 
 Each entry says how the function is computed everywhere gradcheck_sym needs it (exact value,
 derivative, rounding-error rule, torch lowering, domain, kinks); to support a new function, add
-one entry there (`ir.ops.function(...)`).  The tests iterate over this table.
+one entry there (`ir.functions.function(...)`).  The tests iterate over this table.
 """
 
 from __future__ import annotations
