@@ -52,7 +52,7 @@ def _fn_at_zero(spec: Any, data: object) -> fmpq | None:
     if key not in _FN_AT_ZERO:
         try:
             f = spec.sympy[0]
-            v = f(sp.Integer(data), sp.Integer(0)) if data is not None else f(sp.Integer(0))  # type: ignore[call-overload]
+            v = f(sp.Integer(data), sp.Integer(0)) if data is not None else f(sp.Integer(0))
         except (TypeError, ValueError):  # functions of several arguments
             v = None
         _FN_AT_ZERO[key] = to_fmpq(v) if isinstance(v, sp.Rational) else None
@@ -198,7 +198,7 @@ class Balls:
         if not (b.is_finite() and e.is_finite()):
             return arb.nan()
         if e.is_exact() and e.is_integer():
-            return self.pow(b, sp.Integer(int(e.unique_fmpz())))
+            return self.pow(b, sp.Integer(int(e.unique_fmpz())))  # type: ignore[arg-type]
         if b > 0:
             return (e * b.log()).exp()
         if b < 0:
@@ -226,7 +226,7 @@ class Balls:
                 return arb.nan()
             if inside is None and not self.final:
                 raise NeedPrecision
-        y = spec.arb(xs, data)
+        y: arb = spec.arb(xs, data)
         if y.is_finite():
             return y
         if all(x.is_exact() for x in xs) or self.final:

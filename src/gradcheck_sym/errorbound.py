@@ -64,7 +64,7 @@ def _partials_program(op: str, nargs: int, data: object) -> tuple[Program, tuple
 
 
 def _program(gp: Any) -> Program:
-    return gp if isinstance(gp, Program) else gp.prog  # type: ignore[no-any-return]
+    return gp if isinstance(gp, Program) else gp.prog  # type: ignore[no-any-return,unused-ignore]
 
 
 class _Pass:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING, TypeAlias
 
 import sympy as sp
 
@@ -39,7 +40,12 @@ from .ir.program import Derivative, Direction, Program
 from .reference import ExactValue, Limit, program_values
 from .symbolic import differentiate
 
-Number = Fraction | int | float | sp.Rational
+if TYPE_CHECKING:  # torch is imported only when floats are asked for
+    import torch
+
+    from .errorbound import ErrorScales
+
+Number: TypeAlias = Fraction | int | float | sp.Rational
 
 
 @dataclass(frozen=True)
@@ -208,14 +214,19 @@ def hvp_program(loss: sp.Expr, variables: Sequence[sp.Symbol], wrt: Sequence[sp.
     return DerivativeProgram(prog, variables, tuple(wrt), extra, tuple(labels))
 
 
+def _fraction(q: Number) -> Fraction:
+    if isinstance(q, (Fraction, int, float)):
+        return Fraction(q)
+    return Fraction(int(q.p), int(q.q))  # a SymPy Rational
+
+
 def _point(dp: DerivativeProgram, point: Mapping[sp.Symbol, Number], extra: Sequence[Number]) -> list[Fraction]:
     missing = [s for s in dp.variables if s not in point]
     if missing:
         raise ValueError(f"the point has no value for `{missing[0]}`")
     if len(extra) != len(dp.extra):
         raise ValueError(f"{len(dp.extra)} extra inputs expected (tangents, cotangents or vector), got {len(extra)}")
-    return [Fraction(point[s]) if not isinstance(point[s], sp.Rational) else
-            Fraction(int(point[s].p), int(point[s].q)) for s in dp.variables] + [Fraction(e) for e in extra]  # type: ignore[union-attr]
+    return [_fraction(point[s]) for s in dp.variables] + [_fraction(e) for e in extra]
 
 
 def exact_values(dp: DerivativeProgram, point: Mapping[sp.Symbol, Number], *, extra: Sequence[Number] = (),
@@ -230,7 +241,7 @@ def exact_values(dp: DerivativeProgram, point: Mapping[sp.Symbol, Number], *, ex
                                scales=scales, limit=limit).values)
 
 
-def error_scales(dp: DerivativeProgram, points: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
+def error_scales(dp: DerivativeProgram, points: Sequence[Sequence[float]]) -> ErrorScales:
     """Running error analysis of every output (`errorbound.ErrorScales`, columns in output
     order) at each point, a row of the values of ``variables`` then ``extra``."""
     from .errorbound import error_scales_batch
@@ -238,7 +249,7 @@ def error_scales(dp: DerivativeProgram, points: Sequence[Sequence[float]]):  # t
     return error_scales_batch(dp.program, points)
 
 
-def float_values(dp: DerivativeProgram, points: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
+def float_values(dp: DerivativeProgram, points: Sequence[Sequence[float]]) -> torch.Tensor:
     """Every output in float64 at each point (rows as in `error_scales`): a ``(points, outputs)``
     tensor, from the same program."""
     import torch

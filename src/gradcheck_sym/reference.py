@@ -86,7 +86,7 @@ def _specs(prog: Program) -> list[OpSpec]:
 
 
 def _undefined(A: Any, x: Any) -> bool:
-    return A.undefined(x)
+    return bool(A.undefined(x))
 
 
 def _value(A: Any, x: Any) -> Any:
@@ -103,7 +103,7 @@ def _run(prog: Program, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], bool]
     for k in range(len(prog)):
         spec, args, data = specs[k], argss[k], datas[k]
         if spec.leaf:
-            vals[k] = inputs[data]  # type: ignore[index]
+            vals[k] = inputs[data]
         elif spec.test is not None:
             s = A.compare(vals[args[0]], vals[args[1]])
             if s == 0:
@@ -189,7 +189,7 @@ def _directional(S: _Sided, A: Any, inputs: Sequence[Any], direction: list[Any])
     vals: list[Any] = [None] * len(p)
     full = list(inputs) + direction
     for slot in S.dir_slots:
-        vals[slot] = full[datas[slot]]  # type: ignore[index]
+        vals[slot] = full[datas[slot]]
     tan = S.tangents.of
     tie = False
 
@@ -197,7 +197,7 @@ def _directional(S: _Sided, A: Any, inputs: Sequence[Any], direction: list[Any])
         nonlocal tie
         spec, args, data = specs[k], argss[k], datas[k]
         if spec.leaf:
-            vals[k] = full[data]  # type: ignore[index]
+            vals[k] = full[data]
         elif spec.test is not None:
             s = A.compare(vals[args[0]], vals[args[1]])
             if s == 0 and sided:

@@ -19,6 +19,8 @@ per-layer backward recurrence are rendered from it (`report_graph`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import sympy as sp
 
 from .ir.ops import REGISTRY, carried
@@ -135,7 +137,7 @@ def layers(model: Model, prog: Program) -> tuple[Layer, ...] | None:
     depth: dict[int, int] = {}
     group: dict[int, str] = {}
     keys: dict[tuple[object, ...], str] = {}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for v in model.variables:
         if any(slots[s] in live for s in v.symbols):
             out[f"v_{_safe(v.name)}"] = dict(

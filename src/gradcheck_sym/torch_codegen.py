@@ -56,7 +56,7 @@ def evaluate(prog: Program, inputs: Sequence[torch.Tensor]) -> list[object]:
     for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
         spec = REGISTRY[op]
         if spec.leaf:
-            vals[k] = inputs[data]  # type: ignore[index]
+            vals[k] = inputs[data]
         else:
             vals[k] = spec.torch(torch, [vals[a] for a in args], data, dtype)
     return vals

@@ -167,7 +167,7 @@ def _polygamma_charge(r: Any, n: int) -> Any:
 
 function("polygamma", sp.polygamma, torch=lambda T, xs, n, dt: T.polygamma(n, xs[0]), arb=_polygamma_arb,
          domain=_positive, parse=_parse_polygamma, charge=_polygamma_charge,
-         partial=lambda prog, k, i: prog.emit("polygamma", prog.args[k], int(prog.data[k]) + 1))  # type: ignore[call-overload]
+         partial=lambda prog, k, i: prog.emit("polygamma", prog.args[k], int(prog.data[k]) + 1))
 
 
 # ---------------------------------------------------------------------------------------------

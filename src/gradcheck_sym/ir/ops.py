@@ -45,12 +45,14 @@ class ErrorPass(Protocol):
     """What a rounding rule reads and writes (implemented by `errorbound`): per slot, float64
     values ``v``, worst-case errors ``E`` and variances ``V`` (in units of u), for a batch."""
 
-    T: Any  # the torch module
     prog: Program
     errors: bool  # False: values only
     v: list[Any]
     E: list[Any]
     V: list[Any]
+
+    @property
+    def T(self) -> Any: ...  # the torch module
 
     def combine(self, parts: list[tuple[int, Any]], roundings: list[Any]) -> tuple[Any, Any]: ...
 
@@ -246,7 +248,7 @@ register(OpSpec(
     parse=_parse_const,
 ))
 register(OpSpec(
-    name="var", exact=_no_exact, torch=_no_exact, rounding=lambda P, k, args, d: None, leaf=True,
+    name="var", exact=_no_exact, torch=lambda T, xs, d, dt: _no_exact(T, xs, d), rounding=lambda P, k, args, d: None, leaf=True,
 ))
 
 

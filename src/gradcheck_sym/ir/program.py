@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sympy as sp
 
@@ -42,7 +42,7 @@ class Instr(NamedTuple):
 
     op: str  # a key of `ir.ops.REGISTRY`
     args: tuple[int, ...]  # slots read
-    data: object  # the op's constant parameter (exponent, relation, variable index, ...)
+    data: Any  # the op's constant parameter (exponent, relation, variable index, ...)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Program:
 
     ops: list[str] = field(default_factory=list)
     args: list[tuple[int, ...]] = field(default_factory=list)
-    data: list[object] = field(default_factory=list)
+    data: list[Any] = field(default_factory=list)
     variables: tuple[sp.Symbol, ...] = ()
     outputs: list[int] = field(default_factory=list)
     derivatives: list[Derivative | None] = field(default_factory=list)  # per output, or empty
