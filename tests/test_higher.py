@@ -192,3 +192,29 @@ def test_bad_inputs_are_named():
         exact_values(h, {x: 1, w: 1, b: 1})
     with pytest.raises(ValueError, match="`y` is differentiated"):
         hessian_program(w**2, VARS, (sp.Symbol("y"),))
+
+
+def test_readme_second_order_example_prints_what_it_shows():
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.findall(r"```python example=higher\n(.*?)```", readme, flags=re.S)
+    shown = re.findall(r"```text output=higher\n(.*?)```", readme, flags=re.S)
+    assert len(code) == len(shown) == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code[0], "README.md", "exec"), {})
+    assert out.getvalue() == shown[0]
+
+
+def test_programs_pickle_after_evaluation():
+    """The cache pickles programs; what evaluators cache on them is left out and rebuilt."""
+    import pickle
+
+    h = hessian_program(sp.Abs(w) * w * x + sp.exp(b), VARS, (w, b))
+    first = exact_values(h, {x: 1, w: 0, b: 0})
+    again = pickle.loads(pickle.dumps(h))
+    assert exact_values(again, {x: 1, w: 0, b: 0}) == first

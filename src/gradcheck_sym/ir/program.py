@@ -113,6 +113,11 @@ class Program:
     def derivative_of(self, i: int) -> Derivative | None:
         return self.derivatives[i] if i < len(self.derivatives) else None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # evaluators cache compiled forms on the program (`_specs`, `_straight_line`, `_sided`):
+        # rebuilt on demand, never pickled (they hold functions)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def copy(self) -> Program:
         return Program(list(self.ops), list(self.args), list(self.data), self.variables,
                        list(self.outputs), list(self.derivatives))
