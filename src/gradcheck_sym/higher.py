@@ -77,9 +77,9 @@ def _indices(variables: tuple[sp.Symbol, ...], wrt: Sequence[sp.Symbol]) -> tupl
     return tuple(index[s] for s in wrt)
 
 
-def _extra(prog: Program, prefix: str, of: Sequence[sp.Symbol | int]) -> tuple[tuple[sp.Symbol, ...], list[int]]:
+def _extra(prog: Program, prefix: str, of: Sequence[object]) -> tuple[tuple[sp.Symbol, ...], list[int]]:
     """Add one real input per item (a tangent, cotangent or vector component); their slots."""
-    symbols = tuple(sp.Dummy(f"{prefix}_{s}", real=True) for s in of)
+    symbols = tuple(sp.Dummy(f"{prefix}{i}", real=True) for i in range(len(of)))
     n = len(prog.variables)
     prog.variables = prog.variables + symbols
     return symbols, [prog.emit("var", (), n + i) for i in range(len(symbols))]

@@ -153,27 +153,26 @@ def _cmul(prog: Program, a: int, p: int) -> int:
     return a if p == ONE else prog.emit("cmul", (a, p))
 
 
-def _default_vjp(spec: OpSpec) -> Vjp:
-    partial = spec.partial
-    assert partial is not None
+def partial_slot(prog: Program, k: int, i: int) -> int:
+    """The slot of ∂(slot k)/∂(its argument i), emitted once per program (a backward and a
+    forward pass over the same program share it)."""
+    memo: dict[tuple[int, int], int] = prog.__dict__.setdefault("_partials", {})
+    if (k, i) not in memo:
+        partial = REGISTRY[prog.ops[k]].partial
+        assert partial is not None
+        memo[(k, i)] = partial(prog, k, i)
+    return memo[(k, i)]
 
-    def vjp(prog: Program, k: int, i: int, adj: int) -> int:
-        return _cmul(prog, adj, partial(prog, k, i))
 
-    return vjp
+def _default_vjp(prog: Program, k: int, i: int, adj: int) -> int:
+    return _cmul(prog, adj, partial_slot(prog, k, i))
 
 
-def _default_jvp(spec: OpSpec) -> Jvp:
-    partial = spec.partial
-    assert partial is not None
-
-    def jvp(prog: Program, k: int, tangents: list[int | None]) -> int | None:
-        terms = [_cmul(prog, t, partial(prog, k, i)) for i, t in enumerate(tangents) if t is not None]
-        if not terms:
-            return None
-        return terms[0] if len(terms) == 1 else prog.emit("acc", tuple(terms))
-
-    return jvp
+def _default_jvp(prog: Program, k: int, tangents: list[int | None]) -> int | None:
+    terms = [_cmul(prog, t, partial_slot(prog, k, i)) for i, t in enumerate(tangents) if t is not None]
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else prog.emit("acc", tuple(terms))
 
 
 def carried(spec: OpSpec, nargs: int) -> range:
@@ -185,12 +184,12 @@ def carried(spec: OpSpec, nargs: int) -> range:
 
 def vjp_rule(spec: OpSpec) -> Vjp:
     """How an adjoint flows back through ``spec`` into one argument."""
-    return spec.vjp or _default_vjp(spec)
+    return spec.vjp or _default_vjp
 
 
 def jvp_rule(spec: OpSpec) -> Jvp:
     """How the arguments' tangents combine into ``spec``'s tangent."""
-    return spec.jvp or _default_jvp(spec)
+    return spec.jvp or _default_jvp
 
 
 def _float_rounding(P: ErrorPass, k: int, args: tuple[int, ...], r: Any, own: Any) -> None:
