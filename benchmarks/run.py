@@ -397,7 +397,8 @@ def render(b: dict, quick: bool) -> str:
                      f"{_s(r['stage'] / r['params'])} | {r['peak'] / 2**20:.1f} MiB |")
     lines += ["", f"The float64 gradient program and vmap(grad) agree to {t['max_diff']:.1e} at every one of the "
               f"{t['points']:,} points of benchmark 5."]
-    lines += [""] + second_order_notes(b)
+    for note in second_order_notes(b):
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -447,7 +448,8 @@ def merge(old: str, b: dict, only: set[str]) -> str:
     notes = second_order_notes(b)
     sections = ",".join(sorted(only))
     lines += ["", f"Rows 6 and 7 from `python benchmarks/run.py --only {sections}` (same machine)."] if notes else []
-    lines += [""] + notes if notes else []
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -395,8 +395,8 @@ def _package(
             continue
         if d is None:
             if _undefined(A, g):
-                out.append(undefined_or_limit(i, "the loss is undefined here (outside its real domain or at a pole)"
-                                              if i == 0 else "the value is undefined here (outside its real domain or at a pole)"))
+                what = "the loss" if i == 0 else "the value"
+                out.append(undefined_or_limit(i, f"{what} is undefined here (outside its real domain or at a pole)"))
             else:
                 out.append(ExactValue("value", g))
             continue

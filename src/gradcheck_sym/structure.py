@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy as sp
 
 from .ir.ops import REGISTRY, carried
 from .ir.program import Program
@@ -38,22 +37,24 @@ def _silent(op: str) -> bool:
 
 
 def _consts(prog: Program, k: int) -> list[object]:
-    return [prog.data[a] for a in prog.args[k] if prog.ops[a] == "const"]
+    return [prog.data[a] for a in prog.args[k] if REGISTRY[prog.ops[a]].constant]
 
 
 def _nonconst(prog: Program, k: int) -> list[int]:
-    return [a for a in prog.args[k] if prog.ops[a] != "const"]
+    return [a for a in prog.args[k] if not REGISTRY[prog.ops[a]].constant]
 
 
 def _sigmoid_argument(prog: Program, k: int) -> int | None:
-    """u if slot k computes 1/(1 + exp(u)) (SymPy's form of sigmoid(-u)), else None."""
+    """u if slot k computes 1/(1 + exp(u)) (SymPy's form of sigmoid(-u)), else None.  (Layer
+    recognition matches SymPy's spellings of sigmoid, negation and products by op name: patterns
+    of several ops, which no single registry entry can know.)"""
     ops, args, data = prog.ops, prog.args, prog.data
     if ops[k] != "pow" or data[k] != -1:
         return None
     add = args[k][0]
     if ops[add] != "add" or len(args[add]) != 2:
         return None
-    one = [a for a in args[add] if ops[a] == "const" and data[a] == 1]
+    one = [a for a in args[add] if REGISTRY[ops[a]].constant and data[a] == 1]
     rest = [a for a in args[add] if a not in one]
     if len(one) != 1 or len(rest) != 1 or ops[rest[0]] != "exp":
         return None
@@ -124,7 +125,7 @@ def layers(model: Model, prog: Program) -> tuple[Layer, ...] | None:
             continue
         spec = REGISTRY[ops[k]]
         args = tuple(prog.args[k][i] for i in carried(spec, len(prog.args[k]))) if spec.selects else prog.args[k]
-        reads[k] = [signs.source(a) for a in args if ops[a] != "const"]
+        reads[k] = [signs.source(a) for a in args if not REGISTRY[ops[a]].constant]
         label[k] = _label(prog, k, param_slots)
     for k, u in sigmoid_of.items():
         # 1/(1 + exp(u)) = sigmoid(-u): read -u as z when u is a negation or a sum of negations

@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, reduce
+from functools import reduce
 from typing import Any, Protocol
 
 import sympy as sp
@@ -247,7 +247,8 @@ register(OpSpec(
     parse=_parse_const,
 ))
 register(OpSpec(
-    name="var", exact=_no_exact, torch=lambda T, xs, d, dt: _no_exact(T, xs, d), rounding=lambda P, k, args, d: None, leaf=True,
+    name="var", exact=_no_exact, torch=lambda T, xs, d, dt: _no_exact(T, xs, d),
+    rounding=lambda P, k, args, d: None, leaf=True,
 ))
 
 
