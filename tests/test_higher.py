@@ -158,8 +158,13 @@ def test_first_order_corner_and_smooth_second_order_away_from_it():
     loss = sp.Abs(w) * x
     h = exact_values(hessian_program(loss, VARS, (w,)), {x: 3, w: 0, b: 0})
     assert h[1].kind == "nondifferentiable" and (h[1].left, h[1].right) == (-3, 3)
-    # the gradient jumps from -3 to 3: no second derivative there, not even one-sided
-    assert h[2].kind == "undefined" and "quantity differentiated jumps" in h[2].reason
+    # the first derivative does not exist there, so neither does the second
+    assert h[2].kind == "undefined" and "does not exist" in h[2].reason
+    # across the corner (w·|v| at v = 0, differentiated along w then v): still none
+    m = exact_values(hessian_program(w * sp.Abs(b), VARS, (w, b)), {x: 0, w: 2, b: 0})
+    assert m[1].kind == "value" and m[1].value == 0  # ∂/∂w = |b| = 0, smooth along w
+    assert m[2].kind == "nondifferentiable" and (m[2].left, m[2].right) == (-2, 2)
+    assert [e.kind for e in m[3:]] == ["value", "nondifferentiable", "undefined", "undefined"]
     h = exact_values(hessian_program(loss, VARS, (w,)), {x: 3, w: 2, b: 0})
     assert [e.value for e in h] == [6, 3, 0]
 
@@ -218,3 +223,35 @@ def test_programs_pickle_after_evaluation():
     first = exact_values(h, {x: 1, w: 0, b: 0})
     again = pickle.loads(pickle.dumps(h))
     assert exact_values(again, {x: 1, w: 0, b: 0}) == first
+
+
+def test_second_order_tables_for_the_checks():
+    """`second_order` (what the order-2 checks call): Hessian rows and HVP tables, exact values and
+    one rounding-error scale per quantity, rows of a missing first derivative undefined."""
+    from gradcheck_sym.higher import scalarize, second_order
+
+    f = sp.exp(w * x) * b**2 + sp.Abs(b) * w
+    cache: dict = {}
+    so = second_order(f, VARS, (w, b), cache=cache)
+    assert second_order(f, VARS, (w, b), cache=cache) is so
+    pts = [{x: Fraction(1, 2), w: Fraction(1, 3), b: Fraction(-2)}, {x: 1.0, w: 0.5, b: 0.0}]
+    rows = so.hessian_rows(pts, factor=2.0)
+    assert len(rows) == 2 and all(r.scale.shape == (2, 3) for r in rows)
+    for i, p in enumerate((w, b)):
+        ref = rows[i].refs[0]
+        assert matches(ref.loss.value, sp.diff(f, p).subs({x: sp.Rational(1, 2), w: sp.Rational(1, 3), b: -2}))
+        for j, q in enumerate((w, b)):
+            truth = sp.diff(f, p, q).subs({x: sp.Rational(1, 2), w: sp.Rational(1, 3), b: -2})
+            assert matches(ref.grads[j].value, truth)
+    assert rows[0].refs[1].loss.is_value  # ∂f/∂w = x e^{wx} b² + |b| exists at b = 0
+    assert rows[1].refs[1].loss.kind == "undefined" and "∂/∂b itself does not exist" in rows[1].refs[1].loss.reason
+    table = so.hvp([Fraction(1), Fraction(-1)], pts)
+    ref = table.refs[0]
+    sub = {x: sp.Rational(1, 2), w: sp.Rational(1, 3), b: -2}
+    assert matches(ref.loss.value, (sp.diff(f, w) - sp.diff(f, b)).subs(sub))
+    for j, q in enumerate((w, b)):
+        assert matches(ref.grads[j].value, (sp.diff(f, q, w) - sp.diff(f, q, b)).subs(sub))
+    assert table.refs[1].loss.kind == "undefined"  # v has a b-component and ∂f/∂b is missing there
+    assert so.hvp([Fraction(1), Fraction(0)], pts).refs[1].loss.is_value
+    assert (table.scale[0] > 0).all()
+    assert scalarize([w, b], [0, 3]) == 3 * b

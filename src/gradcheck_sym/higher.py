@@ -30,15 +30,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sympy as sp
 
 from .ir.compile import compile_expr, compile_into
 from .ir.derive import backward, forward
 from .ir.program import Derivative, Direction, Program
-from .reference import ExactValue, Limit, program_values
-from .symbolic import differentiate
+from .reference import ExactValue, Limit, PointReference, program_values
+from .symbolic import differentiate, maybe_rational
 
 if TYPE_CHECKING:  # torch is imported only when floats are asked for
     import torch
@@ -192,12 +192,13 @@ def hessian_program(loss: sp.Expr, variables: Sequence[sp.Symbol], wrt: Sequence
 def hvp_program(loss: sp.Expr, variables: Sequence[sp.Symbol], wrt: Sequence[sp.Symbol], *,
                 model: str = "") -> DerivativeProgram:
     """Outputs: the loss, its gradient (n entries), then (H v)ᵢ = Σⱼ ∂²loss/∂wrt[i]∂wrt[j] vⱼ
-    (n entries), by forward accumulation over the gradient program; ``extra`` is ``v``.
+    (n entries), by forward accumulation over the gradient program, and last ∇loss·v; ``extra``
+    is ``v``.
 
     >>> x, w, b = sp.symbols("x w b", real=True)
     >>> p = hvp_program(w**2 * b, (x, w, b), (w, b))
     >>> [v.value for v in exact_values(p, {x: 0, w: 3, b: 2}, extra=[1, 0])]
-    [18, 12, 9, 4, 6]
+    [18, 12, 9, 4, 6, 12]
     """
     variables = tuple(variables)
     idx = _indices(variables, wrt)
@@ -208,9 +209,11 @@ def hvp_program(loss: sp.Expr, variables: Sequence[sp.Symbol], wrt: Sequence[sp.
     seeds = {slots[variables[j]]: t for j, t in zip(idx, vec)}
     tangents = forward(prog, seeds, max(grads))
     along = Direction(vector=tuple((j, len(variables) + i) for i, j in enumerate(idx)))
-    prog.outputs = prog.outputs + [tangents.of[g] if g in tangents.of else _zero(prog) for g in grads]
-    prog.derivatives = prog.derivatives + [Derivative(g, along) for g in grads]
-    labels = ["loss"] + [f"d/d{s}" for s in wrt] + [f"hvp d/d{s}" for s in wrt]
+    loss = prog.outputs[0]
+    dot = tangents.of[loss] if loss in tangents.of else _zero(prog)
+    prog.outputs = prog.outputs + [tangents.of[g] if g in tangents.of else _zero(prog) for g in grads] + [dot]
+    prog.derivatives = prog.derivatives + [Derivative(g, along) for g in grads] + [Derivative(loss, along)]
+    labels = ["loss"] + [f"d/d{s}" for s in wrt] + [f"hvp d/d{s}" for s in wrt] + ["d/dv"]
     return DerivativeProgram(prog, variables, tuple(wrt), extra, tuple(labels))
 
 
@@ -257,3 +260,124 @@ def float_values(dp: DerivativeProgram, points: Sequence[Sequence[float]]) -> to
     from .errorbound import program_batch
 
     return program_batch(dp.program, torch.tensor(points, dtype=torch.float64).reshape(len(points), -1))
+
+
+# -- the interface the order-2 checks use (`orders`, `operators`) --------------------------------
+
+Point = Mapping[sp.Symbol, Fraction | float]
+
+
+@dataclass(frozen=True)
+class ExactTable:
+    """One first derivative (or ``∇f·v``) and its partials at each point, exactly."""
+
+    refs: tuple[PointReference, ...]  # per point: .loss the first derivative, .grads[j] ∂/∂wrt[j]
+    scale: torch.Tensor  # (points, 1 + len(wrt)): rounding-error scale in units of u
+
+
+def scalarize(outputs: Sequence[sp.Expr], cotangent: Sequence[Fraction | int]) -> sp.Expr:
+    """``Σ c_o f_o``: the scalar whose gradient is the vector-Jacobian product with ``c``
+    (built unevaluated: no SymPy simplification of large outputs).
+
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> scalarize([x * w, w**2], [2, Fraction(1, 2)])
+    w**2/2 + 2*(w*x)
+    """
+    terms = []
+    for c, f in zip(cotangent, outputs):
+        if c == 0:
+            continue
+        q = sp.Rational(int(Fraction(c).numerator), int(Fraction(c).denominator))
+        terms.append(f if q == 1 else sp.Mul(q, f, evaluate=False))
+    if not terms:
+        return sp.S.Zero
+    return terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)
+
+
+class SecondOrder:
+    """The exact second derivatives of one scalar ``f`` w.r.t. ``wrt``: its Hessian program and
+    its Hessian-vector program, each compiled once, on first use.
+
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> so = SecondOrder((x*w - 1)**3, (x, w), (w,))
+    >>> [str(r.grads[0].value) for r in so.hessian_rows([{x: Fraction(2), w: Fraction(1)}])[0].refs]
+    ['24']
+    """
+
+    def __init__(self, f: sp.Expr, variables: tuple[sp.Symbol, ...], wrt: tuple[sp.Symbol, ...], *,
+                 model: str = "") -> None:
+        self.f, self.variables, self.wrt, self.model = f, variables, wrt, model
+        self._hessian: DerivativeProgram | None = None
+        self._hvp: DerivativeProgram | None = None
+
+    def hessian_rows(self, points: Sequence[Point], factor: float = 1.0) -> list[ExactTable]:
+        """Row ``i``: ``∂f/∂wrt[i]`` and ``∂²f/∂wrt[i]∂wrt[j]`` for every ``j``, at each point."""
+        if self._hessian is None:
+            self._hessian = hessian_program(self.f, self.variables, self.wrt, model=self.model)
+        n = len(self.wrt)
+        values, scale = _evaluate_all(self._hessian, points, [[] for _ in points], factor)
+        tables = []
+        for i in range(n):
+            cols = [1 + i] + [1 + n + i * n + j for j in range(n)]
+            refs = []
+            for vals, arithmetic, boundary in values:
+                first = vals[1 + i]
+                refs.append(_gone(first, self.wrt[i], n) or PointReference(
+                    first, tuple(vals[c] for c in cols[1:]), arithmetic, boundary))
+            tables.append(ExactTable(refs=tuple(refs), scale=scale[:, cols]))
+        return tables
+
+    def hvp(self, vector: Sequence[Fraction], points: Sequence[Point], factor: float = 1.0) -> ExactTable:
+        """``∇f·v`` and the Hessian-vector product ``Hv`` at each point."""
+        if self._hvp is None:
+            self._hvp = hvp_program(self.f, self.variables, self.wrt, model=self.model)
+        n = len(self.wrt)
+        values, scale = _evaluate_all(self._hvp, points, [list(vector) for _ in points], factor)
+        cols = [1 + 2 * n] + [1 + n + j for j in range(n)]
+        refs = []
+        for vals, arithmetic, boundary in values:
+            gone = next((_gone(vals[1 + i], self.wrt[i], n) for i, c in enumerate(vector)
+                         if c and not vals[1 + i].is_value), None)
+            refs.append(gone or PointReference(vals[cols[0]], tuple(vals[c] for c in cols[1:]), arithmetic, boundary))
+        return ExactTable(refs=tuple(refs), scale=scale[:, cols])
+
+
+def _gone(first: ExactValue, w: sp.Symbol, n: int) -> PointReference | None:
+    """Where a first derivative does not exist (a corner along that entry), neither do its
+    derivatives: the whole row is undefined, saying why."""
+    if first.is_value:
+        return None
+    gone = ExactValue("undefined", reason=f"∂/∂{w} itself does not exist here ({first.kind}: {first.reason}), so "
+                      "neither do its derivatives")
+    return PointReference(gone, tuple(gone for _ in range(n)), "", False)
+
+
+def _evaluate_all(dp: DerivativeProgram, points: Sequence[Point], extras: Sequence[Sequence[Number]],
+                  factor: float) -> tuple[list[tuple[list[ExactValue], str, bool]], torch.Tensor]:
+    """Every output at every point, exactly, and the rounding-error scale of each (units of u)."""
+    from flint import fmpq
+
+    from .compare import error_scale
+    from .errorbound import error_scales_batch
+
+    rows = [_point(dp, p, e) for p, e in zip(points, extras)]
+    es = error_scales_batch(dp.program, [[float(q) for q in r] for r in rows])
+    worst = es.worst.tolist()
+    rational = maybe_rational(dp.program)
+    out = []
+    for r, scales in zip(rows, worst):
+        pv = program_values(dp.program, [fmpq(q.numerator, q.denominator) for q in r], scales=scales,
+                            rational=rational)
+        out.append((list(pv.values), pv.arithmetic, pv.boundary))
+    return out, factor * error_scale(es.worst, es.probable)
+
+
+def second_order(f: sp.Expr, variables: tuple[sp.Symbol, ...], wrt: tuple[sp.Symbol, ...], *, cache: Any = None,
+                 model: str = "") -> SecondOrder:
+    """A `SecondOrder` for ``f``, kept in ``cache`` (a dict, e.g. on the model) between runs."""
+    if cache is None:
+        return SecondOrder(f, variables, wrt, model=model)
+    key = (f, variables, wrt)
+    if key not in cache:
+        cache[key] = SecondOrder(f, variables, wrt, model=model)
+    return cache[key]  # type: ignore[no-any-return]

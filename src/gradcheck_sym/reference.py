@@ -389,9 +389,13 @@ def _package(
     out: list[ExactValue] = []
     for i, g in enumerate(outs):
         d: Derivative | None = prog.derivative_of(i)
-        if d is not None and d.of in index and index[d.of] < i and out[index[d.of]].kind == "undefined" \
-                and out[index[d.of]].left is None and _undefined(A, outs[index[d.of]]):
-            out.append(ExactValue("undefined", reason=out[index[d.of]].reason))  # what it differentiates is
+        of = out[index[d.of]] if d is not None and d.of in index and index[d.of] < i else None
+        if of is not None and of.kind == "undefined" and of.left is None and _undefined(A, outs[index[d.of]]):  # type: ignore[union-attr]
+            out.append(ExactValue("undefined", reason=of.reason))  # what it differentiates is undefined
+            continue
+        if of is not None and of.kind == "nondifferentiable":  # a corner: no derivative of it, not even one-sided
+            out.append(ExactValue("undefined", reason="the derivative it differentiates does not exist here "
+                                  f"({of.reason}), so neither does this one"))
             continue
         if d is None:
             if _undefined(A, g):

@@ -31,16 +31,21 @@ class GradientProgram:
 
     @property
     def maybe_rational(self) -> bool:
-        """False when some value is surely irrational (a transcendental function or constant), so
-        that exact evaluation starts with balls instead of trying rationals first."""
-        return not any(
-            REGISTRY[op].transcendental or (REGISTRY[op].constant and not isinstance(d, (bool, sp.Rational, sp.Float)))
-            for op, d in zip(self.prog.ops, self.prog.data)
-        )
+        """False when some value is surely irrational: see `maybe_rational`."""
+        return maybe_rational(self.prog)
 
     @property
     def output(self) -> int:
         return self.prog.output
+
+
+def maybe_rational(prog: Program) -> bool:
+    """False when some value is surely irrational (a transcendental function or constant), so
+    that exact evaluation starts with balls instead of trying rationals first."""
+    return not any(
+        REGISTRY[op].transcendental or (REGISTRY[op].constant and not isinstance(d, (bool, sp.Rational, sp.Float)))
+        for op, d in zip(prog.ops, prog.data)
+    )
 
 
 def differentiate(prog: Program, wrt: tuple[int, ...]) -> Program:
