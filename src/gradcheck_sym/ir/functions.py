@@ -85,6 +85,7 @@ def function(
     parse: Parse | None = None,
     ulps: float = 2.0,
     charge: Callable[[Any, Any], Any] | None = None,
+    local_latex: Callable[[str, str], str] | None = None,
 ) -> OpSpec:
     """Register a smooth function: exact value from a python-flint method, derivative from SymPy
     (or ``partial``), torch lowering, error rule from the derivative.  Its own rounding is
@@ -101,7 +102,7 @@ def function(
     spec = register(OpSpec(
         name=name, exact=exact, torch=torch, rounding=rounding, partial=partial, sympy=(sympy_class,),
         parse=parse, arb=arb, domain=domain, ulps=ulps, function=True, transcendental=True,
-        label=lambda d: name,
+        label=lambda d: name, local_latex=local_latex,
     ))
     return spec
 
@@ -114,6 +115,12 @@ def _arb(method: str) -> Callable[[list[Any], Any], Any]:
     return lambda xs, d: getattr(xs[0], method)()
 
 
+LOCAL_LATEX: dict[str, Callable[[str, str], str]] = {  # how the report writes ∂c/∂x for c = f(x)
+    "exp": lambda c, x: rf"\odot\, {c}",
+    "log": lambda c, x: rf"\oslash\, {x}",
+    "tanh": lambda c, x: rf"\odot\, (1 - {c}^{{2}})",
+}
+
 for _name, _cls, _domain in (
     ("exp", sp.exp, None), ("log", sp.log, _positive), ("sin", sp.sin, None), ("cos", sp.cos, None),
     ("tan", sp.tan, None), ("asin", sp.asin, _closed_unit), ("acos", sp.acos, _closed_unit),
@@ -121,7 +128,7 @@ for _name, _cls, _domain in (
     ("asinh", sp.asinh, None), ("acosh", sp.acosh, _at_least_one), ("atanh", sp.atanh, _open_unit),
     ("erf", sp.erf, None), ("erfc", sp.erfc, None),
 ):
-    function(_name, _cls, torch=_unary(_name), arb=_arb(_name), domain=_domain)
+    function(_name, _cls, torch=_unary(_name), arb=_arb(_name), domain=_domain, local_latex=LOCAL_LATEX.get(_name))
 
 function("atan2", sp.atan2, torch=lambda T, xs, d, dt: T.atan2(xs[0], xs[1]),
          arb=lambda xs, d: type(xs[0]).atan2(xs[0], xs[1]))

@@ -92,6 +92,7 @@ class OpSpec:
     selects: bool = False  # picks among its arguments by conditions (``pw``, ``gate``)
     carries: Callable[[int], range] | None = None  # argument positions derivatives flow through (None: all)
     label: Callable[[Any], str] | None = None  # its node's name in the report's graph (from data)
+    local_latex: Callable[[str, str], str] | None = None  # the report's ∂c/∂x for c = op(x), as it multiplies
 
 
 REGISTRY: dict[str, OpSpec] = {}
