@@ -255,3 +255,13 @@ def test_second_order_tables_for_the_checks():
     assert so.hvp([Fraction(1), Fraction(0)], pts).refs[1].loss.is_value
     assert (table.scale[0] > 0).all()
     assert scalarize([w, b], [0, 3]) == 3 * b
+
+
+def test_a_program_extended_after_evaluation_is_evaluated_as_it_now_is():
+    from gradcheck_sym.reference import program_values
+
+    gp = gradient_program(w**3 * x, VARS, (w,))
+    point = [fmpq(2), fmpq(1), fmpq(0)]  # x, w, b
+    assert [v.value for v in program_values(gp.prog, point).values] == [2, 6]
+    gp.prog.outputs = gp.prog.outputs[::-1]
+    assert [v.value for v in program_values(gp.prog, point).values] == [6, 2]

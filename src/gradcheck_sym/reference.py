@@ -120,7 +120,7 @@ def _straight_line(prog: Program) -> Any:
     looked up in the registry, several times faster than interpreting them.  None for programs
     with branches."""
     cached = getattr(prog, "_straight_line", None)
-    if cached is not None and cached[2] == len(prog):
+    if cached is not None and cached[2] == (len(prog), prog.outputs):
         return cached
     specs = _specs(prog)
     if any(s.selects or s.test is not None or s.boolean for s in specs):
@@ -143,7 +143,7 @@ def _straight_line(prog: Program) -> Any:
     lines.append(f" return [{', '.join(f'v{o}' for o in prog.outputs)}]")
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), f"<program of {len(prog)} slots>", "exec"), namespace)  # noqa: S102 - our code
-    compiled = (namespace["run"], tuple(consts), len(prog), fns)
+    compiled = (namespace["run"], tuple(consts), (len(prog), list(prog.outputs)), fns)
     prog._straight_line = compiled  # type: ignore[attr-defined]
     return compiled
 
@@ -172,11 +172,11 @@ def _components(d: Direction) -> list[int]:
 
 
 def _sided(prog: Program) -> _Sided:
-    cached = getattr(prog, "_sided", None)
-    if cached is None:
-        cached = _Sided(prog)
+    cached: tuple[int, list[int], _Sided] | None = getattr(prog, "_sided", None)
+    if cached is None or cached[0] != len(prog) or cached[1] != prog.outputs:  # built for this program as it is
+        cached = (len(prog), list(prog.outputs), _Sided(prog))
         prog._sided = cached  # type: ignore[attr-defined]
-    return cached
+    return cached[2]
 
 
 def _directional(S: _Sided, A: Any, inputs: Sequence[Any], direction: list[Any]) -> tuple[list[Any], bool]:
