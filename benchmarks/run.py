@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # everything; writes reports/benchmarks.md
     python benchmarks/run.py --quick         # fewer repeats and points, for a smoke test
+    python benchmarks/run.py --only hvp,second-order   # some sections; the other rows are kept
 
 1. building mlp-193's exact gradient: ours against sympy.diff per weight + lambdify(cse=True);
 2. checking mlp-193 at 1,000 points (float64 and float32, autograd and finite differences,
@@ -9,7 +10,10 @@
 3. scaling of the symbolic stage from 224 to 2,390 parameters: time and peak memory;
 4. a whole `python -m gradcheck_sym verify` of the built-in models, cold cache then warm;
 5. throughput at 100,000 points of a small model: the float64 gradient program against
-   torch.func.vmap(torch.func.grad(...)).
+   torch.func.vmap(torch.func.grad(...));
+6. exact Hessian-vector products of mlp-193 at 100 points (seeded random vectors) against
+   torch.autograd.gradgradcheck (float64) at the same points;
+7. the symbolic cost of the second-order (Hessian-vector) program against the first-order one.
 
 Not a test: run by hand, on a quiet machine.  Each ratio is measured in the same run.
 """
@@ -221,6 +225,109 @@ def bench_throughput(points: int, repeats: int) -> dict:
     return {"ours": ours, "theirs": theirs, "points": points, "max_diff": diff}
 
 
+# -- 6. exact Hessian-vector products ------------------------------------------------------------
+
+
+def bench_hvp(points: int, seed: int = 1) -> dict:
+    import torch
+    from flint import fmpq
+
+    from gradcheck_sym import cache
+    from gradcheck_sym.compare import as_float
+    from gradcheck_sym.higher import hvp_program
+    from gradcheck_sym.reference import program_values
+    from gradcheck_sym.sampling import points_for, rounded
+    from gradcheck_sym.zoo import mlp
+
+    cache.disable()
+    m = mlp()
+    wrt = tuple(e.symbol for e in m.entries)
+    t0 = time.perf_counter()
+    hp = hvp_program(m.loss, m.symbols, wrt)
+    build = time.perf_counter() - t0
+    pts = rounded(points_for(m, points, seed), m.symbols, "float64")
+    gen = torch.Generator().manual_seed(seed)
+    vecs = (torch.rand(points, len(wrt), generator=gen, dtype=torch.float64) * 2 - 1).tolist()
+    n = len(wrt)
+
+    def exact_all() -> list[list[float]]:
+        out = []
+        for p, v in zip(pts, vecs):
+            vals = program_values(hp.program, [fmpq(*x.as_integer_ratio()) for x in list(p) + v]).values
+            out.append([as_float(e.value) for e in vals[1 + n:]])
+        return out
+
+    t0 = time.perf_counter()
+    ours = exact_all()
+    ours_time = time.perf_counter() - t0
+
+    def f(*ws: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        a = X
+        for k in range(5):
+            a = torch.sigmoid(ws[2 * k] @ a + ws[2 * k + 1])
+        return ((a - Y) ** 2).sum()
+
+    shapes = [(v.name, v.shape) for v in m.variables]
+
+    def tensors_at(p: tuple[float, ...]) -> dict:
+        i, out = 0, {}
+        for name, shape in shapes:
+            k = shape[0] * shape[1]
+            out[name] = torch.tensor(p[i : i + k], dtype=torch.float64).reshape(shape)
+            i += k
+        return out
+
+    def gradgradcheck_all() -> None:
+        for p in pts:
+            t = tensors_at(p)
+            ws = tuple(t[v.name].requires_grad_(True) for v in m.params)
+            assert torch.autograd.gradgradcheck(lambda *w: f(*w, X=t["X"], Y=t["Y"]), ws)
+
+    t0 = time.perf_counter()
+    gradgradcheck_all()
+    theirs = time.perf_counter() - t0
+    # the same products from torch's double backward, float64: how far from exact
+    worst = 0.0
+    for p, v, exact in zip(pts, vecs, ours):
+        t = tensors_at(p)
+        ws = tuple(t[v_.name].requires_grad_(True) for v_ in m.params)
+        g = torch.autograd.grad(f(*ws, X=t["X"], Y=t["Y"]), ws, create_graph=True)
+        flat = torch.cat([x.reshape(-1) for x in g])
+        vt = torch.tensor(v, dtype=torch.float64)
+        hv = torch.autograd.grad((flat * vt).sum(), ws)
+        got = torch.cat([x.reshape(-1) for x in hv]).tolist()
+        scale = max(abs(e) for e in exact) or 1.0
+        worst = max(worst, max(abs(a - e) for a, e in zip(got, exact)) / scale)
+    return {"points": points, "params": n, "build": build, "ours": ours_time, "theirs": theirs,
+            "slots": len(hp.program), "max_rel_diff": worst}
+
+
+# -- 7. symbolic cost of the second-order program ------------------------------------------------
+
+
+def bench_second_order(repeats: int) -> dict:
+    from gradcheck_sym import cache
+    from gradcheck_sym.higher import hessian_program, hvp_program
+    from gradcheck_sym.symbolic import gradient_program
+    from gradcheck_sym.zoo import linear, mlp
+
+    cache.disable()
+    m = mlp()
+    wrt = tuple(e.symbol for e in m.entries)
+    firsts, seconds = [], []
+    for _ in range(repeats):  # interleaved, so that a busy moment of the machine hits both
+        firsts.append(median_time(lambda: gradient_program(m.loss, m.symbols, wrt), 1))
+        seconds.append(median_time(lambda: hvp_program(m.loss, m.symbols, wrt), 1))
+    first, second = statistics.median(firsts), statistics.median(seconds)
+    n1 = len(gradient_program(m.loss, m.symbols, wrt).prog)
+    n2 = len(hvp_program(m.loss, m.symbols, wrt).program)
+    small = linear()
+    swrt = tuple(e.symbol for e in small.entries)
+    h = hessian_program(small.loss, small.symbols, swrt)
+    return {"first": first, "second": second, "slots1": n1, "slots2": n2, "repeats": repeats,
+            "hessian_small": len(h.program)}
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 
@@ -279,6 +386,7 @@ def render(b: dict, quick: bool) -> str:
                  f"({t['points'] / t['ours'] / 1e6:.1f} M points/s) | torch.func.vmap(grad): {_s(t['theirs'])} "
                  f"({t['points'] / t['theirs'] / 1e6:.1f} M points/s) | {r5:.2f}× its throughput | ≥ 0.5× | "
                  f"{'yes' if r5 >= 0.5 else 'NO'} |")
+    lines += second_order_rows(b)
     lines += ["", "## Scaling of the symbolic stage", "",
               "Gradient program and layer graph from the loss (the model itself, built by the user's SymPy code, is "
               "timed separately), each size in a fresh process, peak memory by tracemalloc.", "",
@@ -289,26 +397,102 @@ def render(b: dict, quick: bool) -> str:
                      f"{_s(r['stage'] / r['params'])} | {r['peak'] / 2**20:.1f} MiB |")
     lines += ["", f"The float64 gradient program and vmap(grad) agree to {t['max_diff']:.1e} at every one of the "
               f"{t['points']:,} points of benchmark 5."]
+    for note in second_order_notes(b):
+        lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def second_order_rows(b: dict) -> list[str]:
+    """Rows 6 and 7 (present when those sections ran)."""
+    lines = []
+    if "hvp" in b:
+        h = b["hvp"]
+        r6 = h["ours"] / h["theirs"]
+        lines.append(f"| 6 | mlp-193: exact Hessian-vector products ({h['params']} weights, seeded random vectors) "
+                     f"at {h['points']} points, certified | {_s(h['ours'])} (+ {_s(h['build'])} to build the program) | "
+                     f"torch.autograd.gradgradcheck, float64, the same {h['points']} points: {_s(h['theirs'])} | "
+                     f"{r6:.3f}× the time | — | — |")
+    if "second_order" in b:
+        so = b["second_order"]
+        r7 = so["second"] / so["first"]
+        lines.append(f"| 7 | mlp-193: build the second-order (Hessian-vector) program against the gradient program | "
+                     f"{_s(so['second'])} ({so['slots2']:,} slots) | gradient program: {_s(so['first'])} "
+                     f"({so['slots1']:,} slots) | {r7:.2f}× | ≤ 3× | {'yes' if r7 <= 3 else 'NO'} |")
+    return lines
+
+
+def second_order_notes(b: dict) -> list[str]:
+    lines = []
+    if "hvp" in b:
+        h = b["hvp"]
+        lines.append(f"Benchmark 6: torch's float64 double backward differs from the exact Hessian-vector products by "
+                     f"at most {h['max_rel_diff']:.1e} (relative to each product's largest entry); gradgradcheck itself "
+                     "says only whether numerical and analytical second derivatives differ.")
+    if "second_order" in b:
+        so = b["second_order"]
+        lines.append(f"Benchmark 7: times are medians of {so['repeats']} builds; the full Hessian program of `linear` "
+                     f"has {so['hessian_small']} slots (reverse over reverse: one more backward pass per weight).")
+    return lines
+
+
+def merge(old: str, b: dict, only: set[str]) -> str:
+    """The committed report with the rows and notes of the sections that ran replaced."""
+    new_rows = second_order_rows(b)
+    numbers = {row.split("|")[1].strip() for row in new_rows}
+    lines = [line for line in old.splitlines() if not (line.startswith("| ") and line.split("|")[1].strip() in numbers)]
+    lines = [line for line in lines if not line.startswith(("Benchmark 6:", "Benchmark 7:"))]
+    while lines and lines[-1] == "":
+        lines.pop()
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("| ") and line.split("|")[1].strip().isdigit())
+    lines[last_row + 1:last_row + 1] = new_rows
+    notes = second_order_notes(b)
+    sections = ",".join(sorted(only))
+    lines += ["", f"Rows 6 and 7 from `python benchmarks/run.py --only {sections}` (same machine)."] if notes else []
+    for note in notes:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("hvp", "second-order")  # the sections --only can run alone (rows 6 and 7)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and points (a smoke test)")
     parser.add_argument("--naive-limit", type=float, default=300.0, help="seconds for the naive build (default: 300)")
+    parser.add_argument("--only", type=lambda t: set(t.split(",")), default=None, metavar="LIST",
+                        help=f"run only these sections ({', '.join(SECTIONS)}) and update their rows, "
+                             "keeping the others (default: everything)")
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
     b: dict = {"repeats": repeats, "gradcheck_repeats": 1}
-    print("1/5 build", file=sys.stderr)
+    if args.only is not None:
+        unknown = args.only - set(SECTIONS)
+        if unknown:
+            parser.error(f"unknown section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")
+        if "hvp" in args.only:
+            print("6/7 hvp", file=sys.stderr)
+            b["hvp"] = bench_hvp(20 if args.quick else 100)
+        if "second-order" in args.only:
+            print("7/7 second order", file=sys.stderr)
+            b["second_order"] = bench_second_order(11)
+        OUT.write_text(merge(OUT.read_text(), b, args.only))
+        print(OUT.read_text())
+        return
+    print("1/7 build", file=sys.stderr)
     b["build"] = bench_build(5 if not args.quick else 1, 20.0 if args.quick else args.naive_limit)
-    print("2/5 check", file=sys.stderr)
+    print("2/7 check", file=sys.stderr)
     b["check"] = bench_check(100 if args.quick else 1000, repeats, 1)
-    print("3/5 scaling", file=sys.stderr)
+    print("3/7 scaling", file=sys.stderr)
     b["scaling"] = bench_scaling(["5-6-7-7-6-5", "10-15-15-10-5", "15-20-20-15-8", "20-30-30-20-10"], repeats)
-    print("4/5 cold/warm", file=sys.stderr)
+    print("4/7 cold/warm", file=sys.stderr)
     b["cold_warm"] = bench_cold_warm(repeats)
-    print("5/5 throughput", file=sys.stderr)
+    print("5/7 throughput", file=sys.stderr)
     b["throughput"] = bench_throughput(100_000, 5 if not args.quick else 2)
+    print("6/7 hvp", file=sys.stderr)
+    b["hvp"] = bench_hvp(20 if args.quick else 100)
+    print("7/7 second order", file=sys.stderr)
+    b["second_order"] = bench_second_order(11)
     OUT.write_text(render(b, args.quick))
     print(OUT.read_text())
 

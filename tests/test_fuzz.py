@@ -15,6 +15,7 @@ from gradcheck_sym import Model, ModelError, verify
 from gradcheck_sym.cli import main
 from gradcheck_sym.compare import VERDICTS
 from gradcheck_sym.functions import FUNCTIONS
+from sympy.codegen.cfunctions import expm1, log1p
 from gradcheck_sym.text import TextError, parse_expression
 
 w, v, x = sp.symbols("w v x", real=True)
@@ -31,6 +32,8 @@ SMOOTH = {
     "atan2": lambda u: sp.atan2(u, 2 + u**2), "Abs": sp.Abs, "sign": lambda u: sp.sign(u) * u,
     "Max": lambda u: sp.Max(u, w * v), "Min": lambda u: sp.Min(u, -(w**2)),
     "Heaviside": lambda u: sp.Heaviside(u) * u, "sqrt": lambda u: sp.sqrt(1 + u**2),
+    "log1p": lambda u: log1p(u**2), "expm1": lambda u: expm1(u / 4),
+    "loggamma": lambda u: sp.loggamma(1 + u**2), "polygamma": lambda u: sp.polygamma(0, 1 + u**2),
 }
 assert {spec.name for spec in FUNCTIONS.values()} <= set(SMOOTH)  # every table row is fuzzed
 
@@ -59,8 +62,8 @@ def test_random_smooth_models_agree_everywhere(expr, seed):
     assert not bad, (loss, bad[:2])
 
 
-RAW = {spec.name: f for f, spec in FUNCTIONS.items() if f not in (sp.atan2, sp.Max, sp.Min, sp.Heaviside)}
-RAW.update({"sqrt": sp.sqrt, "inv": lambda u: 1 / u, "Max": lambda u: sp.Max(u, 0), "Heaviside": sp.Heaviside})
+RAW = {spec.name: f for f, spec in FUNCTIONS.items() if f not in (sp.atan2, sp.Max, sp.Min, sp.Heaviside, sp.polygamma)}
+RAW.update({"digamma": lambda u: sp.polygamma(0, u), "sqrt": sp.sqrt, "inv": lambda u: 1 / u, "Max": lambda u: sp.Max(u, 0), "Heaviside": sp.Heaviside})
 
 
 @FAST

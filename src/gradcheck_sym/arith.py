@@ -19,7 +19,6 @@ from typing import Any
 import sympy as sp
 from flint import arb, fmpq, fmpz
 
-from .functions import FUNCTIONS
 
 
 class NotRational(Exception):
@@ -45,17 +44,19 @@ def _exact_root(q: fmpq, n: int) -> fmpq | None:
     return None
 
 
-_FN_AT_ZERO: dict[type, fmpq | None] = {}
+_FN_AT_ZERO: dict[tuple[str, object], fmpq | None] = {}
 
 
-def _fn_at_zero(f: type) -> fmpq | None:
-    if f not in _FN_AT_ZERO:
+def _fn_at_zero(spec: Any, data: object) -> fmpq | None:
+    key = (spec.name, data)
+    if key not in _FN_AT_ZERO:
         try:
-            v = f(sp.Integer(0))
+            f = spec.sympy[0]
+            v = f(sp.Integer(data), sp.Integer(0)) if data is not None else f(sp.Integer(0))
         except (TypeError, ValueError):  # functions of several arguments
             v = None
-        _FN_AT_ZERO[f] = to_fmpq(v) if isinstance(v, sp.Rational) else None
-    return _FN_AT_ZERO[f]
+        _FN_AT_ZERO[key] = to_fmpq(v) if isinstance(v, sp.Rational) else None
+    return _FN_AT_ZERO[key]
 
 
 class Rationals:
@@ -98,14 +99,19 @@ class Rationals:
             return self.pow(b, sp.Integer(int(e.p)))
         raise NotRational
 
-    def fn(self, f: type, xs: list[fmpq]) -> fmpq:
+    def fn(self, spec: Any, xs: list[fmpq], data: object = None) -> fmpq:
+        """A registry function (`ir.functions.function`) at rational arguments: rational only where
+        SymPy says so at 0 (``sin(0)``, ``atan(0)``) and for ``log(1)``."""
         if len(xs) == 1 and xs[0] == 0:
-            v = _fn_at_zero(f)
+            v = _fn_at_zero(spec, data)
             if v is not None:
                 return v
-        if f is sp.log and len(xs) == 1 and xs[0] == 1:
+        if spec.sympy[0] is sp.log and len(xs) == 1 and xs[0] == 1:
             return fmpq(0)
         raise NotRational
+
+    def nan(self) -> fmpq:
+        raise NotRational  # rationals cannot hold an undefined value; balls (NaN) can
 
     def compare(self, x: fmpq, y: fmpq) -> int | None:
         return (x > y) - (x < y)
@@ -192,7 +198,7 @@ class Balls:
         if not (b.is_finite() and e.is_finite()):
             return arb.nan()
         if e.is_exact() and e.is_integer():
-            return self.pow(b, sp.Integer(int(e.unique_fmpz())))
+            return self.pow(b, sp.Integer(int(e.unique_fmpz())))  # type: ignore[arg-type]
         if b > 0:
             return (e * b.log()).exp()
         if b < 0:
@@ -207,17 +213,20 @@ class Balls:
             raise NeedPrecision
         return arb.nan()  # pragma: no cover
 
-    def fn(self, f: type, xs: list[arb]) -> arb:
+    def nan(self) -> arb:
+        return arb.nan()
+
+    def fn(self, spec: Any, xs: list[arb], data: object = None) -> arb:
+        """A registry function (`ir.functions.function`): NaN outside its real domain or at a pole."""
         if not all(x.is_finite() for x in xs):
             return arb.nan()
-        spec = FUNCTIONS[f]
         if spec.domain is not None:
             inside = spec.domain(xs[0])
             if inside is False:
                 return arb.nan()
             if inside is None and not self.final:
                 raise NeedPrecision
-        y = arb.atan2(xs[0], xs[1]) if spec.arb == "atan2" else getattr(xs[0], spec.arb)()
+        y: arb = spec.arb(xs, data)
         if y.is_finite():
             return y
         if all(x.is_exact() for x in xs) or self.final:

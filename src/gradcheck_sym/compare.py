@@ -27,9 +27,11 @@ from typing import Any
 
 from flint import arb, fmpq
 
-UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
-MANTISSA_BITS = {"float64": 52, "float32": 23}
-MIN_EXPONENT = {"float64": -1022, "float32": -126}
+from .dtypes import DTYPES
+
+UNIT_ROUNDOFF = {name: d.unit_roundoff for name, d in DTYPES.items()}
+MANTISSA_BITS = {name: d.mantissa_bits for name, d in DTYPES.items()}
+MIN_EXPONENT = {name: d.min_exponent for name, d in DTYPES.items()}
 WORST_FACTOR = 2.0  # observed errors stay below 0.4 E: head-room for other evaluation orders
 PROBABLE_FACTOR = 8.0  # observed errors stay below 1.4 σ: eight standard deviations
 FLOOR_ULPS = 4.0

@@ -1,16 +1,19 @@
-"""Exact (or certified) values of the loss and its gradient at a point.
+"""Exact (or certified) values of a program's outputs at a point.
 
-The gradient program (`symbolic`) is run forward, then backward, in exact rationals when every
-value along the way is rational, otherwise in ball arithmetic (python-flint's arb) with the
-precision raised until each ball is far narrower than any float error it will be compared with.
+Any program (`ir.program.Program`: a loss and its gradient, a Jacobian, Hessian entries, JVPs) is
+evaluated in exact rationals when every value along the way is rational, otherwise in ball
+arithmetic (python-flint's arb) with the precision raised until each ball is far narrower than
+any float error it will be compared with.  Each instruction's meaning comes from the registry
+(`ir.ops`); the backward pass is instructions like any other (`ir.derive`).
 
 Three situations get more than a number:
 
 * **On a branch boundary** (a ``Piecewise`` condition, hence an ``Abs``, ``Max``, ``Heaviside``
-  ..., holds with equality): each entry's one-sided partial derivatives are computed exactly by
-  forward accumulation along ``+e_i`` and ``-e_i``, with branches chosen by the sign of the
-  condition's directional derivative.  Equal: the derivative exists.  Different:
-  *nondifferentiable*, both values kept.  A jump in the loss: *undefined*.
+  ..., holds with equality): each derivative output's one-sided values are computed exactly by
+  forward accumulation along ``+d`` and ``-d`` (``d`` the direction it is taken along: a unit
+  vector for a gradient or Hessian entry, the tangent for a JVP), with branches chosen by the
+  sign of the condition's directional derivative.  Equal: the derivative exists.  Different:
+  *nondifferentiable*, both values kept.  A jump in the differentiated quantity: *undefined*.
 * **Undefined** values (``log`` of a negative, a pole) give *undefined*.
 * **Removable singularities** (``sin(x)/x`` at 0): if a ``limit`` callback is given (SymPy's
   ``limit`` along a line, small models only), its value is used instead of *undefined*.
@@ -22,11 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sympy as sp
 from flint import arb, ctx, fmpq
 
 from .arith import Balls, NeedPrecision, NotRational, Rationals
-from .graph import logic
-from .symbolic import NO_PARTIAL, GradientProgram
+from .ir.derive import Tangents, forward
+from .ir.ops import REGISTRY, OpSpec
+from .ir.program import Derivative, Direction, Program
 
 START_PREC = 128
 MAX_PREC = 4096
@@ -35,14 +40,7 @@ MAX_PREC = 4096
 NARROW = 2.0**-83
 NARROW_BITS = 83
 
-_REL = {
-    "<": lambda s: s < 0,
-    "<=": lambda s: s <= 0,
-    ">": lambda s: s > 0,
-    ">=": lambda s: s >= 0,
-    "==": lambda s: s == 0,
-    "!=": lambda s: s != 0,
-}
+Limit = Callable[[int], Any]  # output index -> value at a removable singularity, or None
 
 
 @dataclass(frozen=True)
@@ -70,152 +68,164 @@ class PointReference:
     boundary: bool  # the point lies on a branch boundary (kink) of the loss
 
 
-def _apply(A: Any, op: str, k: int, args: tuple[int, ...], data: Any, vals: list[Any]) -> Any:
-    """One instruction's value (all ops but ``var``, ``rel`` and ``pw``)."""
-    if op == "mul":
-        it = iter(args)
-        r = vals[next(it)]
-        for a in it:
-            r = r * vals[a]
-        return r
-    if op == "add":
-        it = iter(args)
-        r = vals[next(it)]
-        for a in it:
-            r = r + vals[a]
-        return r
-    if op == "pow":
-        return A.pow(vals[args[0]], data)
-    if op == "const":
-        return A.const(data)
-    if op == "fn":
-        return A.fn(data, [vals[a] for a in args])
-    if op == "powv":
-        return A.powv(vals[args[0]], vals[args[1]])
-    if op in ("and", "or", "not"):
-        return logic(op, [vals[a] for a in args])
-    raise AssertionError(op)
+@dataclass(frozen=True)
+class ProgramValues:
+    """Every output of a program at one point, and how they were obtained."""
+
+    values: tuple[ExactValue, ...]
+    arithmetic: str  # "rational" or "ball/<bits>"
+    boundary: bool  # the point lies on a branch boundary
 
 
-def _pick(args: tuple[int, ...], vals: list[Any]) -> int | None:
-    """Index of the selected Piecewise branch (None: undefined condition or no branch)."""
-    for b in range(0, len(args), 2):
-        c = vals[args[b + 1]]
-        if c is None:
-            return None
-        if c:
-            return b // 2
-    return None
+def _specs(prog: Program) -> list[OpSpec]:
+    cached: list[OpSpec] | None = getattr(prog, "_specs", None)
+    if cached is None or len(cached) != len(prog):
+        cached = [REGISTRY[op] for op in prog.ops]
+        prog._specs = cached  # type: ignore[attr-defined]
+    return cached
 
 
-def _forward(gp: GradientProgram, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], dict[int, int | None], bool]:
-    """Evaluate every slot; return values, the branch chosen at each Piecewise, and whether any
-    condition holds with equality (a boundary)."""
-    prog = gp.prog
-    ops, argss, datas = prog.ops, prog.args, prog.data
+def _undefined(A: Any, x: Any) -> bool:
+    return bool(A.undefined(x))
+
+
+def _value(A: Any, x: Any) -> Any:
+    """A slot's value as a number: "nothing" (no adjoint reached it) is zero."""
+    return A.zero if x is None else x
+
+
+def _run(prog: Program, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], bool]:
+    """Every slot's value, and whether some condition holds with equality (a boundary)."""
+    specs = _specs(prog)
+    argss, datas = prog.args, prog.data
     vals: list[Any] = [None] * len(prog)
-    chosen: dict[int, int | None] = {}
     boundary = False
     for k in range(len(prog)):
-        op, args, data = ops[k], argss[k], datas[k]
-        if op == "var":
+        spec, args, data = specs[k], argss[k], datas[k]
+        if spec.leaf:
             vals[k] = inputs[data]
-        elif op == "rel":
+        elif spec.test is not None:
             s = A.compare(vals[args[0]], vals[args[1]])
             if s == 0:
                 boundary = True
-            vals[k] = None if s is None else _REL[data](s)
-        elif op == "pw":
-            b = chosen[k] = _pick(args, vals)
-            vals[k] = _nan(A) if b is None else vals[args[2 * b]]
+            vals[k] = None if s is None else spec.test(s, data)
         else:
-            vals[k] = _apply(A, op, k, args, data, vals)
-    return vals, chosen, boundary
+            vals[k] = spec.exact(A, [vals[a] for a in args], data)
+    return vals, boundary
 
 
-def _nan(A: Any) -> Any:
-    if isinstance(A, Balls):
-        return arb.nan()
-    raise NotRational  # rationals cannot hold an undefined value; balls (NaN) can
+def _straight_line(prog: Program) -> Any:
+    """The program as one generated Python function, for programs without branches (no
+    conditions, so no boundaries and no liveness to track): every instruction a plain statement,
+    looked up in the registry, several times faster than interpreting them.  None for programs
+    with branches."""
+    cached = getattr(prog, "_straight_line", None)
+    if cached is not None and cached[2] == (len(prog), prog.outputs):
+        return cached
+    specs = _specs(prog)
+    if any(s.selects or s.test is not None or s.boolean for s in specs):
+        return None
+    lines = ["def run(inputs, A, C, F, D):"]
+    consts: list[tuple[OpSpec, Any]] = []
+    fns: dict[int, Any] = {}
+    for k, (spec, args, data) in enumerate(zip(specs, prog.args, prog.data)):
+        a = [f"v{x}" for x in args]
+        if spec.leaf:
+            lines.append(f" v{k} = inputs[{data}]")
+        elif spec.constant:
+            lines.append(f" v{k} = C[{len(consts)}]")
+            consts.append((spec, data))
+        elif spec.code is not None:
+            lines.append(f" v{k} = {spec.code(a)}")
+        else:
+            fns[k] = spec.exact
+            lines.append(f" v{k} = F[{k}](A, [{', '.join(a)}], D[{k}])")
+    lines.append(f" return [{', '.join(f'v{o}' for o in prog.outputs)}]")
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), f"<program of {len(prog)} slots>", "exec"), namespace)  # noqa: S102 - our code
+    compiled = (namespace["run"], tuple(consts), (len(prog), list(prog.outputs)), fns)
+    prog._straight_line = compiled  # type: ignore[attr-defined]
+    return compiled
 
 
-def _backward(gp: GradientProgram, vals: list[Any], chosen: dict[int, int | None], one: Any) -> list[Any]:
-    """Adjoints ∂loss/∂slot, flowing only along live edges (selected branches)."""
-    adj: list[Any] = [None] * gp.n_forward
-    adj[gp.output] = one
-    for k in reversed(gp.order):
-        a = adj[k]
-        if a is None:
-            continue
-        if k in gp.branches:
-            b = chosen.get(k)
-            if b is None:
-                continue
-            target = gp.branches[k][b]
-            if target >= 0:
-                adj[target] = a if adj[target] is None else adj[target] + a
-            continue
-        for arg, p in gp.edges[k]:
-            c = a if p == NO_PARTIAL else a * vals[p]
-            adj[arg] = c if adj[arg] is None else adj[arg] + c
-    return adj
+class _Sided:
+    """The program extended by forward accumulation of tangents along direction variables: the
+    instrument for one-sided derivatives at a boundary."""
+
+    def __init__(self, prog: Program) -> None:
+        derivs = [d for d in prog.derivatives if d is not None]
+        along = sorted({j for d in derivs for j in _components(d.along)})
+        self.prog = p = prog.copy()
+        n = len(prog.variables)
+        p.variables = prog.variables + tuple(sp.Dummy(f"d{j}") for j in along)
+        self.position = {j: i for i, j in enumerate(along)}  # differentiated variable -> direction input
+        self.dir_slots = [p.emit("var", (), n + i) for i in range(len(along))]
+        var_slots = {d: k for k, (op, d) in enumerate(zip(p.ops, p.data)) if REGISTRY[op].leaf and k < len(prog)}
+        seeds = {var_slots[j]: s for j, s in zip(along, self.dir_slots) if j in var_slots}
+        self.upto = max((d.of for d in derivs), default=-1)
+        self.tangents: Tangents = forward(p, seeds, self.upto)
+        self.n = n
 
 
-def _directional(gp: GradientProgram, A: Any, inputs: Sequence[Any], entry: int, direction: int) -> tuple[Any, Any, bool]:
-    """Loss value and directional derivative along ``direction * e_entry`` from the point, with
-    each boundary branch chosen by the side the direction leads to.  Returns (value, derivative,
-    tie) where tie means a condition's directional derivative was zero too."""
-    prog = gp.prog
-    ops, argss, datas = prog.ops, prog.args, prog.data
-    vals: list[Any] = [None] * len(prog)
-    tans: list[Any] = [A.zero] * gp.n_forward
-    seed_slot = gp.wrt_slots[entry]
+def _components(d: Direction) -> list[int]:
+    return [d.unit] if d.unit >= 0 else [j for j, _ in d.vector]
+
+
+def _sided(prog: Program) -> _Sided:
+    cached: tuple[int, list[int], _Sided] | None = getattr(prog, "_sided", None)
+    if cached is None or cached[0] != len(prog) or cached[1] != prog.outputs:  # built for this program as it is
+        cached = (len(prog), list(prog.outputs), _Sided(prog))
+        prog._sided = cached  # type: ignore[attr-defined]
+    return cached[2]
+
+
+def _directional(S: _Sided, A: Any, inputs: Sequence[Any], direction: list[Any]) -> tuple[list[Any], bool]:
+    """Values and tangents along ``direction`` (one value per direction input), with each
+    boundary branch chosen by the side the direction leads to; also whether a condition's
+    directional derivative was zero too (a tie)."""
+    p = S.prog
+    specs = _specs(p)
+    argss, datas = p.args, p.data
+    vals: list[Any] = [None] * len(p)
+    full = list(inputs) + direction
+    for slot in S.dir_slots:
+        vals[slot] = full[datas[slot]]
+    tan = S.tangents.of
     tie = False
-    for k in range(gp.n_forward):
-        op, args, data = ops[k], argss[k], datas[k]
-        if op == "var":
-            vals[k] = inputs[data]
-            if k == seed_slot:
-                tans[k] = A.one if direction > 0 else -A.one
-            continue
-        if op == "rel":
+
+    def step(k: int, sided: bool) -> None:
+        nonlocal tie
+        spec, args, data = specs[k], argss[k], datas[k]
+        if spec.leaf:
+            vals[k] = full[data]
+        elif spec.test is not None:
             s = A.compare(vals[args[0]], vals[args[1]])
-            if s == 0:
-                t = A.sign(tans[args[0]] - tans[args[1]]) if not _is_undef(A, tans[args[0]] - tans[args[1]]) else 0
-                if t == 0:
+            if s == 0 and sided:
+                d = _value(A, vals[tan[args[0]]] if args[0] in tan else None) - \
+                    _value(A, vals[tan[args[1]]] if args[1] in tan else None)
+                s = 0 if _undefined(A, d) else A.sign(d)
+                if s == 0:
                     tie = True
-                s = t
-            vals[k] = None if s is None else _REL[data](s)
-            continue
-        if op == "pw":
-            b = _pick(args, vals)
-            if b is None:
-                vals[k] = tans[k] = _nan(A)
-            else:
-                vals[k], tans[k] = vals[args[2 * b]], tans[args[2 * b]]
-            continue
-        vals[k] = _apply(A, op, k, args, data, vals)
-        if gp.active[k]:
-            start, end = gp.partials[k]
+            vals[k] = None if s is None else spec.test(s, data)
+        else:
+            vals[k] = spec.exact(A, [vals[a] for a in args], data)
+
+    emitted = S.tangents.emitted
+    for k in range(S.upto + 1):
+        step(k, True)
+        if k in emitted:
+            start, end = emitted[k]
             for j in range(start, end):
-                vals[j] = _apply(A, ops[j], j, argss[j], datas[j], vals)
-            t = A.zero
-            for arg, p in gp.edges[k]:
-                t = t + (tans[arg] if p == NO_PARTIAL else vals[p] * tans[arg])
-            tans[k] = t
-    return vals[gp.output], tans[gp.output], tie
-
-
-def _is_undef(A: Any, x: Any) -> bool:
-    return A.undefined(x)
+                step(j, False)
+    return vals, tie
 
 
 def _same(A: Any, x: Any, y: Any) -> bool | None:
     """Equal (True), different (False), or cannot tell (None)."""
-    if _is_undef(A, x) or _is_undef(A, y):
+    if _undefined(A, x) or _undefined(A, y):
         return None
     if isinstance(A, Rationals):
-        return x == y
+        return bool(x == y)
     d = x - y
     if d.is_zero() or (d.contains(0) and d.rad() <= NARROW * max(abs(float(x.mid())), abs(float(y.mid())), 2.0**-1000)):
         return True
@@ -224,112 +234,81 @@ def _same(A: Any, x: Any, y: Any) -> bool | None:
     return None
 
 
-def _straight_line(gp: GradientProgram) -> Any:
-    """The program as one generated Python function, for programs without branches (no
-    ``Piecewise``, so no boundaries and no liveness to track): the forward, the local
-    derivatives and the backward accumulation as plain statements, several times faster than
-    interpreting the instructions.  Returns None for programs with branches."""
-    cached = getattr(gp, "_straight_line", None)
-    if cached is not None or gp.branches or "rel" in gp.prog.ops:
-        return cached
-    prog = gp.prog
-    lines = ["def run(inputs, A, C):"]
-    consts: list[Any] = []
-    for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
-        a = [f"v{x}" for x in args]
-        if op == "var":
-            lines.append(f" v{k} = inputs[{data}]")
-        elif op == "const":
-            lines.append(f" v{k} = C[{len(consts)}]")
-            consts.append(data)
-        elif op == "add":
-            lines.append(f" v{k} = {' + '.join(a)}")
-        elif op == "mul":
-            lines.append(f" v{k} = {' * '.join(a)}")
-        elif op == "pow":
-            lines.append(f" v{k} = A.pow({a[0]}, D[{k}])")
-        elif op == "powv":
-            lines.append(f" v{k} = A.powv({a[0]}, {a[1]})")
-        elif op == "fn":
-            lines.append(f" v{k} = A.fn(D[{k}], [{', '.join(a)}])")
-        else:  # pragma: no cover - only rel/pw/logic, excluded above
-            return None
-    seen: set[int] = set()
-
-    def accumulate(target: int, term: str) -> None:
-        lines.append(f" a{target} = {term}" if target not in seen else f" a{target} = a{target} + {term}")
-        seen.add(target)
-
-    accumulate(gp.output, "A.one")
-    for k in reversed(gp.order):
-        for arg, p in gp.edges[k]:
-            accumulate(arg, f"a{k}" if p == NO_PARTIAL else f"a{k} * v{p}")
-    grads = [f"a{s}" if s in seen else "A.zero" for s in gp.wrt_slots]
-    lines.append(f" return v{prog.output}, [{', '.join(grads)}]")
-    namespace: dict[str, Any] = {"D": prog.data}
-    exec(compile("\n".join(lines), f"<gradient program of {len(prog)} slots>", "exec"), namespace)  # noqa: S102 - our code
-    fn = namespace["run"]
-    gp._straight_line = (fn, tuple(consts))  # type: ignore[attr-defined]
-    return gp._straight_line  # type: ignore[attr-defined]
+Sides = dict[int, tuple[Any, Any, str]]  # output index -> (left, right, note)
 
 
-def _evaluate(
-    gp: GradientProgram, A: Any, inputs: Sequence[Any]
-) -> tuple[Any, list[Any], bool, list[tuple[Any, Any, str]] | None]:
-    compiled = _straight_line(gp)
+def _one_sided(prog: Program, A: Any, inputs: Sequence[Any], vals: list[Any]) -> Sides:
+    """Left and right values of every derivative output, by directional passes (two per
+    direction), at a point on a boundary."""
+    S = _sided(prog)
+    passes: dict[tuple[Direction, int], tuple[list[Any], bool]] = {}
+    sides: Sides = {}
+    for i, d in enumerate(prog.derivatives):
+        if d is None or _undefined(A, _value(A, vals[d.of])):
+            continue
+        results = []
+        for sign in (+1, -1):
+            key = (d.along, sign)
+            if key not in passes:
+                passes[key] = _directional(S, A, inputs, _direction(S, A, inputs, d.along, sign))
+            dv, tie = passes[key]
+            t = _value(A, dv[S.tangents.of[d.of]] if d.of in S.tangents.of else None)
+            results.append((_value(A, dv[d.of]), t, tie))
+        (vr, right, tie_r), (vl, left_neg, tie_l) = results
+        left = -left_neg if not _undefined(A, left_neg) else left_neg
+        base = _value(A, vals[d.of])
+        jump = _same(A, vr, base) is False or _same(A, vl, base) is False
+        sides[i] = (left, right, "jump" if jump else ("tie" if (tie_r or tie_l) else ""))
+    return sides
+
+
+def _direction(S: _Sided, A: Any, inputs: Sequence[Any], along: Direction, sign: int) -> list[Any]:
+    out = [A.zero] * len(S.position)
+    if along.unit >= 0:
+        out[S.position[along.unit]] = A.one if sign > 0 else -A.one
+    else:
+        for j, h in along.vector:
+            out[S.position[j]] = inputs[h] if sign > 0 else -inputs[h]
+    return out
+
+
+def _evaluate(prog: Program, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], bool, Sides | None]:
+    compiled = _straight_line(prog)
     if compiled is not None:
-        run, consts = compiled
-        loss, grads = run(inputs, A, [A.const(c) for c in consts])
-        return loss, grads, False, None
-    vals, chosen, boundary = _forward(gp, A, inputs)
-    loss = vals[gp.output]
-    adj = _backward(gp, vals, chosen, A.one)
-    grads = [A.zero if adj[s] is None else adj[s] for s in gp.wrt_slots]
-    sides = None
-    if boundary and not _is_undef(A, loss):
-        sides = []
-        for i in range(len(gp.wrt_slots)):
-            vr, right, tie_r = _directional(gp, A, inputs, i, +1)
-            vl, left_neg, tie_l = _directional(gp, A, inputs, i, -1)
-            left = -left_neg if not _is_undef(A, left_neg) else left_neg
-            jump = _same(A, vr, loss) is False or _same(A, vl, loss) is False
-            note = "jump" if jump else ("tie" if (tie_r or tie_l) else "")
-            sides.append((left, right, note))
-    return loss, grads, boundary, sides
+        run, consts, _, fns = compiled
+        outs = run(inputs, A, [spec.exact(A, [], c) for spec, c in consts], fns, prog.data)
+        return [_value(A, o) for o in outs], False, None
+    vals, boundary = _run(prog, A, inputs)
+    outs = [_value(A, vals[o]) for o in prog.outputs]
+    sides = _one_sided(prog, A, inputs, vals) if boundary and prog.derivatives else None
+    return outs, boundary, sides
 
 
-def _to_exact(A: Any, x: Any) -> Any:
-    return None if _is_undef(A, x) else x
-
-
-def reference_at(
-    gp: GradientProgram,
+def program_values(
+    prog: Program,
     point: Sequence[fmpq],
     *,
     scales: Sequence[float] | None = None,
-    limit: Callable[[int | None], Any] | None = None,
+    limit: Limit | None = None,
     rational: bool = True,
-) -> PointReference:
-    """The true loss and gradient at ``point`` (values of ``gp.prog.variables``, in order).
+) -> ProgramValues:
+    """The true value of every output of ``prog`` at ``point`` (values of ``prog.variables``).
 
-    ``scales`` (loss first, then one per entry) are the sizes that a float computation's error
-    is measured against; a ball is narrow enough when its radius is below ``NARROW`` times the
-    scale.  ``limit(i)`` (``None`` for the loss) may supply the value at a removable singularity.
+    ``scales`` (one per output) are the sizes a float computation's error is measured against; a
+    ball is narrow enough when its radius is below ``NARROW`` times the scale.  ``limit(i)`` may
+    supply output ``i``'s value at a removable singularity.
 
-    >>> import sympy as sp
-    >>> from flint import fmpq
-    >>> x, y, w = sp.symbols("x y w", real=True)
-    >>> from gradcheck_sym.symbolic import gradient_program
-    >>> gp = gradient_program((x*w - y)**2, (x, y, w), (w,))
-    >>> reference_at(gp, [fmpq(2), fmpq(4), fmpq(1)]).grads[0].value
-    -8
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> from gradcheck_sym.ir.compile import compile_expr
+    >>> program_values(compile_expr(x * w**2, (x, w), rewrite_kinks=True), [fmpq(3), fmpq(2)]).values[0].value
+    12
     """
     A: Any
     if rational:
         try:
             A = Rationals()
-            loss, grads, boundary, sides = _evaluate(gp, A, list(point))
-            return _package(A, loss, grads, boundary, sides, "rational", limit)
+            outs, boundary, sides = _evaluate(prog, A, list(point))
+            return _package(prog, A, outs, boundary, sides, "rational", limit)
         except NotRational:
             pass
     prec = START_PREC
@@ -340,16 +319,38 @@ def reference_at(
             ctx.prec = prec
             A = Balls(final=final)
             try:
-                inputs = [arb(q) for q in point]
-                loss, grads, boundary, sides = _evaluate(gp, A, inputs)
+                outs, boundary, sides = _evaluate(prog, A, [arb(q) for q in point])
             except NeedPrecision:
                 prec *= 2
                 continue
-            if final or _narrow([loss, *grads], scales):
-                return _package(A, loss, grads, boundary, sides, f"ball/{prec}", limit)
+            if final or _narrow(outs, scales):
+                return _package(prog, A, outs, boundary, sides, f"ball/{prec}", limit)
             prec *= 2
     finally:
         ctx.prec = old
+
+
+def reference_at(
+    gp: Any,
+    point: Sequence[fmpq],
+    *,
+    scales: Sequence[float] | None = None,
+    limit: Callable[[int | None], Any] | None = None,
+    rational: bool = True,
+) -> PointReference:
+    """The true loss and gradient at ``point``, from a gradient program (`symbolic`) whose
+    outputs are the loss, then the gradient entries.  ``limit(i)`` (``None`` for the loss) may
+    supply a value at a removable singularity.
+
+    >>> x, y, w = sp.symbols("x y w", real=True)
+    >>> from gradcheck_sym.symbolic import gradient_program
+    >>> gp = gradient_program((x*w - y)**2, (x, y, w), (w,))
+    >>> reference_at(gp, [fmpq(2), fmpq(4), fmpq(1)]).grads[0].value
+    -8
+    """
+    lim: Limit | None = None if limit is None else (lambda i: limit(None if i == 0 else i - 1))
+    r = program_values(gp.prog, point, scales=scales, limit=lim, rational=rational)
+    return PointReference(r.values[0], r.values[1:], r.arithmetic, r.boundary)
 
 
 def _narrow(values: Sequence[Any], scales: Sequence[float] | None) -> bool:
@@ -364,34 +365,50 @@ def _narrow(values: Sequence[Any], scales: Sequence[float] | None) -> bool:
     return True
 
 
+def _to_exact(A: Any, x: Any) -> Any:
+    return None if _undefined(A, x) else x
+
+
 def _package(
+    prog: Program,
     A: Any,
-    loss: Any,
-    grads: list[Any],
+    outs: list[Any],
     boundary: bool,
-    sides: list[tuple[Any, Any, str]] | None,
+    sides: Sides | None,
     arithmetic: str,
-    limit: Callable[[int | None], Any] | None,
-) -> PointReference:
-    def undefined_or_limit(i: int | None, reason: str) -> ExactValue:
+    limit: Limit | None,
+) -> ProgramValues:
+    def undefined_or_limit(i: int, reason: str) -> ExactValue:
         if limit is not None:
             v = limit(i)
             if v is not None:
                 return ExactValue("value", v, reason="limit (removable singularity)")
         return ExactValue("undefined", reason=reason)
 
-    if _is_undef(A, loss):
-        lv = undefined_or_limit(None, "the loss is undefined here (outside its real domain or at a pole)")
-        if not lv.is_value:
-            return PointReference(lv, tuple(ExactValue("undefined", reason=lv.reason) for _ in grads), arithmetic, boundary)
-    else:
-        lv = ExactValue("value", loss)
-    out = []
-    for i, g in enumerate(grads):
-        if sides is not None:
+    index = {slot: i for i, slot in enumerate(prog.outputs)}
+    out: list[ExactValue] = []
+    for i, g in enumerate(outs):
+        d: Derivative | None = prog.derivative_of(i)
+        of = out[index[d.of]] if d is not None and d.of in index and index[d.of] < i else None
+        if of is not None and of.kind == "undefined" and of.left is None and _undefined(A, outs[index[d.of]]):  # type: ignore[union-attr]
+            out.append(ExactValue("undefined", reason=of.reason))  # what it differentiates is undefined
+            continue
+        if of is not None and of.kind == "nondifferentiable":  # a corner: no derivative of it, not even one-sided
+            out.append(ExactValue("undefined", reason="the derivative it differentiates does not exist here "
+                                  f"({of.reason}), so neither does this one"))
+            continue
+        if d is None:
+            if _undefined(A, g):
+                what = "the loss" if i == 0 else "the value"
+                out.append(undefined_or_limit(i, f"{what} is undefined here (outside its real domain or at a pole)"))
+            else:
+                out.append(ExactValue("value", g))
+            continue
+        if sides is not None and i in sides:
             left, right, note = sides[i]
             if note == "jump":
-                out.append(ExactValue("undefined", reason="the loss jumps at this point (discontinuous)"))
+                what = "the loss" if prog.outputs and d.of == prog.outputs[0] else "the quantity differentiated"
+                out.append(ExactValue("undefined", reason=f"{what} jumps at this point (discontinuous)"))
                 continue
             same = _same(A, left, right)
             if same:
@@ -408,8 +425,8 @@ def _package(
                 reason="a one-sided derivative is infinite or undefined here",
             ))
             continue
-        if _is_undef(A, g):
+        if _undefined(A, g):
             out.append(undefined_or_limit(i, "the derivative is infinite or undefined here"))
         else:
             out.append(ExactValue("value", g))
-    return PointReference(lv, tuple(out), arithmetic, boundary)
+    return ProgramValues(tuple(out), arithmetic, boundary)

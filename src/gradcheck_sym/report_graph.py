@@ -90,12 +90,11 @@ def _local(consumer: Layer, layer: Layer, names: dict[str, tuple[str, str]]) -> 
         return rf"\odot\, (-{c}^{{2}})"
     if label == "sqrt":
         return rf"\oslash\, (2 {c})"
-    if label == "exp":
-        return rf"\odot\, {c}"
-    if label == "log":
-        return rf"\oslash\, {x}"
-    if label == "tanh":
-        return rf"\odot\, (1 - {c}^{{2}})"
+    from .ir.ops import REGISTRY  # a function's own rule (imported here: rendering alone needs no SymPy)
+
+    spec = REGISTRY.get(label)
+    if spec is not None and spec.local_latex is not None:
+        return spec.local_latex(c, x)
     if label.startswith(("MM", "MUL")):
         return (r"\odot\, " + r" \odot ".join(others)) if others else ""
     if label.startswith("SCALE "):

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .dtypes import UNIT_ROUNDOFF
 from .errors import ImplError
 from .model import Model, Variable
 from .torch_codegen import TORCH_DTYPES, TorchForward
@@ -30,7 +31,6 @@ Point = tuple[float, ...]
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
 FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
 FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
-UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
 
 
 @dataclass(frozen=True, kw_only=True)

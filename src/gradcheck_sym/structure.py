@@ -19,58 +19,60 @@ per-layer backward recurrence are rendered from it (`report_graph`).
 
 from __future__ import annotations
 
-import sympy as sp
+from typing import Any
 
-from .graph import Program
+
+from .ir.ops import REGISTRY, carried
+from .ir.program import Program
 from .model import Model
 from .results import Layer
 
 MAX_LAYERS = 60  # beyond this the picture is no clearer than the formula
-_SILENT = ("var", "const", "rel", "and", "or", "not")
+
+
+def _silent(op: str) -> bool:
+    """Variables, constants and conditions are not drawn as nodes."""
+    spec = REGISTRY[op]
+    return spec.leaf or spec.constant or spec.boolean
 
 
 def _consts(prog: Program, k: int) -> list[object]:
-    return [prog.data[a] for a in prog.args[k] if prog.ops[a] == "const"]
+    return [prog.data[a] for a in prog.args[k] if REGISTRY[prog.ops[a]].constant]
 
 
 def _nonconst(prog: Program, k: int) -> list[int]:
-    return [a for a in prog.args[k] if prog.ops[a] != "const"]
+    return [a for a in prog.args[k] if not REGISTRY[prog.ops[a]].constant]
 
 
 def _sigmoid_argument(prog: Program, k: int) -> int | None:
-    """u if slot k computes 1/(1 + exp(u)) (SymPy's form of sigmoid(-u)), else None."""
+    """u if slot k computes 1/(1 + exp(u)) (SymPy's form of sigmoid(-u)), else None.  (Layer
+    recognition matches SymPy's spellings of sigmoid, negation and products by op name: patterns
+    of several ops, which no single registry entry can know.)"""
     ops, args, data = prog.ops, prog.args, prog.data
     if ops[k] != "pow" or data[k] != -1:
         return None
     add = args[k][0]
     if ops[add] != "add" or len(args[add]) != 2:
         return None
-    one = [a for a in args[add] if ops[a] == "const" and data[a] == 1]
+    one = [a for a in args[add] if REGISTRY[ops[a]].constant and data[a] == 1]
     rest = [a for a in args[add] if a not in one]
-    if len(one) != 1 or len(rest) != 1 or ops[rest[0]] != "fn" or data[rest[0]] is not sp.exp:
+    if len(one) != 1 or len(rest) != 1 or ops[rest[0]] != "exp":
         return None
     return args[rest[0]][0]
 
 
 def _label(prog: Program, k: int, param_slots: set[int]) -> str:
     op, data = prog.ops[k], prog.data[k]
-    if op == "add":
-        return "ADD"
-    if op == "mul":
+    if op == "mul":  # a product's name depends on what it multiplies (a weight: MM)
         nonconst = _nonconst(prog, k)
         scale = [c for c in _consts(prog, k) if c not in (1, -1)]
         base = "MM" if len(nonconst) == 2 and any(a in param_slots for a in nonconst) else "MUL"
         if len(nonconst) == 1:
             base = "SCALE"
         return f"{base} {scale[0]}" if len(scale) == 1 else base
-    if op == "pow":
-        return {-1: "INV", sp.Rational(1, 2): "sqrt"}.get(data, f"POW {data}")
-    if op == "powv":
-        return "POW"
-    if op == "fn":
-        return getattr(data, "__name__", str(data))
-    if op == "pw":
-        return "Piecewise"
+    label = REGISTRY[op].label
+    if label is not None:
+        return label(data)
     return op.upper()
 
 
@@ -117,12 +119,13 @@ def layers(model: Model, prog: Program) -> tuple[Layer, ...] | None:
         if u is not None:
             sigmoid_of[k] = u
     for k in range(n):
-        if k in signs.negation or ops[k] in _SILENT:
+        if k in signs.negation or _silent(ops[k]):
             continue
         if k in sigmoid_of:
             continue
-        args = prog.args[k][0::2] if ops[k] == "pw" else prog.args[k]
-        reads[k] = [signs.source(a) for a in args if ops[a] != "const"]
+        spec = REGISTRY[ops[k]]
+        args = tuple(prog.args[k][i] for i in carried(spec, len(prog.args[k]))) if spec.selects else prog.args[k]
+        reads[k] = [signs.source(a) for a in args if not REGISTRY[ops[a]].constant]
         label[k] = _label(prog, k, param_slots)
     for k, u in sigmoid_of.items():
         # 1/(1 + exp(u)) = sigmoid(-u): read -u as z when u is a negation or a sum of negations
@@ -135,7 +138,7 @@ def layers(model: Model, prog: Program) -> tuple[Layer, ...] | None:
     depth: dict[int, int] = {}
     group: dict[int, str] = {}
     keys: dict[tuple[object, ...], str] = {}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for v in model.variables:
         if any(slots[s] in live for s in v.symbols):
             out[f"v_{_safe(v.name)}"] = dict(
