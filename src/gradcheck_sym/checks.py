@@ -120,6 +120,37 @@ class ExactArrays:
         return r.loss if j == 0 else r.grads[j - 1]
 
 
+@dataclass
+class StackedArrays(ExactArrays):
+    """Several `ExactArrays` side by side: column 0 is the first one's, then the gradient columns
+    of each in turn (a Hessian's rows, a Jacobian's rows, several HVPs or VJPs), or with
+    ``values`` their column 0s (an operator's outputs)."""
+
+    parts: list[ExactArrays] | None = None
+    width: int = 0  # columns per part
+    values: bool = False
+
+    def value(self, i: int, j: int) -> ExactValue:
+        assert self.parts is not None
+        if j == 0:
+            return self.parts[0].value(i, 0)
+        part, col = divmod(j - 1, self.width)
+        return self.parts[part].value(i, 0 if self.values else col + 1)
+
+
+def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> StackedArrays:
+    """``parts`` side by side (see `StackedArrays`); ``values``: their column 0s, not gradients."""
+    cols = slice(0, 1) if values else slice(1, None)
+
+    def cat(name: str) -> torch.Tensor:
+        first = getattr(parts[0], name)[:, :1]
+        return torch.cat([first, *(getattr(p, name)[:, cols] for p in parts)], dim=1)
+
+    width = 1 if values else parts[0].hi.shape[1] - 1
+    return StackedArrays(kind=cat("kind"), hi=cat("hi"), lo=cat("lo"), left=cat("left"), right=cat("right"),
+                         scale=cat("scale"), refs=parts[0].refs, parts=list(parts), width=width, values=values)
+
+
 def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
     random point is by both dtypes, is converted once)."""
@@ -162,6 +193,32 @@ class Group:
     attribution: torch.Tensor  # codes of compare.ATTRIBUTION
     fd_error: torch.Tensor | None = None
     noise: torch.Tensor | None = None  # fd only: which mismatches are noise (else forward)
+    exact: ExactArrays | None = None  # the exact side compared with, when not the dtype's own
+    layout: tuple[str, int] | None = None  # columns as ("hessian" | "hvp" | "jacobian" | "vjp", entries)
+    output: int | None = None  # an operator's output entry, for a group of one output
+
+
+def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
+    """Which quantity column ``j`` of ``g`` is: the Check fields that name it."""
+    if g.quantity == "loss":
+        return {"param": "loss"}
+    if g.quantity == "value":
+        return {"param": "value", "output": j}
+    if g.layout is None:
+        e = entries[j]
+        return {"param": e.variable.name, "index": e.index or None, "output": g.output}
+    kind, n = g.layout
+    major, col = divmod(j, n)
+    e = entries[col]
+    out: dict[str, Any] = {"param": e.variable.name, "index": e.index or None, "output": g.output}
+    if kind == "hessian":
+        row = entries[major]
+        out.update(param=row.variable.name, index=row.index or None, param2=e.variable.name, index2=e.index or None)
+    elif kind == "jacobian":
+        out["output"] = major
+    else:  # "hvp" and "vjp": the seeded random vector's number
+        out["vector"] = major
+    return out
 
 
 VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined")
@@ -199,6 +256,16 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
                  verdict=verdict, attribution=torch.where(verdict == 1, 2, 0))
 
 
+def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
+    """An operator's outputs (``values``: points × outputs) against the exact outputs, which
+    ``ex`` holds as its columns 1, 2, ... (`stack_exact` with ``values=True``)."""
+    cols = slice(1, None)
+    cmp = compare(values, ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    return Group(source=source, forward=None, quantity="value", values=values, columns=cols, cmp=cmp,
+                 verdict=verdict, attribution=torch.where(verdict == 1, 2, 0), exact=ex)
+
+
 def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
              forward_wrong: torch.Tensor | None) -> Group:
     """Finite differences against the exact gradient, held to their own error estimate."""
@@ -232,7 +299,7 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
                 return "noise", "finite-difference truncation or rounding, not a bug"
             return "forward_mismatch", "differences of a forward that does not compute the model"
         return None, e.reason
-    if g.quantity == "loss" and verdict == 1:
+    if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
     attribution, note = ATTRIBUTION[int(g.attribution[i, j])]
     if verdict == 1 and not math.isfinite(value):
@@ -241,13 +308,13 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
 
 
 def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
+    ex = g.exact if g.exact is not None else ex
     col = j + g.columns.start
     e = ex.value(i, col)
     value = float(g.values[i, j])
     attribution, note = _note(g, i, j, e, value)
     verdict = VERDICT_NAMES[int(g.verdict[i, j])]
     has_value = verdict in ("agree", "mismatch")
-    entry = entries[j] if g.quantity == "grad" else None
 
     def f(t: torch.Tensor) -> float | None:
         return float(t[i, j]) if has_value else None
@@ -255,8 +322,7 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
     right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
     return Check(
-        source=g.source, dtype=dtype, param=entry.variable.name if entry else "loss",
-        index=(entry.index or None) if entry else None, quantity=g.quantity, point=i,
+        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity, point=i,
         exact=float(ex.hi[i, col]) if has_value else None,
         exact_text=exact_text(e.value) if has_value else None,
         value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),

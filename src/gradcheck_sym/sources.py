@@ -279,3 +279,163 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     return SourceOutput(
         source="fd", forward=forward, grads=richardson.tolist(), error_estimate=estimate.tolist(), steps=h.tolist()
     )
+
+
+# -- forward mode and second order --------------------------------------------------------------
+#
+# The same signature again, ``source(subject, points, dtype) -> SourceOutput``; ``grads`` holds
+# per point the JVPs along each entry's unit direction (forward mode), or the second derivatives
+# row after row (``Hessian`` rows, or one row per Hessian-vector product with ``vectors``).
+
+
+class Unsupported(Exception):
+    """A source cannot produce this quantity at all (not a wrong value): the reason, for people."""
+
+
+ONCE_DIFFERENTIABLE = (
+    "its backward is marked @once_differentiable (torch cannot differentiate it again); write the "
+    "backward with differentiable torch operations to check second derivatives"
+)
+NO_FORWARD_AD = "it has no forward-mode derivative"
+GRAD_IMPL_HIGHER = "a hand-written gradient has no derivatives of its own to check"
+
+
+def _once_differentiable(t: torch.Tensor) -> bool:
+    """Whether ``t``'s graph runs through a ``once_differentiable`` backward (torch puts an
+    ``Error`` node there, which only fails when that path is differentiated)."""
+    seen: set[Any] = set()
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ("Error", "DelayedError"):
+            return True
+        stack.extend(f for f, _ in node.next_functions)
+    return False
+
+
+def _second_rows(first: list[torch.Tensor], leaves: list[torch.Tensor],
+                 vectors: Sequence[Sequence[float]] | None) -> list[list[torch.Tensor]]:
+    """Second derivatives from first derivatives computed with ``create_graph=True``:
+    ``∂first_i/∂leaf`` for every ``i`` (Hessian rows), or ``∂(first·v)/∂leaf`` for every ``v``
+    (Hessian-vector products); one tensor per leaf, of the leaf's shape."""
+    if vectors is None:
+        wanted = first
+    else:
+        wanted = [sum((float(c) * g for c, g in zip(v, first) if c), torch.zeros_like(first[0])) for v in vectors]
+    rows = []
+    for g in wanted:
+        if not g.requires_grad:  # the backward returned a constant: its derivative is zero
+            rows.append([torch.zeros_like(leaf, dtype=torch.float64) for leaf in leaves])
+            continue
+        if _once_differentiable(g):
+            raise Unsupported(ONCE_DIFFERENTIABLE)
+        parts = torch.autograd.grad(g.sum(), leaves, retain_graph=True, allow_unused=True)
+        rows.append([torch.zeros_like(leaf, dtype=torch.float64) if d is None else d.double()
+                     for d, leaf in zip(parts, leaves)])
+    return rows
+
+
+def second_autograd(subject: Subject, points: Sequence[Point], dtype: str, *,
+                    vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Torch's double backward through the generated forward (``create_graph=True`` twice, with
+    a cotangent that itself requires grad, as ``gradgradcheck`` does), all points at once."""
+    cols = [c.clone() for c in _columns(points, dtype)]
+    leaves = []
+    for pos in subject.entry_positions:
+        cols[pos] = cols[pos].detach().requires_grad_(True)
+        leaves.append(cols[pos])
+    with torch.enable_grad():
+        loss = subject.forward(cols)
+        v = torch.ones_like(loss).requires_grad_(True)
+        first = torch.autograd.grad(loss, leaves, grad_outputs=v, create_graph=True, allow_unused=True)
+        first = [torch.zeros_like(loss) if g is None else g for g in first]
+        rows = _second_rows(first, leaves, vectors)
+    table = torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)  # (points, rows, entries)
+    return SourceOutput(source="autograd", grads=table.reshape(len(points), -1).tolist())
+
+
+def second_impl(subject: Subject, points: Sequence[Point], dtype: str, *,
+                vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Torch's double backward through the user's ``impl``, one call per point; a
+    ``once_differentiable`` backward raises `Unsupported`."""
+    model = subject.model
+    assert model.impl is not None
+    wrt = _wrt_variables(model)
+    out_rows = []
+    for k, p in enumerate(points):
+        kwargs = _kwargs(model, p, dtype, requires_grad=True)
+        leaves = [kwargs[v.name] for v in wrt]
+        with torch.enable_grad():
+            out = _check_loss(model, _call(model, "impl", model.impl, kwargs, k), dtype, k)
+            cot = torch.ones_like(out).requires_grad_(True)
+            try:
+                gs = torch.autograd.grad(out, leaves, grad_outputs=cot, create_graph=True, allow_unused=True)
+                first = torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1) for g, t in zip(gs, leaves)])
+                flat = [first[i] for i in range(first.numel())]
+                rows = _second_rows(flat, leaves, vectors)
+            except RuntimeError as exc:
+                raise ImplError(
+                    f"model `{model.name}`: double backward through `impl` failed at point {k}: "
+                    f"{str(exc).strip().splitlines()[0]}{_hint(exc)}"
+                ) from exc
+        out_rows.append([x for r in rows for part in r for x in part.reshape(-1).tolist()])
+    return SourceOutput(source="impl", grads=out_rows)
+
+
+def jvp_autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Torch forward-mode AD through the generated forward: one JVP per entry's unit direction,
+    all points at once."""
+    from torch.autograd import forward_ad as fwAD
+
+    cols = _columns(points, dtype)
+    out = []
+    with torch.no_grad(), fwAD.dual_level():
+        for pos in subject.entry_positions:
+            moved = list(cols)
+            moved[pos] = fwAD.make_dual(cols[pos], torch.ones_like(cols[pos]))
+            tangent = fwAD.unpack_dual(subject.forward(moved)).tangent
+            out.append(torch.zeros(len(points), dtype=torch.float64) if tangent is None else tangent.double())
+    return SourceOutput(source="autograd", grads=torch.stack(out, dim=1).tolist())
+
+
+def jvp_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Torch forward-mode AD through the user's ``impl`` (``torch.autograd.forward_ad``: a custom
+    Function's ``jvp`` is what runs), one call per point and unit direction; a function without
+    forward-mode support raises `Unsupported`."""
+    from torch.autograd import forward_ad as fwAD
+
+    model = subject.model
+    assert model.impl is not None
+    wrt = _wrt_variables(model)
+    rows = []
+    for k, p in enumerate(points):
+        row: list[float] = []
+        for v in wrt:
+            for e in range(v.size):
+                kwargs = _kwargs(model, p, dtype, requires_grad=False)
+                with torch.no_grad(), fwAD.dual_level():
+                    direction = torch.zeros(v.size, dtype=kwargs[v.name].dtype)
+                    direction[e] = 1
+                    kwargs[v.name] = fwAD.make_dual(kwargs[v.name], direction.reshape(v.shape))
+                    try:
+                        result = model.impl(**kwargs)
+                    except NotImplementedError as exc:
+                        raise Unsupported(f"{NO_FORWARD_AD} ({str(exc).strip().splitlines()[0]})") from exc
+                    except RuntimeError as exc:
+                        text = str(exc)
+                        if "forward AD" in text or "forward-mode" in text or "jvp" in text:
+                            raise Unsupported(f"{NO_FORWARD_AD} ({text.strip().splitlines()[0]})") from exc
+                        raise ImplError(f"model `{model.name}`: `impl` under forward-mode AD raised "
+                                        f"RuntimeError: {text.strip().splitlines()[0]} (at point {k})") from exc
+                    except Exception as exc:  # the user's code: reported, never re-raised raw
+                        raise ImplError(f"model `{model.name}`: `impl` under forward-mode AD raised "
+                                        f"{type(exc).__name__}: {exc} (at point {k})") from exc
+                    if not isinstance(result, torch.Tensor) or result.numel() != 1:
+                        _check_loss(model, result, dtype, k)
+                    tangent = fwAD.unpack_dual(result).tangent
+                row.append(0.0 if tangent is None else float(tangent.double().reshape(())))
+        rows.append(row)
+    return SourceOutput(source="impl", grads=rows)

@@ -1,0 +1,182 @@
+"""Second order and forward mode (`verify(order=, modes=)`), through the public API, the command
+line and the pytest plugin: custom ``torch.autograd.Function``s that are right at first order but
+wrong in their double backward or their ``jvp`` fail only there; ``once_differentiable`` and a
+missing ``jvp`` are reported as not supported, never as failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sympy as sp
+import torch
+from torch.autograd.function import once_differentiable
+
+from gradcheck_sym import Model, verify
+
+w, x, b = sp.symbols("w x b", real=True)
+
+# f(w, x) = sin(w) * x**2: its own Function with a hand-written backward (and jvp)
+
+
+class Right(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, x):
+        ctx.save_for_backward(w, x)
+        ctx.save_for_forward(w, x)
+        return torch.sin(w) * x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        w, x = ctx.saved_tensors
+        return g * torch.cos(w) * x * x, g * 2 * torch.sin(w) * x
+
+    @staticmethod
+    def jvp(ctx, dw, dx):
+        w, x = ctx.saved_tensors
+        return torch.cos(w) * x * x * dw + 2 * torch.sin(w) * x * dx
+
+
+class DetachedBackward(Right):
+    """Right values, but `.detach()` cuts the backward's dependence on w: torch's double
+    backward then says ∂²f/∂w² = 0."""
+
+    @staticmethod
+    def backward(ctx, g):
+        w, x = ctx.saved_tensors
+        return g * torch.cos(w.detach()) * x * x, g * 2 * torch.sin(w) * x
+
+
+class WrongJvp(Right):
+    @staticmethod
+    def jvp(ctx, dw, dx):
+        w, x = ctx.saved_tensors
+        return torch.cos(w) * x * x * dw + torch.sin(w) * x * dx  # the factor 2 is missing
+
+
+class OnceDifferentiable(Right):
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        w, x = ctx.saved_tensors
+        return g * torch.cos(w) * x * x, g * 2 * torch.sin(w) * x
+
+
+class NoJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, x):
+        ctx.save_for_backward(w, x)
+        return torch.sin(w) * x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        w, x = ctx.saved_tensors
+        return g * torch.cos(w) * x * x, g * 2 * torch.sin(w) * x
+
+
+def model(function: type[torch.autograd.Function]) -> Model:
+    return Model(name=f"sinx2-{function.__name__}", loss=sp.sin(w) * x**2 + b * w, params=[w, x, b],
+                 domain={"*": (-2, 2)},
+                 impl=lambda w, x, b: function.apply(w, x) + b * w)
+
+
+def quantities(result, verdict="mismatch", source="impl"):
+    return {c.quantity for c in result.checks if c.verdict == verdict and c.source == source}
+
+
+def test_correct_function_passes_at_order_2_in_both_modes():
+    r = verify(model(Right), order=2, modes=("rev", "fwd"), samples=3)
+    assert r.status == "pass", [c for c in r.failed][:3]
+    assert r.order == 2 and r.modes == ("rev", "fwd") and not r.unsupported
+    counted = {(s.source, s.quantity) for s in r.summaries}
+    for q in ("loss", "grad", "jvp", "second"):
+        assert ("impl", q) in counted and ("autograd", q) in counted
+    second = [c for c in r.checks if c.quantity == "second" and c.source == "impl"]
+    assert {(c.param, c.param2) for c in second} == {(p, q) for p in "wxb" for q in "wxb"}
+    assert all(c.verdict == "agree" for c in second)
+
+
+def test_detached_double_backward_fails_only_in_second_checks():
+    r = verify(model(DetachedBackward), order=2, modes=("rev", "fwd"), samples=3)
+    assert r.status == "fail"
+    assert quantities(r) == {"second"}
+    assert quantities(r, source="autograd") == set()
+    wrong = {(c.param, c.param2) for c in r.failed}
+    assert ("w", "w") in wrong and ("b", "b") not in wrong  # ∂²/∂w² lost its -sin(w)·x² term
+    # at first order the same Function passes
+    assert verify(model(DetachedBackward), samples=3).status == "pass"
+
+
+def test_wrong_jvp_fails_only_in_jvp_checks():
+    r = verify(model(WrongJvp), order=2, modes=("rev", "fwd"), samples=3)
+    assert r.status == "fail"
+    assert quantities(r) == {"jvp"}
+    assert {c.param for c in r.failed} == {"x"}  # the direction whose factor 2 is missing
+    assert verify(model(WrongJvp), order=2, modes=("rev",), samples=3).status == "pass"
+
+
+def test_once_differentiable_is_not_supported_at_order_2_and_not_a_failure():
+    r = verify(model(OnceDifferentiable), order=2, modes=("rev", "fwd"), samples=2)
+    assert r.status == "pass"
+    (u,) = r.unsupported
+    assert (u.source, u.quantity) == ("impl", "second") and "once_differentiable" in u.reason
+    assert quantities(r, verdict="agree") >= {"loss", "grad", "jvp"}
+    assert ("autograd", "second") in {(s.source, s.quantity) for s in r.summaries}
+
+
+def test_function_without_jvp_and_grad_impl_are_not_supported_in_forward_mode():
+    m = model(NoJvp).with_implementations(grad_impl=lambda w, x, b: {"w": torch.cos(w) * x * x + b,
+                                                                      "x": 2 * torch.sin(w) * x, "b": w})
+    r = verify(m, order=2, modes=("rev", "fwd"), samples=2)
+    assert r.status == "pass", r.failed[:3]
+    found = {(u.source, u.quantity): u.reason for u in r.unsupported}
+    assert set(found) == {("impl", "jvp"), ("grad_impl", "jvp"), ("grad_impl", "second")}
+    assert "forward-mode" in found[("impl", "jvp")] and "jvp" in found[("impl", "jvp")]
+    assert "second" in quantities(r, verdict="agree")  # its double backward is fine
+
+
+def test_large_models_use_exact_hessian_vector_products():
+    from gradcheck_sym.orders import HESSIAN_MAX_ENTRIES, HVP_VECTORS
+    from gradcheck_sym.zoo import mlp
+
+    m = mlp((3, 4, 3, 2), name="small-mlp")  # 16 + 9 + 8 = 33 weights and biases... more than 30
+    assert len(m.entries) > HESSIAN_MAX_ENTRIES
+    r = verify(m, order=2, samples=2, dtypes=["float64"])
+    assert r.status == "pass"
+    assert "Hessian-vector products" in r.second_method
+    second = [c for c in r.checks if c.quantity == "second"]
+    assert {c.vector for c in second} == set(range(HVP_VECTORS)) and all(c.param2 is None for c in second)
+    assert len(second) == 2 * HVP_VECTORS * len(m.entries)
+
+
+def test_second_derivatives_at_kinks_are_one_sided_or_undefined():
+    m = Model(name="kinks", loss=w * sp.Abs(w) + sp.Abs(x) * b, params=[w, x, b],
+              points=[{w: 0, x: 0, b: 1}], impl=lambda w, x, b: w * torch.abs(w) + torch.abs(x) * b)
+    r = verify(m, order=2, modes=("rev", "fwd"), samples=0, dtypes=["float64"])
+    assert r.status == "pass"
+    by = {(c.param, c.param2): c for c in r.checks if c.quantity == "second" and c.source == "autograd"}
+    assert by["w", "w"].verdict == "nondifferentiable" and (by["w", "w"].left, by["w", "w"].right) == (-2.0, 2.0)
+    assert by["x", "x"].verdict == "undefined"  # ∂|x|/∂x jumps at 0
+    assert by["b", "b"].verdict == "agree" and by["b", "b"].exact == 0
+
+
+def test_order_and_modes_are_validated():
+    m = model(Right)
+    assert verify(m, order=3).status == "error" and "`order` must be 1 or 2" in verify(m, order=3).error
+    assert "`modes`" in verify(m, modes=("sideways",)).error
+
+
+def test_json_round_trip_keeps_the_new_fields(tmp_path):
+    from gradcheck_sym.results import RunResult, from_json, to_json
+
+    r = verify(model(OnceDifferentiable), order=2, modes=("fwd",), samples=1, dtypes=["float64"])
+    run = RunResult(tool_version="x", versions={}, command="c", seed=0, samples=1, dtypes=("float64",), models=(r,))
+    text = to_json(run)
+    assert from_json(text) == run
+    data = json.loads(text)["models"][0]
+    assert data["order"] == 2 and data["modes"] == ["fwd"]
+    assert data["unsupported"] == [{"source": "impl", "quantity": "second", "reason": data["unsupported"][0]["reason"]}]
+    quantities = {c["quantity"] for c in data["checks"] if c["source"] != "fd"}
+    assert quantities == {"loss", "jvp", "second"}  # no reverse-mode gradients with modes=("fwd",)
+    assert all("param2" in c for c in data["checks"] if c["quantity"] == "second")
+    assert not any("param2" in c for c in data["checks"] if c["quantity"] != "second")
