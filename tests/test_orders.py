@@ -180,3 +180,177 @@ def test_json_round_trip_keeps_the_new_fields(tmp_path):
     assert quantities == {"loss", "jvp", "second"}  # no reverse-mode gradients with modes=("fwd",)
     assert all("param2" in c for c in data["checks"] if c["quantity"] == "second")
     assert not any("param2" in c for c in data["checks"] if c["quantity"] != "second")
+
+
+# -- operators: outputs=, checked through VJPs (unit and random cotangents) and JVPs ------------
+
+a, c = sp.symbols("a c", real=True)
+
+
+def _operator_function(wrong_cross_term: bool) -> type[torch.autograd.Function]:
+    class Op(torch.autograd.Function):
+        """y = [a·c, a + sin(c)], with a hand-written backward and jvp."""
+
+        @staticmethod
+        def forward(ctx, a, c):
+            ctx.save_for_backward(a, c)
+            ctx.save_for_forward(a, c)
+            return torch.stack([a * c, a + torch.sin(c)])
+
+        @staticmethod
+        def backward(ctx, g):
+            a, c = ctx.saved_tensors
+            ga = g[0] * c + g[1]
+            gc = g[0] * (2 * a if wrong_cross_term else a) + g[1] * torch.cos(c)  # ∂y0/∂c, once wrong
+            return ga, gc
+
+        @staticmethod
+        def jvp(ctx, da, dc):
+            a, c = ctx.saved_tensors
+            return torch.stack([c * da + a * dc, da + torch.cos(c) * dc])
+
+    return Op
+
+
+def operator(wrong_cross_term: bool = False) -> Model:
+    op = _operator_function(wrong_cross_term)
+    return Model(name="op", outputs=sp.Matrix([a * c, a + sp.sin(c)]), params=[a, c], domain={"*": (-2, 2)},
+                 impl=lambda a, c: op.apply(a, c))
+
+
+def test_correct_operator_passes_in_both_modes_at_order_2():
+    r = verify(operator(), order=2, modes=("rev", "fwd"), samples=3)
+    assert r.status == "pass", r.failed[:3]
+    assert r.outputs == (2, 1)
+    impl = [c for c in r.checks if c.source == "impl"]
+    assert {c.quantity for c in impl} == {"value", "grad", "jvp", "second"}
+    assert {(c.output, c.vector) for c in impl if c.quantity == "grad"} == {(0, None), (1, None), (None, 0), (None, 1)}
+    assert {c.output for c in impl if c.quantity == "second"} == {0, 1}
+    # ∂²(a·c)/∂a∂c = 1 and ∂²(a + sin c)/∂c² = -sin c
+    cross = next(c for c in impl if c.quantity == "second" and c.output == 0 and (c.param, c.param2) == ("a", "c"))
+    assert cross.exact == 1.0
+
+
+def test_operator_with_a_wrong_cross_term_fails_only_on_that_parameters_grad():
+    r = verify(operator(wrong_cross_term=True), modes=("rev", "fwd"), samples=3)
+    assert r.status == "fail"
+    failed = [c for c in r.failed]
+    assert {(c.source, c.quantity, c.param) for c in failed} == {("impl", "grad", "c")}
+    assert {c.output for c in failed if c.vector is None} == {0}  # row 0 of the Jacobian only
+    assert {c.vector for c in failed if c.output is None} == {0, 1}  # and every random cotangent
+    assert all(c.attribution == "wrong" for c in failed)  # fd of the same forward agree with exact
+
+
+def test_operator_declaration_errors_name_the_model():
+    from gradcheck_sym import ModelError
+
+    with pytest.raises(ModelError, match=r"model `op`: give exactly one of `loss=`.*both"):
+        Model(name="op", loss=a * c, outputs=sp.Matrix([a]), params=[a, c], domain={"*": (-1, 1)})
+    with pytest.raises(ModelError, match=r"model `op`: give exactly one of `loss=`.*neither"):
+        Model(name="op", params=[a], domain={"*": (-1, 1)})
+    with pytest.raises(ModelError, match=r"model `op`: param `c` does not occur in any output"):
+        Model(name="op", outputs=sp.Matrix([a, a**2]), params=[a, c], domain={"*": (-1, 1)})
+    with pytest.raises(ModelError, match=r"model `op`: `grad_impl` is for a scalar `loss=`"):
+        Model(name="op", outputs=sp.Matrix([a * c]), params=[a, c], domain={"*": (-1, 1)}, grad_impl=lambda a, c: 0)
+
+
+def test_operator_impl_of_the_wrong_shape_is_a_clear_error():
+    m = Model(name="op", outputs=sp.Matrix([a * c, a + c]), params=[a, c], domain={"*": (-1, 1)},
+              impl=lambda a, c: torch.stack([a * c, a + c, a]))
+    r = verify(m, samples=1)
+    assert r.status == "error"
+    assert "model `op`: `impl` (at point 0) returned a tensor of shape (3,)" in r.error
+    assert "(2,) or (2, 1)" in r.error
+
+
+# -- front ends ---------------------------------------------------------------------------------
+
+MODELS = '''
+import sympy as sp, torch
+from gradcheck_sym import Model
+from torch.autograd.function import once_differentiable
+
+w, x = sp.symbols("w x", real=True)
+
+class Sq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return w * w
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return 2 * g * w
+
+class Detached(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return w * w
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return 2 * g * w.detach()
+
+once = Model(name="once", loss=w**2 * x, params=[w], inputs=[x], domain={"*": (-2, 2)},
+             impl=lambda w, x: Sq.apply(w) * x)
+detached = Model(name="detached", loss=w**2 * x, params=[w], inputs=[x], domain={"*": (-2, 2)},
+                 impl=lambda w, x: Detached.apply(w) * x)
+'''
+
+
+def test_cli_order_and_modes(tmp_path, run_cli):
+    (tmp_path / "models.py").write_text(MODELS.split("detached = ")[0])
+    r = run_cli("verify", "models.py", "--order", "2", "--modes", "rev,fwd", "--samples", "2", "--quiet",
+                "--json", "out.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not supported: once: impl second order (--order 2)" in r.stdout and "once_differentiable" in r.stdout
+    assert "not supported: once: impl forward mode (--modes fwd)" in r.stdout
+    data = json.loads((tmp_path / "out.json").read_text())["models"][0]
+    assert data["order"] == 2 and data["modes"] == ["rev", "fwd"]
+    assert {(u["source"], u["quantity"]) for u in data["unsupported"]} == {("impl", "second"), ("impl", "jvp")}
+    page = (tmp_path / "reports" / "once.md").read_text()
+    assert "## Orders and modes" in page and "once_differentiable" in page
+    (tmp_path / "models.py").write_text(MODELS)
+    r = run_cli("verify", "models.py", "--order", "2", "--samples", "2", "--quiet", "--no-report", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL detached" in r.stdout and "∂²loss/∂w∂w" in r.stdout
+    r = run_cli("verify", "models.py", "--order", "3", cwd=tmp_path)
+    assert r.returncode == 2 and "argument --order: expected 1 or 2, got '3'" in r.stderr
+    r = run_cli("verify", "models.py", "--modes", "rev,sideways", cwd=tmp_path)
+    assert r.returncode == 2 and "argument --modes: expected a comma-separated list of rev, fwd" in r.stderr
+
+
+def test_plugin_order_and_modes(pytester):
+    pytester.makepyfile(models=MODELS)
+    pytester.makepyfile(test_it='''
+        import pytest
+        from models import once, detached
+
+        def test_fixture_order_2(gradcheck):
+            r = gradcheck(once, order=2, modes="rev,fwd")
+            assert [(u.source, u.quantity) for u in r.unsupported] == [("impl", "jvp"), ("impl", "second")]
+
+        @pytest.mark.gradcheck(order=2)
+        def test_marker_order_2_fails(gradcheck):
+            gradcheck(detached)
+
+        def test_default_is_first_order(gradcheck):
+            r = gradcheck(detached)
+            assert (r.order, r.modes) == (1, ("rev",))
+
+        @pytest.mark.gradcheck(order=5)
+        def test_bad_marker(gradcheck):
+            gradcheck(once)
+    ''')
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*impl float64 ∂²loss/∂w∂w at point 0: exact *, got 0 *"])
+    result.stdout.fnmatch_lines(["*gradcheck(order=...): expected 1 or 2, got '5'*"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gradcheck-order", "2", "-k", "default")
+    result.assert_outcomes(failed=1)  # the option raises the default order
+    pytester.makeini("[pytest]\ngradcheck_modes = fwd\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "default")
+    result.assert_outcomes(failed=1)  # the ini key sets the default modes
+    result.stdout.fnmatch_lines(["*assert (1, ('fwd',)) == (1, ('rev',))*"])

@@ -194,7 +194,7 @@ class Group:
     fd_error: torch.Tensor | None = None
     noise: torch.Tensor | None = None  # fd only: which mismatches are noise (else forward)
     exact: ExactArrays | None = None  # the exact side compared with, when not the dtype's own
-    layout: tuple[str, int] | None = None  # columns as ("hessian" | "hvp" | "jacobian" | "vjp", entries)
+    layout: tuple[str, int] | None = None  # columns as (kind, entries): see `_label`
     output: int | None = None  # an operator's output entry, for a group of one output
 
 
@@ -211,6 +211,14 @@ def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
     major, col = divmod(j, n)
     e = entries[col]
     out: dict[str, Any] = {"param": e.variable.name, "index": e.index or None, "output": g.output}
+    if kind == "hessians":  # an operator's Hessians, output after output
+        out["output"], major = divmod(major, n)
+        kind = "hessian"
+    elif kind == "hvps":  # an operator's Hessian-vector products, output after output
+        from .orders import HVP_VECTORS
+
+        out["output"], major = divmod(major, HVP_VECTORS)
+        kind = "hvp"
     if kind == "hessian":
         row = entries[major]
         out.update(param=row.variable.name, index=row.index or None, param2=e.variable.name, index2=e.index or None)
@@ -359,6 +367,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             worst = _check(g, *worst_index, dtype, entries, ex)
         summaries.append(SourceSummary(
             source=g.source, dtype=dtype, forward=g.forward, quantity=g.quantity, checks=n * m,
+            vectors=bool(g.layout and g.layout[0] in ("hvp", "hvps", "vjp")),
             agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
             nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
             worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),

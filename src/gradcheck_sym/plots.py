@@ -1,5 +1,5 @@
-"""Results → PNG plots (matplotlib, optional): the finite-difference step study and the
-lecture's training replay.  Pure: the same results give the same bytes (no timestamp in the
+"""Results → PNG plots (matplotlib, optional): the finite-difference step study, the
+lecture's training replay, and a small model's Hessian with the entries where a source disagrees.  Pure: the same results give the same bytes (no timestamp in the
 file).  Without matplotlib every function returns None and the report says so."""
 
 from __future__ import annotations
@@ -104,3 +104,38 @@ def _draw_replay(replay: Replay) -> bytes | None:
     data = _png(fig)
     plt.close(fig)
     return data
+
+
+def hessian_png(data: dict[str, object]) -> bytes | None:
+    """The exact Hessian at one point as a heatmap (symmetric log colour scale), each entry where a
+    source's second derivative disagrees somewhere marked with that source's letter."""
+    return _cached("hessian", data, lambda: _draw_hessian(data))
+
+
+def _draw_hessian(data: dict[str, object]) -> bytes | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from matplotlib.colors import SymLogNorm
+
+    names: list[str] = data["entries"]  # type: ignore[assignment]
+    exact: list[list[float | None]] = data["exact"]  # type: ignore[assignment]
+    wrong: dict[str, list[list[int]]] = data["wrong"]  # type: ignore[assignment]
+    grid = [[math.nan if v is None else v for v in row] for row in exact]
+    finite = [abs(v) for row in grid for v in row if math.isfinite(v) and v != 0]
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.45 * n, 1.2 + 0.45 * n))
+    image = ax.imshow(grid, cmap="coolwarm", norm=SymLogNorm(linthresh=min(finite, default=1.0), vmin=-max(finite, default=1.0),
+                                                            vmax=max(finite, default=1.0)))
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    for k, (source, cells) in enumerate(sorted(wrong.items())):
+        for i, j in cells:
+            ax.text(j, i, "✗" + source[0], ha="center", va="center", fontsize=7, color="black", fontweight="bold")
+    title = f"exact ∂²{data['title']} at point 0 ({data['dtype']})"
+    ax.set_title(title + ("; ✗: a source disagrees" if wrong else "; every source agrees"), fontsize=8)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

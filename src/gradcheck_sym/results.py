@@ -151,12 +151,13 @@ class SourceSummary:
     worst_ulps: float | None
     worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
     worst: Check | None  # the check nearest to (or furthest beyond) its tolerance
+    vectors: bool = False  # checked along seeded random vectors (VJPs with random cotangents, HVPs)
 
     @property
     def label(self) -> str:
         """``autograd``, ``fd (impl)``, ``impl forward value``: the source as reports name it."""
         text = self.source + (f" ({self.forward})" if self.forward else "")
-        return text + SUMMARY_SUFFIX.get(self.quantity, "")
+        return text + SUMMARY_SUFFIX.get(self.quantity, "") + (" (random vectors)" if self.vectors else "")
 
 
 SUMMARY_SUFFIX = {"loss": " forward value", "value": " outputs", "jvp": " forward mode", "second": " second order"}
@@ -279,6 +280,9 @@ def _encode(x: Any) -> Any:
     if type(x) is ModelResult:
         return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)
                 if _NEW_MODEL_FIELDS.get(f.name, _UNSET) != getattr(x, f.name)}
+    if type(x) is SourceSummary:
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)
+                if not (f.name == "vectors" and not x.vectors)}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, float):

@@ -282,7 +282,6 @@ def _verify(
     from . import checks as ch
     from . import orders
     from . import sources as src
-    from .errorbound import error_scales_batch
 
     for d in dtypes:
         if d not in DTYPES:
@@ -297,16 +296,7 @@ def _verify(
     per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
-    es = error_scales_batch(prepared.gradient, unique)
-    scale = factor * error_scale(es.worst, es.probable)
-    worst_rows = es.worst.tolist()
-    refs: dict[tuple[float, ...], PointReference] = {}
-    for u, p in enumerate(unique):
-        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
-        refs[p] = reference_at(
-            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
-            rational=prepared.gradient.maybe_rational,
-        )
+    refs, scale = references(prepared, unique, factor)
     row = {p: u for u, p in enumerate(unique)}
     second = None
     if order >= 2:
@@ -375,6 +365,26 @@ def _verify(
         second_method=second.method if second is not None else "",
         unsupported=orders.unique_unsupported(unsupported),
     )
+
+
+def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
+               ) -> tuple[dict[tuple[float, ...], PointReference], Any]:
+    """The exact loss and gradient at each of the ``unique`` points, and their tolerance scales
+    (one row per point, in units of u)."""
+    from .errorbound import error_scales_batch
+
+    symbols = prepared.model.symbols
+    es = error_scales_batch(prepared.gradient, unique)
+    scale = factor * error_scale(es.worst, es.probable)
+    worst_rows = es.worst.tolist()
+    refs: dict[tuple[float, ...], PointReference] = {}
+    for u, p in enumerate(unique):
+        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
+        refs[p] = reference_at(
+            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
+            rational=prepared.gradient.maybe_rational,
+        )
+    return refs, scale
 
 
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
