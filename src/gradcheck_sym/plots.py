@@ -116,25 +116,33 @@ def _draw_hessian(data: dict[str, object]) -> bytes | None:
     plt = _pyplot()
     if plt is None:
         return None
-    from matplotlib.colors import SymLogNorm
+    from matplotlib.patches import Rectangle
 
     names: list[str] = data["entries"]  # type: ignore[assignment]
     exact: list[list[float | None]] = data["exact"]  # type: ignore[assignment]
     wrong: dict[str, list[list[int]]] = data["wrong"]  # type: ignore[assignment]
     grid = [[math.nan if v is None else v for v in row] for row in exact]
-    finite = [abs(v) for row in grid for v in row if math.isfinite(v) and v != 0]
+    top = max((abs(v) for row in grid for v in row if math.isfinite(v)), default=1.0) or 1.0
     n = len(names)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.45 * n, 1.2 + 0.45 * n))
-    image = ax.imshow(grid, cmap="coolwarm", norm=SymLogNorm(linthresh=min(finite, default=1.0), vmin=-max(finite, default=1.0),
-                                                            vmax=max(finite, default=1.0)))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.8 + 0.55 * n), max(4.2, 1.4 + 0.55 * n)))
+    image = ax.imshow(grid, cmap="coolwarm", vmin=-top, vmax=top)
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_xticks(range(n), names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), names, fontsize=7)
-    for k, (source, cells) in enumerate(sorted(wrong.items())):
+    for i in range(n):
+        for j in range(n):
+            if math.isfinite(grid[i][j]) and n <= 8:
+                ax.text(j, i, f"{grid[i][j]:.3g}", ha="center", va="center", fontsize=6)
+    marked: dict[tuple[int, int], list[str]] = {}
+    for source, cells in sorted(wrong.items()):
         for i, j in cells:
-            ax.text(j, i, "✗" + source[0], ha="center", va="center", fontsize=7, color="black", fontweight="bold")
-    title = f"exact ∂²{data['title']} at point 0 ({data['dtype']})"
-    ax.set_title(title + ("; ✗: a source disagrees" if wrong else "; every source agrees"), fontsize=8)
+            marked.setdefault((i, j), []).append(source)
+    for (i, j), sources in sorted(marked.items()):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
+        ax.text(j, i + 0.32, "✗ " + ", ".join(sources), ha="center", va="center", fontsize=6, fontweight="bold")
+    ax.set_title(f"exact second derivatives of the {data['title']} at point 0 ({data['dtype']})\n"
+                 + ("boxed ✗: a source's double backward disagrees (at some point)" if marked
+                    else "every source's double backward agrees"), fontsize=8)
     fig.tight_layout()
     png = _png(fig)
     plt.close(fig)

@@ -112,7 +112,11 @@ def render_index(run: RunResult) -> str:
 
 def _declaration(m: ModelResult) -> list[str]:
     lines = ["## Declaration", ""]
-    if m.loss_latex:
+    if m.outputs and m.loss_latex:
+        lines += [f"An operator with outputs of shape {_shape(m.outputs)}:", "", "$$", f"y = {m.loss_latex}", "$$", ""]
+    elif m.outputs:
+        lines += [f"An operator with outputs of shape {_shape(m.outputs)}: {_cell(m.loss)}", ""]
+    elif m.loss_latex:
         lines += ["$$", f"\\ell = {m.loss_latex}", "$$", ""]
     else:
         lines += [f"The loss: {_cell(m.loss)}", ""]

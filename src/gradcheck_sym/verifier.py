@@ -192,7 +192,7 @@ def _cached_result(
     from . import cache
     from .results import model_from_dict, model_to_dict
 
-    if model.impl is not None or model.grad_impl is not None or not cache.enabled():
+    if model.impl is not None or model.grad_impl is not None or model.is_operator or not cache.enabled():
         return None, lambda result: None
     options = {"samples": samples, "seed": seed, "dtypes": list(dtypes), "tolerance": factor, "all": all_checks,
                "points": [{str(s): str(v) for s, v in p.items()} for p in explicit]}
