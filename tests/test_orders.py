@@ -354,3 +354,34 @@ def test_plugin_order_and_modes(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider", "-k", "default")
     result.assert_outcomes(failed=1)  # the ini key sets the default modes
     result.stdout.fnmatch_lines(["*assert (1, ('fwd',)) == (1, ('rev',))*"])
+
+
+# -- the lecture --------------------------------------------------------------------------------
+
+
+def test_builtin_models_pass_at_order_2_in_both_modes_from_the_command_line(tmp_path, run_cli):
+    r = run_cli("verify", "--order", "2", "--modes", "rev,fwd", "--samples", "1", "--quiet",
+                "--json", "out.json", "--no-report", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    models = json.loads((tmp_path / "out.json").read_text())["models"]
+    assert [m["name"] for m in models] == ["linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"]
+    for m in models:
+        assert m["status"] == "pass" and m["order"] == 2 and not m.get("unsupported")
+        assert {s["quantity"] for s in m["summaries"]} == {"loss", "grad", "jvp", "second"}
+    mlp = next(m for m in models if m["name"] == "mlp-193")
+    assert "Hessian-vector products" in mlp["second_method"]
+
+
+def test_the_lectures_backward_also_gives_the_input_gradients():
+    from gradcheck_sym.zoo import builtin_models, mlp
+
+    models = [m for m in builtin_models(input_grads=True) if m.name != "mlp-193"]
+    models.append(mlp((3, 3, 2), name="mlp-small", input_grads=True))
+    for m in models:
+        r = verify(m, order=2, modes=("rev", "fwd"), samples=1)
+        assert r.status == "pass", (m.name, r.error, r.failed[:2])
+        grads = {c.param for c in r.checks if c.quantity == "grad" and c.source == "autograd"}
+        assert {v.name for v in m.inputs} <= grads  # ∂loss/∂x (and ∂loss/∂y) are checked
+        second = {(c.param, c.param2) for c in r.checks if c.quantity == "second" and c.param2}
+        if second:
+            assert any(p in {v.name for v in m.inputs} for p, _ in second)

@@ -387,18 +387,21 @@ def second_impl(subject: Subject, points: Sequence[Point], dtype: str, *,
 
 def jvp_autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
     """Torch forward-mode AD through the generated forward: one JVP per entry's unit direction,
-    all points at once."""
+    every point and direction in one batched forward (replica ``j`` of the points carries the
+    tangent ``e_j``)."""
     from torch.autograd import forward_ad as fwAD
 
     cols = _columns(points, dtype)
-    out = []
+    n, p = len(points), len(subject.entry_positions)
+    wide = [c.repeat(p) for c in cols]  # replica j = rows j*n .. (j+1)*n - 1
     with torch.no_grad(), fwAD.dual_level():
-        for pos in subject.entry_positions:
-            moved = list(cols)
-            moved[pos] = fwAD.make_dual(cols[pos], torch.ones_like(cols[pos]))
-            tangent = fwAD.unpack_dual(subject.forward(moved)).tangent
-            out.append(torch.zeros(len(points), dtype=torch.float64) if tangent is None else tangent.double())
-    return SourceOutput(source="autograd", grads=torch.stack(out, dim=1).tolist())
+        for j, pos in enumerate(subject.entry_positions):
+            tangent = torch.zeros(n * p, dtype=wide[pos].dtype)
+            tangent[j * n : (j + 1) * n] = 1
+            wide[pos] = fwAD.make_dual(wide[pos], tangent)
+        out = fwAD.unpack_dual(subject.forward(wide)).tangent
+    table = torch.zeros(n * p, dtype=torch.float64) if out is None else out.double()
+    return SourceOutput(source="autograd", grads=table.reshape(p, n).T.tolist())
 
 
 def jvp_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
