@@ -174,7 +174,7 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
             groups = [dataclasses.replace(g, exact=ex) for g in _groups(outs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])]
             if k < m and "fwd" in modes:
                 more, refused = orders.fwd_groups(subject, list(outs), pts, dtype, ex, lambda s: _fd_for(groups, s))
-                groups += [dataclasses.replace(g, exact=ex) for g in more]
+                groups += more
                 unsupported += refused
             if k < m and seconds:
                 more, refused = orders.second_groups(subject, list(outs), pts, dtype, seconds[k],
