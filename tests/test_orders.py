@@ -312,6 +312,8 @@ def test_cli_order_and_modes(tmp_path, run_cli):
     assert {(u["source"], u["quantity"]) for u in data["unsupported"]} == {("impl", "second"), ("impl", "jvp")}
     page = (tmp_path / "reports" / "once.md").read_text()
     assert "## Orders and modes" in page and "once_differentiable" in page
+    assert "| impl | ✅ 4 agree | not supported: it has no forward-mode derivative" in page
+    assert "](once-hessian.png)" in page and (tmp_path / "reports" / "once-hessian.png").read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "models.py").write_text(MODELS)
     r = run_cli("verify", "models.py", "--order", "2", "--samples", "2", "--quiet", "--no-report", cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -385,3 +387,37 @@ def test_the_lectures_backward_also_gives_the_input_gradients():
         second = {(c.param, c.param2) for c in r.checks if c.quantity == "second" and c.param2}
         if second:
             assert any(p in {v.name for v in m.inputs} for p, _ in second)
+
+
+def test_operator_without_jvp_is_not_supported_in_forward_mode_and_autograd_still_runs():
+    class NoJvpOp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, c):
+            ctx.save_for_backward(a, c)
+            return torch.stack([a * c, a + torch.sin(c)])
+
+        @staticmethod
+        def backward(ctx, g):
+            a, c = ctx.saved_tensors
+            return g[0] * c + g[1], g[0] * a + g[1] * torch.cos(c)
+
+    m = Model(name="op", outputs=sp.Matrix([a * c, a + sp.sin(c)]), params=[a, c], domain={"*": (-2, 2)},
+              impl=lambda a, c: NoJvpOp.apply(a, c))
+    r = verify(m, modes=("fwd",), samples=2)
+    assert r.status == "pass" and [(u.source, u.quantity) for u in r.unsupported] == [("impl", "jvp")]
+    assert {(c.source, c.quantity) for c in r.checks if c.source != "fd"} == {
+        ("autograd", "value"), ("impl", "value"), ("autograd", "jvp")}
+
+
+def test_old_results_files_read_as_first_order(tmp_path):
+    from pathlib import Path
+
+    from gradcheck_sym.results import from_json, to_json
+
+    committed = Path(__file__).parent.parent / "reports" / "results.json"
+    text = committed.read_text()
+    assert '"order"' not in text and '"param2"' not in text  # written before these fields existed
+    run = from_json(text)
+    assert all(m.order == 1 and m.modes == ("rev",) and not m.unsupported for m in run.models)
+    assert all(c.output is None and c.param2 is None for m in run.models for c in m.checks)
+    assert to_json(run) == text  # and a first-order run writes the same bytes as before

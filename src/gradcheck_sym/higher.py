@@ -201,7 +201,7 @@ def gradient_expressions(expr: sp.Expr, wrt: Sequence[sp.Symbol]) -> list[sp.Exp
                 add(pair.expr, sp.Piecewise(*selected, evaluate=False))
         elif type(node) in FUNCTIONS:
             for i, arg in enumerate(node.args):
-                template, ds = _template(type(node), len(node.args), i)
+                template, ds = _template(type(node), len(node.args), i)  # type: ignore[arg-type]
                 local = _substitute(template, {**dict(zip(ds, node.args)), _VALUE: node})
                 add(arg, _mul(a, local))
         else:  # pragma: no cover - the model's validation admits nothing else with an adjoint

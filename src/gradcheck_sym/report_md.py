@@ -247,7 +247,7 @@ def hessian_data(m: ModelResult) -> dict[str, object] | None:
     if len(names) > HEATMAP_MAX_ENTRIES:
         return None
     dtype = "float64" if any(c.dtype == "float64" for c in second) else second[0].dtype
-    exact = [[None] * len(names) for _ in names]
+    exact: list[list[float | None]] = [[None] * len(names) for _ in names]
     wrong: dict[str, list[list[int]]] = {}
     for c in second:
         i, j = names.index(c.entry), names.index(c.entry2 or "")

@@ -350,8 +350,8 @@ def second_autograd(subject: Subject, points: Sequence[Point], dtype: str, *,
     with torch.enable_grad():
         loss = subject.forward(cols)
         v = torch.ones_like(loss).requires_grad_(True)
-        first = torch.autograd.grad(loss, leaves, grad_outputs=v, create_graph=True, allow_unused=True)
-        first = [torch.zeros_like(loss) if g is None else g for g in first]
+        grads = torch.autograd.grad(loss, leaves, grad_outputs=v, create_graph=True, allow_unused=True)
+        first = [torch.zeros_like(loss) if g is None else g for g in grads]
         rows = _second_rows(first, leaves, vectors)
     table = torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)  # (points, rows, entries)
     return SourceOutput(source="autograd", grads=table.reshape(len(points), -1).tolist())
