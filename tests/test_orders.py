@@ -103,6 +103,8 @@ def test_detached_double_backward_fails_only_in_second_checks():
     assert quantities(r, source="autograd") == set()
     wrong = {(c.param, c.param2) for c in r.failed}
     assert ("w", "w") in wrong and ("b", "b") not in wrong  # ∂²/∂w² lost its -sin(w)·x² term
+    # differences of impl's own (right) gradient agree with the exact value: the double backward is wrong
+    assert {c.attribution for c in r.failed} == {"wrong"} and "double backward is wrong" in r.failed[0].note
     # at first order the same Function passes
     assert verify(model(DetachedBackward), samples=3).status == "pass"
 

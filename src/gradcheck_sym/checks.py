@@ -89,6 +89,21 @@ ATTRIBUTION: dict[int, tuple[str | None, str]] = {
 }
 
 
+# the same codes for second derivatives, attributed by differences of the source's own gradient
+SECOND_ATTRIBUTION: dict[int, tuple[str | None, str]] = {
+    **ATTRIBUTION,
+    WRONG: ("wrong", "finite differences of this source's own gradient agree with the exact value: its "
+            "double backward is wrong"),
+    FORWARD_MISMATCH: (
+        "forward_mismatch",
+        "finite differences of this source's own gradient agree with it, not with the exact value: its "
+        "gradient is not the declared model's (see the first-order checks)",
+    ),
+    INCONCLUSIVE: ("wrong", "finite differences of this source's gradient agree with neither (inconclusive); the "
+                   "exact value decides"),
+}
+
+
 def attribute(agree: torch.Tensor, fd_ok_exact: torch.Tensor, fd_ok_source: torch.Tensor) -> torch.Tensor:
     """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
     code = torch.where(fd_ok_exact, WRONG, torch.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
@@ -309,7 +324,7 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
         return None, e.reason
     if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
-    attribution, note = ATTRIBUTION[int(g.attribution[i, j])]
+    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[int(g.attribution[i, j])]
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
     return attribution, note or e.reason

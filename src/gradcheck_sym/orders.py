@@ -129,7 +129,13 @@ def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.
         except src.Unsupported as exc:
             unsupported.append(NotSupported(source=name, quantity="second", reason=str(exc)))
             continue
-        g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), ex, dtype, None)
+        values = ch.as_tensor(out.grads).reshape(len(pts), -1)
+        g = ch.source_group(name, values, ex, dtype, None)
+        if bool((g.verdict == 1).any()):  # attribute: differences of the source's own gradient
+            fd = src.gradient_differences(subject, pts, dtype, source=name, vectors=vectors)
+            fd_g = ch.fd_group(name, ch.as_tensor(fd.grads).reshape(len(pts), -1),
+                               ch.as_tensor(fd.error_estimate).reshape(len(pts), -1), ex, dtype, None)
+            g = ch.source_group(name, values, ex, dtype, fd_g)
         groups.append(dataclasses.replace(g, quantity="second", exact=ex, layout=exact.layout, output=output))
     return groups, unsupported
 

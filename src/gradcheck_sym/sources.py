@@ -442,3 +442,42 @@ def jvp_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOut
                 row.append(0.0 if tangent is None else float(tangent.double().reshape(())))
         rows.append(row)
     return SourceOutput(source="impl", grads=rows)
+
+
+def gradient_differences(subject: Subject, points: Sequence[Point], dtype: str, *, source: str,
+                         vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Central differences, with one Richardson step, of a source's *own* gradient (``autograd``
+    or ``impl``): along each entry's unit direction (``grads`` row-major as ``[i][j] =
+    ∂g_i/∂x_j``, a Hessian), or along each of ``vectors`` (one Hessian-vector product each).
+    Used to attribute a second-order mismatch: they agree with the exact value when the
+    source's gradient is right and only its double backward is wrong."""
+    gradient = autograd if source == "autograd" else impl
+    tdtype = TORCH_DTYPES[dtype]
+    u = UNIT_ROUNDOFF[dtype]
+    base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
+    pos = torch.tensor(subject.entry_positions, dtype=torch.long)
+    n, p = base.shape[0], pos.shape[0]
+    if vectors is None:
+        directions = torch.eye(p, dtype=torch.float64)
+    else:
+        directions = torch.tensor([list(v) for v in vectors], dtype=torch.float64).reshape(-1, p)
+    d = directions.shape[0]
+    x = base[:, pos]  # (N, P)
+    size = torch.where(x.abs() > 1, torch.exp2(torch.ceil(torch.log2(x.abs()))), torch.ones_like(x))
+    h = FD_STEP[dtype] * (size.unsqueeze(1) * (directions != 0)).amax(-1)  # (N, D)
+    moved = []
+    for factor in (1.0, -1.0, 0.5, -0.5):
+        shifted = base.unsqueeze(1).repeat(1, d, 1)  # (N, D, S)
+        shifted[:, :, pos] += factor * h.unsqueeze(-1) * directions.unsqueeze(0)
+        moved.append(shifted.to(tdtype).to(torch.float64))
+    rows = torch.stack(moved, dim=2).reshape(-1, base.shape[1])  # (N * D * 4, S)
+    g = torch.tensor(gradient(subject, [tuple(r) for r in rows.tolist()], dtype).grads, dtype=torch.float64)
+    g = g.reshape(n, d, 4, p)
+    d1 = (g[:, :, 0] - g[:, :, 1]) / (2 * h).unsqueeze(-1)
+    d2 = (g[:, :, 2] - g[:, :, 3]) / h.unsqueeze(-1)
+    richardson = (4 * d2 - d1) / 3
+    estimate = (richardson - d2).abs() + 3 * u * g.abs().amax(2) / (h / 2).unsqueeze(-1)
+    if vectors is None:  # direction j gives column j of the Hessian: rows i, columns j
+        richardson, estimate = richardson.transpose(1, 2), estimate.transpose(1, 2)
+    return SourceOutput(source="fd", forward=source, grads=richardson.reshape(n, -1).tolist(),
+                        error_estimate=estimate.reshape(n, -1).tolist())
