@@ -80,6 +80,8 @@ def _scalar_impl(model: Model, cotangent: Sequence[Fraction]) -> Callable[..., A
 
 def scalar_view(model: Model, cotangent: Sequence[Fraction]) -> Model:
     """The operator as the scalar loss ``Σ c_o f_o`` (its impl likewise), kept on the model."""
+    from .verifier import prepare
+
     views = model.__dict__.setdefault("_gradcheck_views", {})
     key = tuple(cotangent)
     if key not in views:
@@ -89,6 +91,8 @@ def scalar_view(model: Model, cotangent: Sequence[Fraction]) -> Model:
             view.loss = sp.Integer(0)
         view.outputs, view.output_shape = (), ()
         view.program = compile_expr(view.loss, model.symbols, rewrite_kinks=False, model=model.name)
+        view.impl = None
+        prepare(view)  # compiled once, shared by the copies below
         views[key] = view
     view = _copy(views[key])
     view.impl = _scalar_impl(model, cotangent) if model.impl is not None else None
