@@ -423,3 +423,16 @@ def test_old_results_files_read_as_first_order(tmp_path):
     assert all(m.order == 1 and m.modes == ("rev",) and not m.unsupported for m in run.models)
     assert all(c.output is None and c.param2 is None for m in run.models for c in m.checks)
     assert to_json(run) == text  # and a first-order run writes the same bytes as before
+
+
+def test_torch_functions_without_double_backward_or_forward_mode_are_not_supported():
+    X = sp.Matrix([[w, x], [b, w]])
+    dist = sum(sp.sqrt(sum((X[i, k] - X[j, k]) ** 2 for k in range(2))) for i in range(2) for j in range(2) if i != j)
+    m = Model(name="cdist", loss=dist, params=[w, x, b], domain={"*": (-2, 2)},
+              impl=lambda w, x, b: torch.cdist(torch.stack([torch.stack([w, x]), torch.stack([b, w])]),
+                                               torch.stack([torch.stack([w, x]), torch.stack([b, w])])).sum())
+    r = verify(m, order=2, modes=("rev", "fwd"), samples=2)
+    assert r.status == "pass", (r.error, r.failed[:2])
+    found = {(u.source, u.quantity): u.reason for u in r.unsupported}
+    assert set(found) == {("impl", "second"), ("impl", "jvp")}
+    assert "_cdist_backward" in found["impl", "second"] and "_cdist_forward" in found["impl", "jvp"]

@@ -297,6 +297,7 @@ ONCE_DIFFERENTIABLE = (
     "backward with differentiable torch operations to check second derivatives"
 )
 NO_FORWARD_AD = "it has no forward-mode derivative"
+NO_DOUBLE_BACKWARD = "torch cannot differentiate its backward again"
 GRAD_IMPL_HIGHER = "a hand-written gradient has no derivatives of its own to check"
 
 
@@ -376,7 +377,11 @@ def second_impl(subject: Subject, points: Sequence[Point], dtype: str, *,
                 first = torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1) for g, t in zip(gs, leaves)])
                 flat = [first[i] for i in range(first.numel())]
                 rows = _second_rows(flat, leaves, vectors)
+            except NotImplementedError as exc:  # torch: "the derivative for '...' is not implemented"
+                raise Unsupported(f"{NO_DOUBLE_BACKWARD} ({str(exc).strip().splitlines()[0]})") from exc
             except RuntimeError as exc:
+                if "not implemented" in str(exc) or "twice" in str(exc):
+                    raise Unsupported(f"{NO_DOUBLE_BACKWARD} ({str(exc).strip().splitlines()[0]})") from exc
                 raise ImplError(
                     f"model `{model.name}`: double backward through `impl` failed at point {k}: "
                     f"{str(exc).strip().splitlines()[0]}{_hint(exc)}"
