@@ -436,3 +436,21 @@ def test_torch_functions_without_double_backward_or_forward_mode_are_not_support
     found = {(u.source, u.quantity): u.reason for u in r.unsupported}
     assert set(found) == {("impl", "second"), ("impl", "jvp")}
     assert "_cdist_backward" in found["impl", "second"] and "_cdist_forward" in found["impl", "jvp"]
+
+
+def test_without_matplotlib_the_heatmap_is_skipped_and_the_page_says_so(monkeypatch):
+    from gradcheck_sym import plots
+    from gradcheck_sym.report_md import render
+    from gradcheck_sym.results import RunResult
+
+    r = verify(model(DetachedBackward), order=2, samples=1, dtypes=["float64"])
+    run = RunResult(tool_version="x", versions={}, command="c", seed=0, samples=1, dtypes=("float64",), models=(r,))
+    with_plots = render(run)
+    assert with_plots[f"{r.name}-hessian.png"][:4] == b"\x89PNG"
+    monkeypatch.setattr(plots, "_pyplot", lambda: None)
+    from gradcheck_sym import cache
+
+    monkeypatch.setattr(cache, "_DISABLED", True)  # no cached PNG either
+    files = render(run)
+    assert not any(name.endswith(".png") for name in files)
+    assert plots.MISSING in files[f"{r.name}.md"] and "## Orders and modes" in files[f"{r.name}.md"]

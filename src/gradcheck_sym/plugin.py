@@ -149,6 +149,8 @@ def _section(result: ModelResult) -> str:
         lines.append(f"  {s.label:<24} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
                      f"{s.nondifferentiable + s.undefined} special; worst error/tolerance "
                      f"{num(s.worst_of_tolerance, 3)}")
+    for u in result.unsupported:
+        lines.append(f"  not supported: {u.source} {u.quantity}: {u.reason} (not a failure)")
     return "\n".join(lines)
 
 
