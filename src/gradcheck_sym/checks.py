@@ -89,6 +89,21 @@ ATTRIBUTION: dict[int, tuple[str | None, str]] = {
 }
 
 
+# the same codes for second derivatives, attributed by differences of the source's own gradient
+SECOND_ATTRIBUTION: dict[int, tuple[str | None, str]] = {
+    **ATTRIBUTION,
+    WRONG: ("wrong", "finite differences of this source's own gradient agree with the exact value: its "
+            "double backward is wrong"),
+    FORWARD_MISMATCH: (
+        "forward_mismatch",
+        "finite differences of this source's own gradient agree with it, not with the exact value: its "
+        "gradient is not the declared model's (see the first-order checks)",
+    ),
+    INCONCLUSIVE: ("wrong", "finite differences of this source's gradient agree with neither (inconclusive); the "
+                   "exact value decides"),
+}
+
+
 def attribute(agree: torch.Tensor, fd_ok_exact: torch.Tensor, fd_ok_source: torch.Tensor) -> torch.Tensor:
     """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
     code = torch.where(fd_ok_exact, WRONG, torch.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
@@ -118,6 +133,37 @@ class ExactArrays:
     def value(self, i: int, j: int) -> ExactValue:
         r = self.refs[i]
         return r.loss if j == 0 else r.grads[j - 1]
+
+
+@dataclass
+class StackedArrays(ExactArrays):
+    """Several `ExactArrays` side by side: column 0 is the first one's, then the gradient columns
+    of each in turn (a Hessian's rows, a Jacobian's rows, several HVPs or VJPs), or with
+    ``values`` their column 0s (an operator's outputs)."""
+
+    parts: list[ExactArrays] | None = None
+    width: int = 0  # columns per part
+    values: bool = False
+
+    def value(self, i: int, j: int) -> ExactValue:
+        assert self.parts is not None
+        if j == 0:
+            return self.parts[0].value(i, 0)
+        part, col = divmod(j - 1, self.width)
+        return self.parts[part].value(i, 0 if self.values else col + 1)
+
+
+def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> StackedArrays:
+    """``parts`` side by side (see `StackedArrays`); ``values``: their column 0s, not gradients."""
+    cols = slice(0, 1) if values else slice(1, None)
+
+    def cat(name: str) -> torch.Tensor:
+        first = getattr(parts[0], name)[:, :1]
+        return torch.cat([first, *(getattr(p, name)[:, cols] for p in parts)], dim=1)
+
+    width = 1 if values else parts[0].hi.shape[1] - 1
+    return StackedArrays(kind=cat("kind"), hi=cat("hi"), lo=cat("lo"), left=cat("left"), right=cat("right"),
+                         scale=cat("scale"), refs=parts[0].refs, parts=list(parts), width=width, values=values)
 
 
 def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactArrays:
@@ -162,6 +208,40 @@ class Group:
     attribution: torch.Tensor  # codes of compare.ATTRIBUTION
     fd_error: torch.Tensor | None = None
     noise: torch.Tensor | None = None  # fd only: which mismatches are noise (else forward)
+    exact: ExactArrays | None = None  # the exact side compared with, when not the dtype's own
+    layout: tuple[str, int] | None = None  # columns as (kind, entries): see `_label`
+    output: int | None = None  # an operator's output entry, for a group of one output
+
+
+def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
+    """Which quantity column ``j`` of ``g`` is: the Check fields that name it."""
+    if g.quantity == "loss":
+        return {"param": "loss"}
+    if g.quantity == "value":
+        return {"param": "value", "output": j}
+    if g.layout is None:
+        e = entries[j]
+        return {"param": e.variable.name, "index": e.index or None, "output": g.output}
+    kind, n = g.layout
+    major, col = divmod(j, n)
+    e = entries[col]
+    out: dict[str, Any] = {"param": e.variable.name, "index": e.index or None, "output": g.output}
+    if kind == "hessians":  # an operator's Hessians, output after output
+        out["output"], major = divmod(major, n)
+        kind = "hessian"
+    elif kind == "hvps":  # an operator's Hessian-vector products, output after output
+        from .orders import HVP_VECTORS
+
+        out["output"], major = divmod(major, HVP_VECTORS)
+        kind = "hvp"
+    if kind == "hessian":
+        row = entries[major]
+        out.update(param=row.variable.name, index=row.index or None, param2=e.variable.name, index2=e.index or None)
+    elif kind == "jacobian":
+        out["output"] = major
+    else:  # "hvp" and "vjp": the seeded random vector's number
+        out["vector"] = major
+    return out
 
 
 VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined")
@@ -199,6 +279,16 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
                  verdict=verdict, attribution=torch.where(verdict == 1, 2, 0))
 
 
+def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
+    """An operator's outputs (``values``: points × outputs) against the exact outputs, which
+    ``ex`` holds as its columns 1, 2, ... (`stack_exact` with ``values=True``)."""
+    cols = slice(1, None)
+    cmp = compare(values, ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    return Group(source=source, forward=None, quantity="value", values=values, columns=cols, cmp=cmp,
+                 verdict=verdict, attribution=torch.where(verdict == 1, 2, 0), exact=ex)
+
+
 def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
              forward_wrong: torch.Tensor | None) -> Group:
     """Finite differences against the exact gradient, held to their own error estimate."""
@@ -232,22 +322,22 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
                 return "noise", "finite-difference truncation or rounding, not a bug"
             return "forward_mismatch", "differences of a forward that does not compute the model"
         return None, e.reason
-    if g.quantity == "loss" and verdict == 1:
+    if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
-    attribution, note = ATTRIBUTION[int(g.attribution[i, j])]
+    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[int(g.attribution[i, j])]
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
     return attribution, note or e.reason
 
 
 def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
+    ex = g.exact if g.exact is not None else ex
     col = j + g.columns.start
     e = ex.value(i, col)
     value = float(g.values[i, j])
     attribution, note = _note(g, i, j, e, value)
     verdict = VERDICT_NAMES[int(g.verdict[i, j])]
     has_value = verdict in ("agree", "mismatch")
-    entry = entries[j] if g.quantity == "grad" else None
 
     def f(t: torch.Tensor) -> float | None:
         return float(t[i, j]) if has_value else None
@@ -255,8 +345,7 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
     right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
     return Check(
-        source=g.source, dtype=dtype, param=entry.variable.name if entry else "loss",
-        index=(entry.index or None) if entry else None, quantity=g.quantity, point=i,
+        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity, point=i,
         exact=float(ex.hi[i, col]) if has_value else None,
         exact_text=exact_text(e.value) if has_value else None,
         value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),
@@ -293,6 +382,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             worst = _check(g, *worst_index, dtype, entries, ex)
         summaries.append(SourceSummary(
             source=g.source, dtype=dtype, forward=g.forward, quantity=g.quantity, checks=n * m,
+            vectors=bool(g.layout and g.layout[0] in ("hvp", "hvps", "vjp")),
             agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
             nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
             worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),

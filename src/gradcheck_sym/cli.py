@@ -189,7 +189,8 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
             t0 = time.perf_counter()
             progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
             r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
-                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"))
+                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"),
+                       order=args.order, modes=args.modes)
             progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
             results.append(r)
         if (not args.targets and args.expr is None) or args.targets == ["builtin"]:

@@ -104,14 +104,20 @@ class Model:
     * ``grad_impl``: ``grad_impl(**tensors) -> {name: gradient}``, a hand-written gradient;
     * ``description``, ``notes`` (Markdown) and ``latex`` (the loss as you would typeset it, for
       models too large for SymPy's own LaTeX) go into the reports.
+
+    An **operator** (a function with several outputs, such as a custom ``torch.autograd.Function``)
+    gives ``outputs=sp.Matrix([...])`` instead of ``loss=``; its ``impl`` returns a tensor with
+    the outputs' entries (shape ``(m,)``, ``(m, 1)`` or the matrix's shape), and its Jacobian is
+    checked through VJPs (unit and seeded random cotangents) and JVPs.
     """
 
     def __init__(
         self,
         *,
         name: str,
-        loss: Any,
+        loss: Any = None,
         params: Any,
+        outputs: Any = None,
         inputs: Any = (),
         domain: Mapping[Any, Bounds] | None = None,
         points: Sequence[Mapping[Any, Any]] | None = None,
@@ -128,7 +134,19 @@ class Model:
                 "`-` (it names the report file)"
             )
         self.name = name
-        self.loss: sp.Expr = _scalar_loss(name, loss)
+        if (loss is None) == (outputs is None):
+            raise ModelError(
+                f"model `{name}`: give exactly one of `loss=` (a scalar expression) and `outputs=` (a "
+                f"matrix of expressions, for an operator with several outputs); got {'both' if loss is not None else 'neither'}"
+            )
+        self.outputs: tuple[sp.Expr, ...] = ()
+        self.output_shape: tuple[int, ...] = ()
+        if outputs is not None:
+            self.output_shape, self.outputs = _outputs(name, outputs)
+            loss = sp.ImmutableMatrix(*self.output_shape, list(self.outputs))
+            self.loss = loss
+        else:
+            self.loss = _scalar_loss(name, loss)
         self.params = tuple(_variables(name, params, "param"))
         self.inputs = tuple(_variables(name, inputs, "input"))
         if not self.params:
@@ -150,6 +168,11 @@ class Model:
         for label, f in (("impl", impl), ("grad_impl", grad_impl)):
             if f is not None and not callable(f):
                 raise ModelError(f"model `{name}`: `{label}` must be a callable, got {type(f).__name__}")
+        if grad_impl is not None and self.outputs:
+            raise ModelError(
+                f"model `{name}`: `grad_impl` is for a scalar `loss=`; an operator (`outputs=`) is checked "
+                "through `impl` (its backward and forward mode give the Jacobian)"
+            )
         if impl is not None or grad_impl is not None:
             bad = [v.name for v in self.variables if not v.name.isidentifier() or keyword.iskeyword(v.name)]
             if bad:
@@ -194,6 +217,11 @@ class Model:
         return tuple(Entry(v, k) for v in wrt for k in range(v.size))
 
     @property
+    def is_operator(self) -> bool:
+        """Declared with ``outputs=`` (several outputs) rather than a scalar ``loss=``."""
+        return bool(self.outputs)
+
+    @property
     def n_params(self) -> int:
         return sum(v.size for v in self.params)
 
@@ -232,7 +260,7 @@ class Model:
                     f"model `{self.name}`: the loss has the non-real constant `{n}` (the log, root or "
                     "inverse function of a constant outside its real domain); gradcheck_sym checks real losses"
                 )
-        used = free_symbols(self.loss)
+        used = set().union(*(free_symbols(e) for e in self.outputs)) if self.outputs else free_symbols(self.loss)
         undeclared = sorted(used - set(seen), key=str)
         if undeclared:
             raise ModelError(
@@ -241,12 +269,18 @@ class Model:
                 f"{'it' if len(undeclared) == 1 else 'them'} to `inputs=` (data) or `params=` (weights)"
             )
         # the loss as a flat program over every symbol (refuses unsupported functions here)
-        self.program = compile_expr(self.loss, self.symbols, rewrite_kinks=False, model=self.name)
+        if self.outputs:
+            self.programs = tuple(compile_expr(e, self.symbols, rewrite_kinks=False, model=self.name)
+                                  for e in self.outputs)
+            self.program = self.programs[0]
+        else:
+            self.program = compile_expr(self.loss, self.symbols, rewrite_kinks=False, model=self.name)
         unused = [s for v in self.params for s in v.symbols if s not in used]
         if unused:
+            what = "any output" if self.outputs else "the loss"
             raise ModelError(
-                f"model `{self.name}`: param {_names(unused)} does not occur in the loss, so its "
-                "gradient is identically zero; remove it from `params` or fix the loss"
+                f"model `{self.name}`: param {_names(unused)} does not occur in {what}, so its "
+                f"gradient is identically zero; remove it from `params` or fix {what}"
             )
 
 
@@ -260,28 +294,42 @@ def _names(items: Iterable[Any], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _scalar_loss(model: str, loss: Any) -> sp.Expr:
+def _scalar_loss(model: str, loss: Any, what: str = "`loss`") -> sp.Expr:
     if isinstance(loss, str):
         raise ModelError(
-            f"model `{model}`: `loss` is a string; pass a SymPy expression built from symbols "
+            f"model `{model}`: {what} is a string; pass a SymPy expression built from symbols "
             "(gradcheck_sym never evaluates text)"
         )
     if isinstance(loss, sp.MatrixBase):
         if loss.shape != (1, 1):
             raise ModelError(
-                f"model `{model}`: `loss` is a {loss.shape[0]}x{loss.shape[1]} matrix; it must be "
-                "a scalar (sum the entries, e.g. `sum(e**2 for e in Y_hat - Y)`)"
+                f"model `{model}`: {what} is a {loss.shape[0]}x{loss.shape[1]} matrix; it must be "
+                "a scalar (sum the entries, e.g. `sum(e**2 for e in Y_hat - Y)`, or declare an operator "
+                "with `outputs=`)"
             )
         loss = loss[0, 0]
     if isinstance(loss, (int, float, Fraction)):
         loss = sp.nsimplify(loss) if isinstance(loss, Fraction) else sp.sympify(loss)
     if not isinstance(loss, sp.Expr):
         raise ModelError(
-            f"model `{model}`: `loss` must be a scalar SymPy expression, got {type(loss).__name__}"
+            f"model `{model}`: {what} must be a scalar SymPy expression, got {type(loss).__name__}"
         )
     if isinstance(loss, (sp.MatrixExpr,)):
-        raise ModelError(f"model `{model}`: `loss` must be a scalar, not a matrix expression")
+        raise ModelError(f"model `{model}`: {what} must be a scalar, not a matrix expression")
     return loss
+
+
+def _outputs(model: str, outputs: Any) -> tuple[tuple[int, ...], tuple[sp.Expr, ...]]:
+    """An operator's outputs: their shape and the entries, row-major, each a scalar."""
+    if isinstance(outputs, (list, tuple)):
+        outputs = sp.ImmutableMatrix(len(outputs), 1, list(outputs)) if outputs else None
+    if not isinstance(outputs, sp.MatrixBase) or outputs.rows * outputs.cols == 0:
+        raise ModelError(
+            f"model `{model}`: `outputs` must be a non-empty matrix of expressions (`sp.Matrix([f1, f2, ...])`), "
+            f"got {_clip(repr(outputs), 40)}"
+        )
+    entries = tuple(_scalar_loss(model, e, what=f"`outputs[{k}]`") for k, e in enumerate(outputs))
+    return (outputs.rows, outputs.cols), entries
 
 
 def _variables(model: str, items: Any, role: str) -> list[Variable]:

@@ -46,6 +46,24 @@ def dtype_list(text: str) -> tuple[str, ...]:
     return items
 
 
+ORDERS = (1, 2)
+MODES = ("rev", "fwd")
+
+
+def derivative_order(text: str) -> int:
+    if text.strip() not in ("1", "2"):
+        raise ValueError(f"expected 1 or 2, got {text!r}")
+    return int(text)
+
+
+def mode_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in MODES]
+    if bad or not items:
+        raise ValueError(f"expected a comma-separated list of {', '.join(MODES)}, got {text!r}")
+    return tuple(m for m in MODES if m in items)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Option:
     name: str  # the CLI's long name without dashes
@@ -90,4 +108,15 @@ TIMEOUT = Option(
     "go on (default: none)",
 )
 
-SHARED = (SAMPLES, SEED, DTYPES_OPTION, TIMEOUT, REPORT_DIR)
+ORDER = Option(
+    name="order", metavar="N", parse=derivative_order, default=1,
+    help="highest derivative order checked: 1, or 2 for second derivatives (torch's double backward "
+    "against exact Hessians or Hessian-vector products) (default: 1)",
+)
+MODES_OPTION = Option(
+    name="modes", metavar="LIST", parse=mode_list, default=("rev",),
+    help="differentiation modes checked, comma-separated: rev (backward, VJPs), fwd (forward-mode AD, "
+    "JVPs) (default: rev)",
+)
+
+SHARED = (SAMPLES, SEED, DTYPES_OPTION, ORDER, MODES_OPTION, TIMEOUT, REPORT_DIR)

@@ -1,5 +1,5 @@
-"""Results → PNG plots (matplotlib, optional): the finite-difference step study and the
-lecture's training replay.  Pure: the same results give the same bytes (no timestamp in the
+"""Results → PNG plots (matplotlib, optional): the finite-difference step study, the
+lecture's training replay, and a small model's Hessian with the entries where a source disagrees.  Pure: the same results give the same bytes (no timestamp in the
 file).  Without matplotlib every function returns None and the report says so."""
 
 from __future__ import annotations
@@ -104,3 +104,46 @@ def _draw_replay(replay: Replay) -> bytes | None:
     data = _png(fig)
     plt.close(fig)
     return data
+
+
+def hessian_png(data: dict[str, object]) -> bytes | None:
+    """The exact Hessian at one point as a heatmap (symmetric log colour scale), each entry where a
+    source's second derivative disagrees somewhere marked with that source's letter."""
+    return _cached("hessian", data, lambda: _draw_hessian(data))
+
+
+def _draw_hessian(data: dict[str, object]) -> bytes | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from matplotlib.patches import Rectangle
+
+    names: list[str] = data["entries"]  # type: ignore[assignment]
+    exact: list[list[float | None]] = data["exact"]  # type: ignore[assignment]
+    wrong: dict[str, list[list[int]]] = data["wrong"]  # type: ignore[assignment]
+    grid = [[math.nan if v is None else v for v in row] for row in exact]
+    top = max((abs(v) for row in grid for v in row if math.isfinite(v)), default=1.0) or 1.0
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.8 + 0.55 * n), max(4.2, 1.4 + 0.55 * n)))
+    image = ax.imshow(grid, cmap="coolwarm", vmin=-top, vmax=top)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    for i in range(n):
+        for j in range(n):
+            if math.isfinite(grid[i][j]) and n <= 8:
+                ax.text(j, i, f"{grid[i][j]:.3g}", ha="center", va="center", fontsize=6)
+    marked: dict[tuple[int, int], list[str]] = {}
+    for source, cells in sorted(wrong.items()):
+        for i, j in cells:
+            marked.setdefault((i, j), []).append(source)
+    for (i, j), sources in sorted(marked.items()):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
+        ax.text(j, i + 0.32, "✗ " + ", ".join(sources), ha="center", va="center", fontsize=6, fontweight="bold")
+    ax.set_title(f"exact second derivatives of the {data['title']} at point 0 ({data['dtype']})\n"
+                 + ("boxed ✗: a source's double backward disagrees (at some point)" if marked
+                    else "every source's double backward agrees"), fontsize=8)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

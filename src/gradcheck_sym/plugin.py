@@ -1,12 +1,14 @@
 """The pytest plugin (entry point ``pytest11``): gradient checks inside a user's own tests.
 
 * the ``gradcheck`` fixture: ``gradcheck(model, impl=..., grad_impl=..., points=..., samples=...,
-  dtypes=..., seed=..., tolerance=...)`` returns the result or fails the test with a message a
-  person can act on;
-* the marker ``@pytest.mark.gradcheck(samples=, dtypes=, seed=, tolerance=)`` sets them per test;
+  dtypes=..., seed=..., tolerance=..., order=..., modes=...)`` returns the result or fails the
+  test with a message a person can act on;
+* the marker ``@pytest.mark.gradcheck(samples=, dtypes=, seed=, tolerance=, order=, modes=)`` sets
+  them per test;
 * ``gradcheck_models = [model, ...]`` at module level in a test file makes one test item per model;
 * options ``--gradcheck-samples``, ``--gradcheck-seed``, ``--gradcheck-dtypes``,
-  ``--gradcheck-report-dir`` (and ``gradcheck_*`` ini keys); with a report directory, the same
+  ``--gradcheck-order``, ``--gradcheck-modes``, ``--gradcheck-report-dir`` (and ``gradcheck_*``
+  ini keys); with a report directory, the same
   Markdown/JSON report as the command line, merged across pytest-xdist workers;
 * a terminal summary: checks run, failed, worst error per dtype.
 
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import DTYPES_OPTION, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, TIMEOUT, Option
+from .options import DTYPES_OPTION, MODES_OPTION, ORDER, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, TIMEOUT, Option
 
 if TYPE_CHECKING:
     from .model import Model
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 MARKER = "gradcheck"
 MODELS_NAME = "gradcheck_models"  # a module-level list in a test file: one item per model
-MARKER_ARGS = ("samples", "dtypes", "seed", "tolerance")
+MARKER_ARGS = ("samples", "dtypes", "seed", "tolerance", "order", "modes")
 _RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 _WORKER_KEY = "gradcheck_sym_results"
 
@@ -52,7 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(samples=N, dtypes='float64,float32', seed=N, tolerance=F): options of the "
+        f"{MARKER}(samples=N, dtypes='float64,float32', seed=N, tolerance=F, order=1|2, modes='rev,fwd'): "
+        "options of the "
         "gradcheck fixture for this test",
     )
     config.stash[_RESULTS] = []
@@ -90,7 +93,9 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
         out.update(mark.kwargs)
     if "dtypes" in out and isinstance(out["dtypes"], str):
         out["dtypes"] = _parse(DTYPES_OPTION, out["dtypes"])
-    for opt in (SAMPLES, SEED):
+    if "modes" in out and not isinstance(out["modes"], str):
+        out["modes"] = ",".join(out["modes"])
+    for opt in (SAMPLES, SEED, ORDER, MODES_OPTION):
         if opt.dest in out:
             out[opt.dest] = _parse(opt, str(out[opt.dest]))
     return out
@@ -114,7 +119,8 @@ def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -
     from .verifier import verify
 
     settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
-                "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0, "timeout": _option(config, TIMEOUT)}
+                "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0, "timeout": _option(config, TIMEOUT),
+                "order": _option(config, ORDER), "modes": _option(config, MODES_OPTION)}
     settings.update(_marker_options(node))
     settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
     impl, grad_impl = given.get("impl"), given.get("grad_impl")
@@ -143,6 +149,8 @@ def _section(result: ModelResult) -> str:
         lines.append(f"  {s.label:<24} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
                      f"{s.nondifferentiable + s.undefined} special; worst error/tolerance "
                      f"{num(s.worst_of_tolerance, 3)}")
+    for u in result.unsupported:
+        lines.append(f"  not supported: {u.source} {u.quantity}: {u.reason} (not a failure)")
     return "\n".join(lines)
 
 
@@ -164,12 +172,18 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., ModelResult]:
         dtypes: Any = None,
         seed: int | None = None,
         tolerance: float | None = None,
+        order: int | None = None,
+        modes: Any = None,
     ) -> ModelResult:
         __tracebackhide__ = True
         if isinstance(dtypes, str):
             dtypes = _parse(DTYPES_OPTION, dtypes)
+        if order is not None:
+            order = _parse(ORDER, str(order))
+        if modes is not None:
+            modes = _parse(MODES_OPTION, modes if isinstance(modes, str) else ",".join(modes))
         return _run(request.config, request.node, model, impl=impl, grad_impl=grad_impl, points=points,
-                    samples=samples, dtypes=dtypes, seed=seed, tolerance=tolerance)
+                    samples=samples, dtypes=dtypes, seed=seed, tolerance=tolerance, order=order, modes=modes)
 
     return check
 

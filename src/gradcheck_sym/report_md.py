@@ -40,6 +40,10 @@ def step_plot_name(model: ModelResult) -> str:
     return f"{model.name}-fd-steps.png"
 
 
+def hessian_plot_name(model: ModelResult) -> str:
+    return f"{model.name}-hessian.png"
+
+
 TRAINING_PAGE = "training.md"
 TRAINING_PLOT = "training.png"
 
@@ -108,7 +112,11 @@ def render_index(run: RunResult) -> str:
 
 def _declaration(m: ModelResult) -> list[str]:
     lines = ["## Declaration", ""]
-    if m.loss_latex:
+    if m.outputs and m.loss_latex:
+        lines += [f"An operator with outputs of shape {_shape(m.outputs)}:", "", "$$", f"y = {m.loss_latex}", "$$", ""]
+    elif m.outputs:
+        lines += [f"An operator with outputs of shape {_shape(m.outputs)}: {_cell(m.loss)}", ""]
+    elif m.loss_latex:
         lines += ["$$", f"\\ell = {m.loss_latex}", "$$", ""]
     else:
         lines += [f"The loss: {_cell(m.loss)}", ""]
@@ -177,6 +185,80 @@ def _sources(m: ModelResult) -> list[str]:
     ]
 
 
+# -- orders and modes (only on pages of runs with more than first-order reverse mode) ----------
+
+MODE_COLUMNS = (("grad", "reverse mode (backward)"), ("jvp", "forward mode (JVPs)"), ("second", "second order"))
+HEATMAP_MAX_ENTRIES = 12  # a Hessian heatmap is drawn for models with at most this many entries
+
+
+def _ran_more(m: ModelResult) -> bool:
+    return m.order != 1 or m.modes != ("rev",) or bool(m.unsupported) or bool(m.outputs)
+
+
+def _orders(m: ModelResult, have_heatmap: bool | None) -> list[str]:
+    if not _ran_more(m):
+        return []
+    lines = ["## Orders and modes", "",
+             f"Checked to order {m.order} in {' and '.join({'rev': 'reverse', 'fwd': 'forward'}[x] for x in m.modes)} "
+             "mode" + ("s" if len(m.modes) > 1 else "") + "."]
+    if m.outputs:
+        lines[-1] += (f"  An operator with {math.prod(m.outputs)} outputs (shape {_shape(m.outputs)}): its "
+                      "Jacobian row by row (unit cotangents), along seeded random cotangents, and column by "
+                      "column (JVPs).")
+    if m.second_method:
+        lines[-1] += f"  Second derivatives: {m.second_method}, against torch's double backward."
+    lines.append("")
+    counts: dict[tuple[str, str], list[int]] = {}
+    for s in summarize(m):
+        if s.source == "fd":
+            continue
+        c = counts.setdefault((s.source, s.quantity), [0, 0])
+        c[0] += s.checks
+        c[1] += s.mismatch
+    refused = {(u.source, u.quantity): u.reason for u in m.unsupported}
+    rows = []
+    for source in [x for x in m.sources if x != "fd"]:
+        cells = [source]
+        for quantity, _ in MODE_COLUMNS:
+            if (source, quantity) in refused:
+                cells.append(f"not supported: {refused[source, quantity]}")
+            elif (source, quantity) in counts:
+                n, bad = counts[source, quantity]
+                cells.append(f"❌ {bad} of {n} disagree" if bad else f"✅ {n} agree")
+            else:
+                cells.append("—")
+        rows.append(cells)
+    lines += _table(["source", *(title for _, title in MODE_COLUMNS)], rows)
+    lines += ["", "Not supported means the source cannot compute the quantity at all (not a failure); the "
+              "other checks ran.", ""]
+    if have_heatmap is not None:
+        lines += [f"![exact Hessian at point 0, disagreements marked]({hessian_plot_name(m)})" if have_heatmap
+                  else f"({plots.MISSING})", ""]
+    return lines
+
+
+def hessian_data(m: ModelResult) -> dict[str, object] | None:
+    """The exact Hessian at point 0 (of the loss, or of output 0) and the entries where a source
+    disagrees anywhere, for the heatmap; None when there is no small whole Hessian."""
+    second = [c for c in m.checks if c.quantity == "second" and c.param2 is not None and c.output in (None, 0)]
+    if not second or not m.complete:
+        return None
+    names = list(dict.fromkeys(c.entry for c in second))
+    if len(names) > HEATMAP_MAX_ENTRIES:
+        return None
+    dtype = "float64" if any(c.dtype == "float64" for c in second) else second[0].dtype
+    exact: list[list[float | None]] = [[None] * len(names) for _ in names]
+    wrong: dict[str, list[list[int]]] = {}
+    for c in second:
+        i, j = names.index(c.entry), names.index(c.entry2 or "")
+        if c.point == 0 and c.dtype == dtype and c.exact is not None:
+            exact[i][j] = c.exact
+        if c.verdict == "mismatch" and [i, j] not in wrong.setdefault(c.source, []):
+            wrong[c.source].append([i, j])
+    title = "loss" if not m.outputs else "output 0"
+    return {"model": m.name, "title": title, "entries": names, "exact": exact, "dtype": dtype, "wrong": wrong}
+
+
 def _worst(m: ModelResult) -> list[str]:
     lines = ["## Worst entries", ""]
     rows = []
@@ -186,7 +268,7 @@ def _worst(m: ModelResult) -> list[str]:
         for c in sorted(group, key=lambda c: -c.of_tolerance)[:WORST_PER_SOURCE]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
-                "loss" if c.quantity == "loss" else f"`{c.entry}`", str(c.point), num(c.exact, 12),
+                _entry_cell(c), str(c.point), num(c.exact, 12),
                 num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3), ulps(c.ulps), num(c.tolerance, 3),
                 c.verdict,
             ])
@@ -195,6 +277,12 @@ def _worst(m: ModelResult) -> list[str]:
     return lines + ["", "Every check is in `results.json`." if m.complete else
                     "`results.json` holds the disagreements, the special points and the entries nearest their "
                     "tolerance (all were checked; a large run keeps only these).", ""]
+
+
+def _entry_cell(c: Check) -> str:
+    if c.quantity in ("loss", "grad") and c.output is None and c.vector is None:
+        return "loss" if c.quantity == "loss" else f"`{c.entry}`"
+    return f"`{c.quantity_text}`"
 
 
 def _mismatches(m: ModelResult) -> list[str]:
@@ -265,7 +353,7 @@ def _points(m: ModelResult) -> list[str]:
     return lines
 
 
-def render_model(m: ModelResult, *, have_plot: bool = True) -> str:
+def render_model(m: ModelResult, *, have_plot: bool = True, have_heatmap: bool | None = None) -> str:
     """One model's page: declaration, exact gradient, graph, sources, worst entries,
     mismatches with snippets, special points, the step study."""
     lines = [f"# {m.name} {_icon(m)}", ""]
@@ -284,7 +372,7 @@ def render_model(m: ModelResult, *, have_plot: bool = True) -> str:
         for n in m.notes:
             lines += [n, ""]
     if m.checks:
-        lines += _sources(m) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
+        lines += _sources(m) + _orders(m, have_heatmap) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -336,7 +424,12 @@ def render(run: RunResult) -> dict[str, str | bytes]:
         png = plots.step_study_png(m.step_study) if m.step_study is not None else None
         if png is not None:
             files[step_plot_name(m)] = png
-        files[page_name(m)] = render_model(m, have_plot=png is not None)
+        data = hessian_data(m)
+        heatmap = plots.hessian_png(data) if data is not None else None
+        if heatmap is not None:
+            files[hessian_plot_name(m)] = heatmap
+        files[page_name(m)] = render_model(m, have_plot=png is not None,
+                                           have_heatmap=None if data is None else heatmap is not None)
     if run.replay is not None:
         png = plots.replay_png(run.replay)
         if png is not None:

@@ -22,9 +22,9 @@ class Check:
 
     source: str  # "autograd" | "impl" | "grad_impl" | "fd"
     dtype: str  # "float64" | "float32"
-    param: str  # variable name; "loss" for a forward-value check
+    param: str  # variable name; "loss" for a forward-value check, "value" for an operator's output
     index: tuple[int, ...] | None = None  # entry of an array variable
-    quantity: str = "grad"  # "grad" (∂loss/∂param) or "loss" (forward value)
+    quantity: str = "grad"  # "loss" | "value" | "grad" | "jvp" | "second" (see QUANTITIES)
     point: int  # index into ModelResult.points[dtype]
     exact: float | None  # nearest float64 of the exact value (None if none exists)
     exact_text: str | None = None  # the exact value itself: a fraction or a certified ball
@@ -40,6 +40,10 @@ class Check:
     right: float | None = None
     forward: str | None = None  # fd only: "model" or "impl"
     fd_error: float | None = None  # fd only: its own error estimate
+    output: int | None = None  # operators: the output entry (flat, row-major); None for a loss
+    param2: str | None = None  # "second" (Hessian entry): the second variable differentiated
+    index2: tuple[int, ...] | None = None
+    vector: int | None = None  # which seeded random vector: an HVP's direction, a VJP's cotangent
 
     @property
     def of_tolerance(self) -> float:
@@ -56,6 +60,47 @@ class Check:
         if self.index is None or not self.index:
             return self.param
         return f"{self.param}[{','.join(map(str, self.index))}]"
+
+    @property
+    def entry2(self) -> str | None:
+        """The second entry of a Hessian check (``param2``/``index2``), else None."""
+        if self.param2 is None:
+            return None
+        return self.param2 if not self.index2 else f"{self.param2}[{','.join(map(str, self.index2))}]"
+
+    @property
+    def quantity_text(self) -> str:
+        """The quantity as mathematics: ``∂loss/∂w``, ``∂²loss/∂w∂b``, ``(Hv₁)[w]``, ``∂y₂/∂w (jvp)``."""
+        f = "loss" if self.output is None else f"y[{self.output}]"
+        if self.quantity == "loss":
+            return "loss"
+        if self.quantity == "value":
+            return f
+        if self.quantity == "second":
+            if self.vector is not None:
+                return f"(H{f} v{self.vector})[{self.entry}]"
+            return f"∂²{f}/∂{self.entry}∂{self.entry2}"
+        if self.vector is not None:
+            return f"(v{self.vector}ᵀJ)[{self.entry}]"
+        return f"∂{f}/∂{self.entry}" + (" (jvp)" if self.quantity == "jvp" else "")
+
+
+QUANTITIES = {
+    "loss": "the forward value of a scalar loss",
+    "value": "an operator's output entry (`output`: its flat index)",
+    "grad": "a first derivative by reverse mode (a VJP; operators: `output`, or `vector` for a random cotangent)",
+    "jvp": "a first derivative by forward mode (`param`/`index`: the unit direction; `output` for operators)",
+    "second": "a second derivative: `param`/`index` and `param2`/`index2`, or `vector` for an HVP",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotSupported:
+    """A source that cannot compute a quantity at all (not a failure): which, and why."""
+
+    source: str  # "autograd" | "impl" | "grad_impl"
+    quantity: str  # "jvp" (forward mode) | "second" (order 2)
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,12 +151,16 @@ class SourceSummary:
     worst_ulps: float | None
     worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
     worst: Check | None  # the check nearest to (or furthest beyond) its tolerance
+    vectors: bool = False  # checked along seeded random vectors (VJPs with random cotangents, HVPs)
 
     @property
     def label(self) -> str:
         """``autograd``, ``fd (impl)``, ``impl forward value``: the source as reports name it."""
         text = self.source + (f" ({self.forward})" if self.forward else "")
-        return text + (" forward value" if self.quantity == "loss" else "")
+        return text + SUMMARY_SUFFIX.get(self.quantity, "") + (" (random vectors)" if self.vectors else "")
+
+
+SUMMARY_SUFFIX = {"loss": " forward value", "value": " outputs", "jvp": " forward mode", "second": " second order"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +188,11 @@ class ModelResult:
     layers: tuple[Layer, ...] = ()  # the computation graph, one node per layer (empty: too irregular)
     step_study: StepStudy | None = None
     error: str | None = None  # why the model could not be checked (status "error")
+    outputs: tuple[int, ...] = ()  # an operator's output shape (empty for a scalar loss)
+    order: int = 1  # highest derivative order checked
+    modes: tuple[str, ...] = ("rev",)  # "rev" (backward, VJPs), "fwd" (forward mode, JVPs)
+    second_method: str = ""  # how second derivatives were checked: the full Hessian, or HVPs
+    unsupported: tuple[NotSupported, ...] = ()  # sources that cannot compute a quantity, and why
 
     @property
     def failed(self) -> tuple[Check, ...]:
@@ -198,6 +252,7 @@ class RunResult:
 
 
 _CHECK_FIELDS = tuple(f.name for f in dataclasses.fields(Check))
+_UNSET = object()
 
 
 def _number(x: Any) -> Any:
@@ -206,12 +261,28 @@ def _number(x: Any) -> Any:
     return x
 
 
+# Fields added with second order and forward mode: written only when they say something, so
+# that first-order results (and older readers) see the same file as before.
+_NEW_CHECK_FIELDS = ("output", "param2", "index2", "vector")
+_NEW_MODEL_FIELDS = {"outputs": (), "order": 1, "modes": ("rev",), "second_method": "", "unsupported": ()}
+
+
 def _encode(x: Any) -> Any:
     if type(x) is Check:  # the bulk of a results file: a fast path
         d = {name: _number(getattr(x, name)) for name in _CHECK_FIELDS}
-        if d["index"] is not None:
-            d["index"] = list(d["index"])
+        for name in _NEW_CHECK_FIELDS:
+            if d[name] is None:
+                del d[name]
+        for name in ("index", "index2"):
+            if d.get(name) is not None:
+                d[name] = list(d[name])
         return d
+    if type(x) is ModelResult:
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)
+                if _NEW_MODEL_FIELDS.get(f.name, _UNSET) != getattr(x, f.name)}
+    if type(x) is SourceSummary:
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)
+                if not (f.name == "vectors" and not x.vectors)}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, float):
@@ -258,8 +329,9 @@ def _float(x: Any) -> Any:
 
 def _check(d: dict[str, Any]) -> Check:
     kw = {k: (_float(v) if k in _FLOAT_FIELDS else v) for k, v in d.items()}
-    if kw.get("index") is not None:
-        kw["index"] = tuple(kw["index"])
+    for name in ("index", "index2"):
+        if kw.get(name) is not None:
+            kw[name] = tuple(kw[name])
     return Check(**kw)
 
 
@@ -284,8 +356,10 @@ def _model(d: dict[str, Any]) -> ModelResult:
                          **{k: _float(x[k]) for k in ("worst_rel", "worst_ulps", "worst_of_tolerance")}})
         for x in d.get("summaries", ())
     )
-    for key in ("notes", "arithmetic", "sources"):
-        d[key] = tuple(d[key])
+    for key in ("notes", "arithmetic", "sources", "outputs", "modes"):
+        if key in d:
+            d[key] = tuple(d[key])
+    d["unsupported"] = tuple(NotSupported(**u) for u in d.get("unsupported", ()))
     return ModelResult(**d)
 
 

@@ -279,3 +279,210 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     return SourceOutput(
         source="fd", forward=forward, grads=richardson.tolist(), error_estimate=estimate.tolist(), steps=h.tolist()
     )
+
+
+# -- forward mode and second order --------------------------------------------------------------
+#
+# The same signature again, ``source(subject, points, dtype) -> SourceOutput``; ``grads`` holds
+# per point the JVPs along each entry's unit direction (forward mode), or the second derivatives
+# row after row (``Hessian`` rows, or one row per Hessian-vector product with ``vectors``).
+
+
+class Unsupported(Exception):
+    """A source cannot produce this quantity at all (not a wrong value): the reason, for people."""
+
+
+ONCE_DIFFERENTIABLE = (
+    "its backward is marked @once_differentiable (torch cannot differentiate it again); write the "
+    "backward with differentiable torch operations to check second derivatives"
+)
+NO_FORWARD_AD = "it has no forward-mode derivative"
+NO_DOUBLE_BACKWARD = "torch cannot differentiate its backward again"
+GRAD_IMPL_HIGHER = "a hand-written gradient has no derivatives of its own to check"
+
+
+def _once_differentiable(t: torch.Tensor) -> bool:
+    """Whether ``t``'s graph runs through a ``once_differentiable`` backward (torch puts an
+    ``Error`` node there, which only fails when that path is differentiated)."""
+    seen: set[Any] = set()
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ("Error", "DelayedError"):
+            return True
+        stack.extend(f for f, _ in node.next_functions)
+    return False
+
+
+def _second_rows(first: list[torch.Tensor], leaves: list[torch.Tensor],
+                 vectors: Sequence[Sequence[float]] | None) -> list[list[torch.Tensor]]:
+    """Second derivatives from first derivatives computed with ``create_graph=True``:
+    ``∂first_i/∂leaf`` for every ``i`` (Hessian rows), or ``∂(first·v)/∂leaf`` for every ``v``
+    (Hessian-vector products); one tensor per leaf, of the leaf's shape."""
+    if vectors is None:
+        wanted = first
+    else:
+        wanted = [sum((float(c) * g for c, g in zip(v, first) if c), torch.zeros_like(first[0])) for v in vectors]
+    rows = []
+    for g in wanted:
+        if not g.requires_grad:  # the backward returned a constant: its derivative is zero
+            rows.append([torch.zeros_like(leaf, dtype=torch.float64) for leaf in leaves])
+            continue
+        if _once_differentiable(g):
+            raise Unsupported(ONCE_DIFFERENTIABLE)
+        parts = torch.autograd.grad(g.sum(), leaves, retain_graph=True, allow_unused=True)
+        rows.append([torch.zeros_like(leaf, dtype=torch.float64) if d is None else d.double()
+                     for d, leaf in zip(parts, leaves)])
+    return rows
+
+
+def second_autograd(subject: Subject, points: Sequence[Point], dtype: str, *,
+                    vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Torch's double backward through the generated forward (``create_graph=True`` twice, with
+    a cotangent that itself requires grad, as ``gradgradcheck`` does), all points at once."""
+    cols = [c.clone() for c in _columns(points, dtype)]
+    leaves = []
+    for pos in subject.entry_positions:
+        cols[pos] = cols[pos].detach().requires_grad_(True)
+        leaves.append(cols[pos])
+    with torch.enable_grad():
+        loss = subject.forward(cols)
+        v = torch.ones_like(loss).requires_grad_(True)
+        grads = torch.autograd.grad(loss, leaves, grad_outputs=v, create_graph=True, allow_unused=True)
+        first = [torch.zeros_like(loss) if g is None else g for g in grads]
+        rows = _second_rows(first, leaves, vectors)
+    table = torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)  # (points, rows, entries)
+    return SourceOutput(source="autograd", grads=table.reshape(len(points), -1).tolist())
+
+
+def second_impl(subject: Subject, points: Sequence[Point], dtype: str, *,
+                vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Torch's double backward through the user's ``impl``, one call per point; a
+    ``once_differentiable`` backward raises `Unsupported`."""
+    model = subject.model
+    assert model.impl is not None
+    wrt = _wrt_variables(model)
+    out_rows = []
+    for k, p in enumerate(points):
+        kwargs = _kwargs(model, p, dtype, requires_grad=True)
+        leaves = [kwargs[v.name] for v in wrt]
+        with torch.enable_grad():
+            out = _check_loss(model, _call(model, "impl", model.impl, kwargs, k), dtype, k)
+            cot = torch.ones_like(out).requires_grad_(True)
+            try:
+                gs = torch.autograd.grad(out, leaves, grad_outputs=cot, create_graph=True, allow_unused=True)
+                first = torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1) for g, t in zip(gs, leaves)])
+                flat = [first[i] for i in range(first.numel())]
+                rows = _second_rows(flat, leaves, vectors)
+            except NotImplementedError as exc:  # torch: "the derivative for '...' is not implemented"
+                raise Unsupported(f"{NO_DOUBLE_BACKWARD} ({str(exc).strip().splitlines()[0]})") from exc
+            except RuntimeError as exc:
+                if "not implemented" in str(exc) or "twice" in str(exc):
+                    raise Unsupported(f"{NO_DOUBLE_BACKWARD} ({str(exc).strip().splitlines()[0]})") from exc
+                raise ImplError(
+                    f"model `{model.name}`: double backward through `impl` failed at point {k}: "
+                    f"{str(exc).strip().splitlines()[0]}{_hint(exc)}"
+                ) from exc
+        out_rows.append([x for r in rows for part in r for x in part.reshape(-1).tolist()])
+    return SourceOutput(source="impl", grads=out_rows)
+
+
+def jvp_autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Torch forward-mode AD through the generated forward: one JVP per entry's unit direction,
+    every point and direction in one batched forward (replica ``j`` of the points carries the
+    tangent ``e_j``)."""
+    from torch.autograd import forward_ad as fwAD
+
+    cols = _columns(points, dtype)
+    n, p = len(points), len(subject.entry_positions)
+    wide = [c.repeat(p) for c in cols]  # replica j = rows j*n .. (j+1)*n - 1
+    with torch.no_grad(), fwAD.dual_level():
+        for j, pos in enumerate(subject.entry_positions):
+            tangent = torch.zeros(n * p, dtype=wide[pos].dtype)
+            tangent[j * n : (j + 1) * n] = 1
+            wide[pos] = fwAD.make_dual(wide[pos], tangent)
+        out = fwAD.unpack_dual(subject.forward(wide)).tangent
+    table = torch.zeros(n * p, dtype=torch.float64) if out is None else out.double()
+    return SourceOutput(source="autograd", grads=table.reshape(p, n).T.tolist())
+
+
+def jvp_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Torch forward-mode AD through the user's ``impl`` (``torch.autograd.forward_ad``: a custom
+    Function's ``jvp`` is what runs), one call per point and unit direction; a function without
+    forward-mode support raises `Unsupported`."""
+    from torch.autograd import forward_ad as fwAD
+
+    model = subject.model
+    assert model.impl is not None
+    wrt = _wrt_variables(model)
+    rows = []
+    for k, p in enumerate(points):
+        row: list[float] = []
+        for v in wrt:
+            for e in range(v.size):
+                kwargs = _kwargs(model, p, dtype, requires_grad=False)
+                with torch.no_grad(), fwAD.dual_level():
+                    direction = torch.zeros(v.size, dtype=kwargs[v.name].dtype)
+                    direction[e] = 1
+                    kwargs[v.name] = fwAD.make_dual(kwargs[v.name], direction.reshape(v.shape))
+                    try:
+                        result = model.impl(**kwargs)
+                    except NotImplementedError as exc:
+                        raise Unsupported(f"{NO_FORWARD_AD} ({str(exc).strip().splitlines()[0]})") from exc
+                    except RuntimeError as exc:
+                        text = str(exc)
+                        if "forward AD" in text or "forward-mode" in text or "jvp" in text:
+                            raise Unsupported(f"{NO_FORWARD_AD} ({text.strip().splitlines()[0]})") from exc
+                        raise ImplError(f"model `{model.name}`: `impl` under forward-mode AD raised "
+                                        f"RuntimeError: {text.strip().splitlines()[0]} (at point {k})") from exc
+                    except Exception as exc:  # the user's code: reported, never re-raised raw
+                        raise ImplError(f"model `{model.name}`: `impl` under forward-mode AD raised "
+                                        f"{type(exc).__name__}: {exc} (at point {k})") from exc
+                    if not isinstance(result, torch.Tensor) or result.numel() != 1:
+                        _check_loss(model, result, dtype, k)
+                    tangent = fwAD.unpack_dual(result).tangent
+                row.append(0.0 if tangent is None else float(tangent.double().reshape(())))
+        rows.append(row)
+    return SourceOutput(source="impl", grads=rows)
+
+
+def gradient_differences(subject: Subject, points: Sequence[Point], dtype: str, *, source: str,
+                         vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
+    """Central differences, with one Richardson step, of a source's *own* gradient (``autograd``
+    or ``impl``): along each entry's unit direction (``grads`` row-major as ``[i][j] =
+    ∂g_i/∂x_j``, a Hessian), or along each of ``vectors`` (one Hessian-vector product each).
+    Used to attribute a second-order mismatch: they agree with the exact value when the
+    source's gradient is right and only its double backward is wrong."""
+    gradient = autograd if source == "autograd" else impl
+    tdtype = TORCH_DTYPES[dtype]
+    u = UNIT_ROUNDOFF[dtype]
+    base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
+    pos = torch.tensor(subject.entry_positions, dtype=torch.long)
+    n, p = base.shape[0], pos.shape[0]
+    if vectors is None:
+        directions = torch.eye(p, dtype=torch.float64)
+    else:
+        directions = torch.tensor([list(v) for v in vectors], dtype=torch.float64).reshape(-1, p)
+    d = directions.shape[0]
+    x = base[:, pos]  # (N, P)
+    size = torch.where(x.abs() > 1, torch.exp2(torch.ceil(torch.log2(x.abs()))), torch.ones_like(x))
+    h = FD_STEP[dtype] * (size.unsqueeze(1) * (directions != 0)).amax(-1)  # (N, D)
+    moved = []
+    for factor in (1.0, -1.0, 0.5, -0.5):
+        shifted = base.unsqueeze(1).repeat(1, d, 1)  # (N, D, S)
+        shifted[:, :, pos] += factor * h.unsqueeze(-1) * directions.unsqueeze(0)
+        moved.append(shifted.to(tdtype).to(torch.float64))
+    rows = torch.stack(moved, dim=2).reshape(-1, base.shape[1])  # (N * D * 4, S)
+    g = torch.tensor(gradient(subject, [tuple(r) for r in rows.tolist()], dtype).grads, dtype=torch.float64)
+    g = g.reshape(n, d, 4, p)
+    d1 = (g[:, :, 0] - g[:, :, 1]) / (2 * h).unsqueeze(-1)
+    d2 = (g[:, :, 2] - g[:, :, 3]) / h.unsqueeze(-1)
+    richardson = (4 * d2 - d1) / 3
+    estimate = (richardson - d2).abs() + 3 * u * g.abs().amax(2) / (h / 2).unsqueeze(-1)
+    if vectors is None:  # direction j gives column j of the Hessian: rows i, columns j
+        richardson, estimate = richardson.transpose(1, 2), estimate.transpose(1, 2)
+    return SourceOutput(source="fd", forward=source, grads=richardson.reshape(n, -1).tolist(),
+                        error_estimate=estimate.reshape(n, -1).tolist())

@@ -26,7 +26,10 @@ def _points(model: ModelResult) -> int:
 
 def describe(c: Check) -> str:
     """One line that says what disagreed, by how much, and why."""
-    what = "loss" if c.quantity == "loss" else f"∂loss/∂{c.entry}"
+    if c.quantity in ("loss", "grad") and c.output is None and c.vector is None:
+        what = "loss" if c.quantity == "loss" else f"∂loss/∂{c.entry}"
+    else:
+        what = c.quantity_text
     head = f"{c.source} {c.dtype} {what} at point {c.point}"
     if c.verdict == "mismatch":
         return (
@@ -45,8 +48,10 @@ def snippet(m: ModelResult, c: Check, *, fence: bool = True, model: str | None =
     if model is None:
         lines.append(f"model = load_model({json.dumps(m.target or 'models.py')}, {json.dumps(m.name)})")
         model = "model"
+    more = "" if m.order == 1 else f", order={m.order}"
+    more += "" if m.modes == ("rev",) else f", modes={list(m.modes)!r}"
     lines += [
-        f"result = verify({model}, points=[{point}], samples=0, dtypes=[{json.dumps(c.dtype)}])",
+        f"result = verify({model}, points=[{point}], samples=0, dtypes=[{json.dumps(c.dtype)}]{more})",
         'print(*(c for c in result.failed if c.entry == ' + json.dumps(c.entry) + '), sep="\\n")',
     ]
     return "\n".join(["```python", *lines, "```"] if fence else lines)
@@ -80,6 +85,13 @@ def summary(run: RunResult) -> str:
                 lines.append(f"  {describe(c)}")
             if m.n_failed > MAX_LISTED:
                 lines.append(f"  ... and {m.n_failed - min(MAX_LISTED, len(m.failed))} more (see the report)")
+    for m in run.models:
+        for u in m.unsupported:
+            lines.append(f"\nnot supported: {m.name}: {u.source} {UNSUPPORTED_WHAT.get(u.quantity, u.quantity)}: "
+                         f"{u.reason} (not a failure; the other checks ran)")
     for e in run.errors:
         lines.append(f"\nERROR {e}")
     return "\n".join(lines)
+
+
+UNSUPPORTED_WHAT = {"jvp": "forward mode (--modes fwd)", "second": "second order (--order 2)"}

@@ -68,13 +68,16 @@ def assert_gradients(
     dtypes: Sequence[str] = DTYPES,
     seed: int = 0,
     tolerance: float = 1.0,
+    order: int = 1,
+    modes: Sequence[str] = ("rev",),
 ) -> ModelResult:
     """`verify` ``model`` (with ``impl``/``grad_impl`` if given) and raise
     `GradientCheckFailure` with an actionable message unless every source agrees."""
     __tracebackhide__ = True
     if impl is not None or grad_impl is not None:
         model = model.with_implementations(impl=impl, grad_impl=grad_impl)
-    result = verify(model, samples=samples, seed=seed, dtypes=dtypes, points=points, tolerance=tolerance)
+    result = verify(model, samples=samples, seed=seed, dtypes=dtypes, points=points, tolerance=tolerance,
+                    order=order, modes=modes)
     if result.status != "pass":
         raise GradientCheckFailure(failure_message(result, seed=seed), result)
     return result

@@ -118,12 +118,19 @@ def verify(
     target: str = "",
     all_checks: bool = False,
     progress: Progress | None = None,
+    order: int = 1,
+    modes: Sequence[str] = ("rev",),
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
     points (or ``points``, which replace them) and ``samples`` seeded random points.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
     the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
+
+    ``modes``: ``"rev"`` checks the sources' backward (reverse mode: gradients, an operator's
+    VJPs), ``"fwd"`` their forward-mode AD (JVPs); ``order=2`` adds second derivatives (double
+    backward against the exact Hessian, or exact Hessian-vector products for large models; see
+    `orders`).  A source that cannot compute a quantity is listed in ``result.unsupported``.
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -139,16 +146,26 @@ def verify(
             progress(msg)
 
     try:
+        from .orders import check_settings
+
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
+        order, modes = check_settings(order, modes)
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
-                                       all_checks)
+                                       all_checks, order, modes)
         if cached is not None:
             say(f"{model.name}: unchanged since the last run (cached result)")
             return cached
         with time_budget(timeout, f"model `{model.name}` timed out after {timeout:g} s" if timeout else ""):
-            result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target, all_checks, say)
+            if model.is_operator:
+                from .operators import verify_operator
+
+                result = verify_operator(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
+                                         all_checks, say, order, modes)
+            else:
+                result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
+                                 all_checks, say, order, modes)
         store(result)
         return result
     except TimedOut as exc:
@@ -167,7 +184,7 @@ def verify(
 
 def _cached_result(
     model: Model, explicit: Sequence[dict[sp.Symbol, Fraction]], samples: int, seed: int, dtypes: tuple[str, ...],
-    factor: float, target: str, all_checks: bool,
+    factor: float, target: str, all_checks: bool, order: int = 1, modes: tuple[str, ...] = ("rev",),
 ) -> tuple[ModelResult | None, Callable[[ModelResult], None]]:
     """A stored result for an unchanged model without user code, and how to store a new one."""
     import dataclasses
@@ -175,10 +192,12 @@ def _cached_result(
     from . import cache
     from .results import model_from_dict, model_to_dict
 
-    if model.impl is not None or model.grad_impl is not None or not cache.enabled():
+    if model.impl is not None or model.grad_impl is not None or model.is_operator or not cache.enabled():
         return None, lambda result: None
     options = {"samples": samples, "seed": seed, "dtypes": list(dtypes), "tolerance": factor, "all": all_checks,
                "points": [{str(s): str(v) for s, v in p.items()} for p in explicit]}
+    if (order, modes) != (1, ("rev",)):
+        options.update(order=order, modes=list(modes))
     digest = cache.result_key(model, options)
     data = cache.load_json("results", digest)
     if data is not None:
@@ -255,12 +274,14 @@ def _verify(
     target: str,
     all_checks: bool,
     say: Progress,
+    order: int = 1,
+    modes: tuple[str, ...] = ("rev",),
 ) -> ModelResult:
     import torch
 
     from . import checks as ch
+    from . import orders
     from . import sources as src
-    from .errorbound import error_scales_batch
 
     for d in dtypes:
         if d not in DTYPES:
@@ -275,18 +296,14 @@ def _verify(
     per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
-    es = error_scales_batch(prepared.gradient, unique)
-    scale = factor * error_scale(es.worst, es.probable)
-    worst_rows = es.worst.tolist()
-    refs: dict[tuple[float, ...], PointReference] = {}
-    for u, p in enumerate(unique):
-        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
-        refs[p] = reference_at(
-            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
-            rational=prepared.gradient.maybe_rational,
-        )
+    refs, scale = references(prepared, unique, factor)
     row = {p: u for u, p in enumerate(unique)}
+    second = None
+    if order >= 2:
+        say(f"{model.name}: exact second derivatives at {len(unique)} points")
+        second = orders.second_exact(model, model.loss, unique, factor, seed)
     kept, summaries, failed, complete, source_names = [], [], False, True, []
+    unsupported: list[Any] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
@@ -297,6 +314,19 @@ def _verify(
         if model.impl is not None:
             fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
         groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
+        names = list(outputs)
+        if "rev" not in modes:
+            groups = [g for g in groups if g.source == "fd" or g.quantity != "grad"]
+        if "fwd" in modes:
+            say(f"{model.name}: {dtype} forward mode")
+            more, refused = orders.fwd_groups(subject, names, pts, dtype, ex, lambda name: _fd_for(groups, name))
+            groups += more
+            unsupported += refused
+        if second is not None:
+            say(f"{model.name}: {dtype} double backward")
+            more, refused = orders.second_groups(subject, names, pts, dtype, second, [row[p] for p in pts])
+            groups += more
+            unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
         everything = all_checks or size <= ch.DETAIL_LIMIT
         made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
@@ -330,7 +360,37 @@ def _verify(
         summaries=tuple(summaries),
         layers=prepared.layers,
         step_study=study,
+        order=order,
+        modes=modes,
+        second_method=second.method if second is not None else "",
+        unsupported=orders.unique_unsupported(unsupported),
     )
+
+
+def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
+               ) -> tuple[dict[tuple[float, ...], PointReference], Any]:
+    """The exact loss and gradient at each of the ``unique`` points, and their tolerance scales
+    (one row per point, in units of u)."""
+    from .errorbound import error_scales_batch
+
+    symbols = prepared.model.symbols
+    es = error_scales_batch(prepared.gradient, unique)
+    scale = factor * error_scale(es.worst, es.probable)
+    worst_rows = es.worst.tolist()
+    refs: dict[tuple[float, ...], PointReference] = {}
+    for u, p in enumerate(unique):
+        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
+        refs[p] = reference_at(
+            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
+            rational=prepared.gradient.maybe_rational,
+        )
+    return refs, scale
+
+
+def _fd_for(groups: Sequence[Any], source: str) -> Any:
+    """The finite differences of the forward ``source`` runs (the user's for impl)."""
+    fds = {g.forward: g for g in groups if g.source == "fd"}
+    return fds.get("impl") if source in ("impl", "grad_impl") and "impl" in fds else fds.get("model")
 
 
 def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutput], ex: Any, dtype: str,
@@ -388,7 +448,8 @@ def _step_study(
 
 def verify_all(
     models: Sequence[Model], *, samples: int = 5, seed: int = 0, dtypes: Sequence[str] = DTYPES,
-    target: str = "", progress: Progress | None = None,
+    target: str = "", progress: Progress | None = None, order: int = 1, modes: Sequence[str] = ("rev",),
 ) -> list[ModelResult]:
     """`verify` each model; one model's error never stops the others."""
-    return [verify(m, samples=samples, seed=seed, dtypes=dtypes, target=target, progress=progress) for m in models]
+    return [verify(m, samples=samples, seed=seed, dtypes=dtypes, target=target, progress=progress, order=order,
+                   modes=modes) for m in models]

@@ -22,8 +22,9 @@ w1, w2 = sp.symbols("w1 w2", real=True)
 LECTURE_DATA = ((1, 2), (2, 4), (3, 6))  # (x, y) pairs from the lecture's program
 
 
-def linear() -> Model:
+def linear(*, input_grads: bool = False) -> Model:
     return Model(
+        input_grads=input_grads,
         name="linear",
         description="ŷ = ωx with the squared loss (ŷ − y)², the lecture's first model",
         loss=(x * w - y) ** 2,
@@ -35,8 +36,9 @@ def linear() -> Model:
     )
 
 
-def affine() -> Model:
+def affine(*, input_grads: bool = False) -> Model:
     return Model(
+        input_grads=input_grads,
         name="affine",
         description="ŷ = ωx + b with the squared loss",
         loss=(w * x + b - y) ** 2,
@@ -46,8 +48,9 @@ def affine() -> Model:
     )
 
 
-def quadratic() -> Model:
+def quadratic(*, input_grads: bool = False) -> Model:
     return Model(
+        input_grads=input_grads,
         name="quadratic",
         description="ŷ = ω₁x² + ω₂x + b with the squared loss",
         loss=(w1 * x**2 + w2 * x + b - y) ** 2,
@@ -66,13 +69,14 @@ def linear_collapse(W1: sp.Matrix, b1: sp.Matrix, W2: sp.Matrix, b2: sp.Matrix, 
     return W, bias, proved
 
 
-def two_linear_layers() -> Model:
+def two_linear_layers(*, input_grads: bool = False) -> Model:
     X, Y = matrix("X", 3), matrix("Y", 2)
     W1, b1 = matrix("W1", (4, 3)), matrix("b1", 4)
     W2, b2 = matrix("W2", (2, 4)), matrix("b2", 2)
     y_hat = W2 * (W1 * X + b1) + b2
     W, bias, proved = linear_collapse(W1, b1, W2, b2, X)
     return Model(
+        input_grads=input_grads,
         name="two-linear-layers",
         description="ŷ = W₂(W₁X + b₁) + b₂ (3 → 4 → 2) with the squared loss: two linear layers",
         loss=sum((e**2 for e in y_hat - Y), sp.Integer(0)),
@@ -93,7 +97,7 @@ def two_linear_layers() -> Model:
 MLP_LAYERS = (5, 6, 7, 7, 6, 5)
 
 
-def mlp(layers: tuple[int, ...] = MLP_LAYERS, name: str = "mlp-193") -> Model:
+def mlp(layers: tuple[int, ...] = MLP_LAYERS, name: str = "mlp-193", *, input_grads: bool = False) -> Model:
     """A fully connected network with a sigmoid after every layer and the squared loss."""
     X, Y = matrix("X", layers[0]), matrix("Y", layers[-1])
     a: sp.Matrix = X
@@ -106,6 +110,7 @@ def mlp(layers: tuple[int, ...] = MLP_LAYERS, name: str = "mlp-193") -> Model:
     n_biases = sum(layers[1:])
     shape = "-".join(map(str, layers))
     return Model(
+        input_grads=input_grads,
         name=name,
         description=(
             f"{shape} fully connected network, sigmoid after each layer, squared loss: "
@@ -123,9 +128,10 @@ def mlp(layers: tuple[int, ...] = MLP_LAYERS, name: str = "mlp-193") -> Model:
     )
 
 
-def logistic() -> Model:
+def logistic(*, input_grads: bool = False) -> Model:
     p = sigmoid(w * x + b)
     return Model(
+        input_grads=input_grads,
         name="logistic",
         description="ŷ = σ(ωx + b) with the binary cross-entropy −(y log ŷ + (1 − y) log(1 − ŷ))",
         loss=-(y * sp.log(p) + (1 - y) * sp.log(1 - p)),
@@ -136,6 +142,8 @@ def logistic() -> Model:
     )
 
 
-def builtin_models() -> list[Model]:
-    """The lecture's models, in the order the lecture meets them."""
-    return [linear(), affine(), quadratic(), two_linear_layers(), mlp(), logistic()]
+def builtin_models(*, input_grads: bool = False) -> list[Model]:
+    """The lecture's models, in the order the lecture meets them.  ``input_grads=True`` checks
+    ∂loss/∂x too, as the lecture's backward pass forms it at every node (its training program
+    itself only asks for ω's gradient, and the committed reports are of that)."""
+    return [m(input_grads=input_grads) for m in (linear, affine, quadratic, two_linear_layers, mlp, logistic)]
