@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from .errors import GradcheckError
 
 
+REPEAT = 0.05  # seconds between alarms once the budget is spent
+
+
 class TimedOut(GradcheckError):
     """The model's time budget ran out."""
 
@@ -35,7 +38,9 @@ def time_budget(seconds: float | None, message: str) -> Iterator[None]:
         raise TimedOut(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # the alarm repeats: an exception raised while a garbage-collector callback or a __del__
+    # runs is swallowed by Python ("exception ignored"), so one alarm alone can be lost
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
     try:
         yield
     finally:
