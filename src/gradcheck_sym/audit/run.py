@@ -118,9 +118,13 @@ def _torch_values(fn: AuditFunction, dtype: str, device: str, pts: list[Point]) 
     notes: list[str] = []
     out: dict[str, list[list[float]]] = {}
     xs = [torch.tensor(c, dtype=torch.float64).to(dtype=dt, device=device).requires_grad_(True) for c in cols]
-    y = call(*xs)
+    try:
+        y = call(*xs)
+        grads = torch.autograd.grad(y, xs, torch.ones_like(y), create_graph=True, allow_unused=True)
+    except (RuntimeError, NotImplementedError) as exc:  # e.g. a kernel missing for this dtype
+        notes.append(f"{dtype}: not audited: torch raised {str(exc).splitlines()[0]}")
+        return {}, notes
     out["loss"] = [y.detach().double().cpu().tolist()]
-    grads = torch.autograd.grad(y, xs, torch.ones_like(y), create_graph=True, allow_unused=True)
     out["grad"] = [(g if g is not None else torch.zeros_like(x)).detach().double().cpu().tolist() for g, x in zip(grads, xs)]
     if len(fn.args) == 1 and fn.second_order:
         g = grads[0]
@@ -130,7 +134,7 @@ def _torch_values(fn: AuditFunction, dtype: str, device: str, pts: list[Point]) 
             try:
                 (g2,) = torch.autograd.grad(g, xs[0], torch.ones_like(g), allow_unused=True)
                 out["grad2"] = [(g2 if g2 is not None else torch.zeros_like(g)).detach().double().cpu().tolist()]
-            except RuntimeError as exc:
+            except (RuntimeError, NotImplementedError) as exc:
                 notes.append(f"{dtype}: double backward: torch raised {str(exc).splitlines()[0]}")
     try:
         jv = []
@@ -140,7 +144,7 @@ def _torch_values(fn: AuditFunction, dtype: str, device: str, pts: list[Point]) 
             _, t = torch.func.jvp(call, prim, tang)
             jv.append(t.double().cpu().tolist())
         out["jvp"] = jv
-    except RuntimeError as exc:
+    except (RuntimeError, NotImplementedError) as exc:
         notes.append(f"{dtype}: forward mode (torch.func.jvp): torch raised {str(exc).splitlines()[0]}")
     return out, notes
 
@@ -197,10 +201,12 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
         pts_out[dtype] = [{**{a.name: v for a, v in zip(fn.args, p.values)}, "kind": p.kind} for p in pts]
         values, refused = _torch_values(fn, dtype, device, pts)
         notes += refused
+        if not values:
+            continue
         prof: list[tuple[float, float, str]] = []
         for i, p in enumerate(pts):
             fx = judge.value.value(p.values, f)
-            if fx.kind == "finite":
+            if fx.kind == "finite" and "loss" in values:
                 checks.append(_check(source="autograd", quantity="loss", dtype=dtype, param="loss", point=i,
                                      value=values["loss"][0][i], ex=fx, f=f, explain=lambda: None))
             for a, arg in enumerate(fn.args):
