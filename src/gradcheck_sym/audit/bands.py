@@ -60,6 +60,8 @@ def band(value: float, exact: float, rounded: float, abs_error: float, ulp: floa
         return Band("mismatch", ulps, f"returns {what} where the exact {thing} {_fmt(exact)} is representable"
                     + (f" (rounding in torch's formula accounts for up to {_fmt(explained)}: it cannot resolve it)"
                        if explained is not None and explained >= abs_error / EXPLAINED_FACTOR else ""))
+    if quantity == "loss":  # a forward value: no backward formula to explain it; reported, never a failure
+        return Band("imprecise", ulps, f"forward value off by more than {AGREE_ULPS:g} ulp")
     if explained is not None and abs_error <= EXPLAINED_FACTOR * explained + AGREE_ULPS * ulp:
         return Band("imprecise", ulps, f"explained by rounding in torch's formula (bound {_fmt(explained)})")
     return Band("mismatch", ulps, "beyond what rounding in torch's formula explains"

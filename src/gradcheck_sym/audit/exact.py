@@ -23,6 +23,7 @@ from flint import acb, arb, fmpq
 from .formats import FloatFormat, round_to
 
 PRECISIONS = (64, 128, 256, 512, 1024, 2048, 4096)
+NAN_PRECISION = 1024  # a value still NaN at this precision is undefined
 _HUGE = 2**100  # |argument| beyond which exp is bounded instead of computed
 _DELTA = fmpq(1, 2**1200)  # a step to one side of a point, far below any format's spacing
 
@@ -262,9 +263,9 @@ class Exact:
         b = None
         for prec in PRECISIONS:
             b, overflow = self._ball(point, prec, side)
-            if b.is_nan() and not overflow:
+            if b.is_nan() and not overflow:  # outside the domain, or a ball too wide to tell (log of [0 ± r])
                 nans += 1
-                if nans >= 2:
+                if prec >= NAN_PRECISION:
                     return self._removable(point, f)
                 continue
             if not b.is_finite() or b.is_nan():  # beyond arb's exponent range: more precision does not help

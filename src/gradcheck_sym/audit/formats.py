@@ -36,11 +36,6 @@ class FloatFormat:
         """The smallest positive (subnormal) value."""
         return math.ldexp(1.0, self.sub_exp)
 
-    @property
-    def compute_u(self) -> float:
-        """The unit roundoff torch computes in: CPU and CUDA kernels of half types work in float32."""
-        return math.ldexp(1.0, -24) if self.p < 24 else self.u
-
 
 @cache
 def fmt(name: str) -> FloatFormat:

@@ -24,7 +24,7 @@ T = sp.Symbol("t", real=True)  # tanh(...), computed inside a kernel
 _pi = sp.pi
 _sqrt2 = sp.sqrt(2)
 _sig = 1 / (1 + sp.exp(-X))
-_Phi = (1 + sp.erf(X / _sqrt2)) / 2
+_Phi = sp.erfc(-X / _sqrt2) / 2  # = (1 + erf(x/√2))/2, without its cancellation for x < 0
 _phi = sp.exp(-X**2 / 2) / sp.sqrt(2 * _pi)
 _SELU_ALPHA = sp.Rational("1.6732632423543772848170429916717")
 _SELU_SCALE = sp.Rational("1.0507009873554804934193349852946")
@@ -160,17 +160,19 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
     _f("torch.nn.functional.tanhshrink", "torch.nn.functional.tanhshrink(x)", X - sp.tanh(X),
        1 - (1 - T**2), intermediates={T: sp.tanh(X)}),
     _f("torch.nn.functional.hardtanh", "torch.nn.functional.hardtanh(x)", _pw((-1, X < -1), (X, X <= 1), (1, True)),
-       sp.Integer(1), corners=(sp.Integer(-1), sp.Integer(1))),
+       _pw((0, X < -1), (1, X <= 1), (0, True)), corners=(sp.Integer(-1), sp.Integer(1))),
     _f("torch.nn.functional.relu6", "torch.nn.functional.relu6(x)", _pw((0, X < 0), (X, X <= 6), (6, True)),
-       sp.Integer(1), corners=(sp.Integer(0), sp.Integer(6))),
+       _pw((0, X < 0), (1, X <= 6), (0, True)), corners=(sp.Integer(0), sp.Integer(6))),
     _f("torch.nn.functional.hardsigmoid", "torch.nn.functional.hardsigmoid(x)",
-       _pw((0, X < -3), (X / 6 + sp.Rational(1, 2), X <= 3), (1, True)), sp.Rational(1, 6),
+       _pw((0, X < -3), (X / 6 + sp.Rational(1, 2), X <= 3), (1, True)),
+       _pw((0, X < -3), (sp.Rational(1, 6), X <= 3), (0, True)),
        corners=(sp.Integer(-3), sp.Integer(3))),
     _f("torch.nn.functional.hardswish", "torch.nn.functional.hardswish(x)",
-       _pw((0, X < -3), (X * (X + 3) / 6, X <= 3), (X, True)), X / 3 + sp.Rational(1, 2),
+       _pw((0, X < -3), (X * (X + 3) / 6, X <= 3), (X, True)),
+       _pw((0, X < -3), (X / 3 + sp.Rational(1, 2), X <= 3), (1, True)),
        corners=(sp.Integer(-3), sp.Integer(3))),
     _f("torch.nn.functional.leaky_relu", "torch.nn.functional.leaky_relu(x)",
-       _pw((X / 100, X < 0), (X, True)), sp.Integer(1), corners=(sp.Integer(0),)),
+       _pw((X / 100, X < 0), (X, True)), _pw((sp.Rational(1, 100), X < 0), (1, True)), corners=(sp.Integer(0),)),
     # -- two arguments ---------------------------------------------------------------------------
     AuditFunction(name="torch.xlogy", call="torch.xlogy(x, y)", args=(X, Y),
                   definition=_pw((0, sp.Eq(X, 0)), (X * sp.log(Y), True)),

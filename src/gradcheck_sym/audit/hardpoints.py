@@ -48,14 +48,7 @@ def _signed(vals: list[float], kind: str) -> list[Point]:
 
 def unary_points(fn: AuditFunction, f: FloatFormat, n_random: int, seed: int) -> list[Point]:
     """The hard points and ``n_random`` random points for a one-argument row, in dtype ``f``."""
-    pts: list[Point] = [Point((0.0,), "zero"), Point((-0.0,), "zero")]
-    sub = f.subnormal
-    pts += _signed([sub, 2 * sub, f.tiny - sub, round_to(f.tiny / 3, f)], "subnormal")
-    pts += _signed(neighbours(f.tiny, f, 1), "tiny")
-    pts += _signed(neighbours(1.0, f, 2) + [2.0, 0.5, f.eps, f.u], "one")
-    pts += _signed([f.max, round_to(f.max / 2, f)], "max")
-    for e in _edges(f):
-        pts += _signed(neighbours(round_to(e, f), f, 1), "edge")
+    pts: list[Point] = []  # the row's own points first: a point keeps the first kind it is given
     for s in fn.special:
         pts += [Point((v,), "special") for v in neighbours(round_to(float(s), f), f, 2)]
         pts += [Point((v,), "special") for v in neighbours(round_to(-float(s), f), f, 1)]
@@ -66,6 +59,14 @@ def unary_points(fn: AuditFunction, f: FloatFormat, n_random: int, seed: int) ->
         if x0 is not None:
             pts += [Point((v,), "saturation") for v in neighbours(x0, f, 1)]
             pts += [Point((round_to(x0 * k, f),), "saturation") for k in (0.25, 0.5, 0.75, 1.5, 2, 4, 8, 16, 32)]
+    pts += [Point((0.0,), "zero"), Point((-0.0,), "zero")]
+    sub = f.subnormal
+    pts += _signed([sub, 2 * sub, f.tiny - sub, round_to(f.tiny / 3, f)], "subnormal")
+    pts += _signed(neighbours(f.tiny, f, 1), "tiny")
+    pts += _signed(neighbours(1.0, f, 2) + [2.0, 0.5, f.eps, f.u], "one")
+    pts += _signed([f.max, round_to(f.max / 2, f)], "max")
+    for e in _edges(f):
+        pts += _signed(neighbours(round_to(e, f), f, 1), "edge")
     rng = random.Random(f"{seed}:{fn.name}:{f.name}")
     lo, hi = fn.range
     top = math.log2(f.max)

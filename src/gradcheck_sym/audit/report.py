@@ -175,7 +175,7 @@ def markdown(audit: Audit, png: str | None) -> str:
       "snippet that reproduces it with plain torch on a one-element tensor.\n")
     for fa in audit.functions:
         m = fa.result
-        items = list(_findings(m))
+        items = list(_findings(fa))
         notes = [n for n in m.notes]
         if not items and not notes:
             continue
@@ -196,7 +196,7 @@ def markdown(audit: Audit, png: str | None) -> str:
             w(f"{icon} **{c.dtype}, {mode}: {c.verdict}** at {_point_text(m, c)} "
               f"({m.points[c.dtype][c.point]['kind']} point): torch {_fmt(c.value)}, exact {_fmt(c.exact)}{err}. "
               f"{c.note}\n")
-            w(snippet(m, c) + "\n")
+            w("<details><summary>reproduce</summary>\n\n" + snippet(m, c) + "\n\n</details>\n")
     # -- corners -----------------------------------------------------------------------------------
     w("## Corners: which one-sided derivative torch picks\n")
     w("| function | dtype | point | left | right | torch (∂ reverse) |")
@@ -224,11 +224,17 @@ def _single(m: ModelResult, c: Check) -> float:
     return max(abs(v) for v in _point_values(m, c).values())
 
 
-def _findings(m: ModelResult) -> Iterable[Check]:
-    """Per dtype and mode, the mismatch and the imprecise check at the smallest point."""
+def _findings(fa: FunctionAudit) -> Iterable[Check]:
+    """Per dtype and mode, the mismatch and the imprecise check at the smallest point; forward
+    mode only where it differs from reverse mode, forward values only where they are lost."""
+    m = fa.result
     best: dict[tuple[str, str, str, str], Check] = {}
     for c in m.checks:
         if c.verdict not in ("mismatch", "imprecise"):
+            continue
+        if c.quantity == "loss" and c.verdict != "mismatch":
+            continue
+        if c.source == "jvp" and _counts(fa, c.dtype, "jvp/grad") == _counts(fa, c.dtype, "autograd/grad"):
             continue
         key = (c.dtype, c.source, c.quantity, c.verdict)
         if key not in best or _single(m, c) < _single(m, best[key]):

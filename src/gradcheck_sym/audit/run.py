@@ -104,7 +104,9 @@ class _Judge:
             if not b.is_finite():
                 return None
             env[s] = b
-        return rounding_bound(formula, env, set(self.inter), f.u, f.compute_u)
+        # every value rounded in the dtype: composite backward graphs and double backward keep
+        # their intermediates in it (fused half kernels work in float32: this is generous there)
+        return rounding_bound(formula, env, set(self.inter), f.u, f.u)
 
 
 def _torch_values(fn: AuditFunction, dtype: str, device: str, pts: list[Point]) -> tuple[dict[str, list[list[float]]], list[str]]:
