@@ -195,7 +195,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("audit")
     r = _cli("--functions", "sigmoid,relu,torch.xlogy", "--dtypes", "float64,float32", "--points", "4",
-             "--report-dir", str(out / "rep"), "--json", str(out / "copy.json"), "--jobs", "2", cwd=out)
+             "--report-dir", str(out / "rep"), "--json", str(out / "copy.json"), "--jobs", "1", cwd=out)
     return r, out
 
 
