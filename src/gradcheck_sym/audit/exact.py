@@ -295,16 +295,17 @@ class Exact:
 
 
 def rounding_bound(expr: sp.Expr, env: dict[sp.Symbol, arb], saved: set[sp.Symbol], u_saved: float,
-                   u_compute: float) -> float:
+                   u_compute: float, underflow: float = 0.0) -> float:
     """First-order bound on the error of evaluating ``expr`` in floating point: every operation
     rounds (relative ``u_compute``), every function also rounds its argument once (range
     reduction), the values in ``saved`` (torch's saved forward outputs) are rounded once
-    (``u_saved``); the other symbols (the inputs) are exact.  Evaluated on balls at
+    (``u_saved``); the other symbols (the inputs) are exact.  A rounding also errs by up to
+    ``underflow`` (the smallest subnormal) absolutely: gradual underflow is not relative.  Evaluated on balls at
     the point ``env``; returns an upper bound as a float (inf if it cannot be bounded)."""
     old = flint.ctx.prec
     flint.ctx.prec = 64
     try:
-        _, err = _running(expr, env, saved, arb(u_saved), arb(u_compute), {})
+        _, err = _running(expr, env, saved, _Rounding(u_saved, underflow), _Rounding(u_compute, underflow), {})
         e = err.upper()
         return float(e) if e.is_finite() else math.inf
     except (ValueError, ZeroDivisionError):
@@ -313,7 +314,17 @@ def rounding_bound(expr: sp.Expr, env: dict[sp.Symbol, arb], saved: set[sp.Symbo
         flint.ctx.prec = old
 
 
-def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: arb, uc: arb,
+class _Rounding:
+    """``abs(v) * r``: the error of rounding v, relative u or absolute η, whichever is larger."""
+
+    def __init__(self, u: float, eta: float) -> None:
+        self.u, self.eta = arb(u), arb(eta)
+
+    def __rmul__(self, v: arb) -> arb:
+        return arb.max(abs(v) * self.u, self.eta)
+
+
+def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Rounding, uc: _Rounding,
              memo: dict[sp.Basic, tuple[arb, arb]]) -> tuple[arb, arb]:
     if e in memo:
         return memo[e]

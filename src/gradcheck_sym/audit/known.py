@@ -23,6 +23,41 @@ KNOWN: dict[str, tuple[Known, ...]] = {
               "torch.sigmoid backward loses a representable float64 derivative at large positive input (open)",
               "∂ reverse returns 0 past x ≈ 36.7 in float64 (the audit's smallest point is the same 37.42994775023705)"),
     ),
+    "torch.tanh": (
+        Known("https://github.com/pytorch/pytorch/issues/195685",
+              "torch.tanh backward loses a representable float32 derivative near saturation (open)",
+              "∂ reverse is 0 once tanh rounds to ±1 (1 − y²), in every dtype"),
+    ),
+    "torch.expm1": (
+        Known("https://github.com/pytorch/pytorch/issues/192406",
+              "torch.expm1 backward returns zero gradient at -40.0 although the float64 derivative is finite (open)",
+              "∂ reverse is 0 once expm1 rounds to −1 (result + 1)"),
+    ),
+    "torch.sinc": (
+        Known("https://github.com/pytorch/pytorch/issues/89459", "Higher order derivatives of sinc explode (open)",
+              "∂² is NaN at 0"),
+        Known("https://github.com/pytorch/pytorch/issues/196703",
+              "torch.sinc produces NaN in the second derivative at its removable singularity (open)", "∂² is NaN at 0"),
+    ),
+    "torch.nn.functional.gelu": (
+        Known("https://github.com/pytorch/pytorch/issues/187806",
+              "F.gelu(approximate='none'): 1+erf catastrophic cancellation (open)",
+              "the negative tail of the forward value and of ∂ (1 + erf cancels)"),
+    ),
+    "torch.special.ndtr": (
+        Known("https://github.com/pytorch/pytorch/pull/189234",
+              "Fix 1+erf catastrophic cancellation in gelu, Normal.cdf, and ndtr (open pull request)",
+              "the negative tail (1 + erf cancels)"),
+    ),
+    "torch.nn.functional.softplus": (
+        Known("https://github.com/pytorch/pytorch/issues/55587", "`Softplus` forward and backward discrepancy (closed)",
+              "the threshold switch (documented): ∂ is exactly 1 above x = 20, 2e-9 off in float64"),
+    ),
+    "torch.special.xlog1py": (
+        Known("https://github.com/pytorch/pytorch/pull/82713",
+              "Fix and improve the efficiency of the backward of xlog* functions (closed)",
+              "the backward became `grad * self / (1 + other)`: ∂/∂y is NaN at x = 0, y = −1 where xlog1py(0, y) ≡ 0"),
+    ),
     "torch.exp2": (
         Known("https://github.com/pytorch/pytorch/issues/192407",
               "torch.exp2 backward overflows to inf at 1024.0 although the float64 derivative is finite (closed)",
@@ -31,6 +66,7 @@ KNOWN: dict[str, tuple[Known, ...]] = {
     "torch.xlogy": (
         Known("https://github.com/pytorch/pytorch/issues/80770",
               "`xlogy` returns wrong gradient when `input` is 0 (closed)",
-              "the gradient at input 0 (the fix made ∂/∂x = log y there); ∂/∂y at (0, 0) is NaN"),
+              "the gradient at input 0; its fix (pull request 82713) made ∂/∂y = grad·x/y, NaN at (0, 0) where "
+              "xlogy(0, y) ≡ 0 makes it exactly 0"),
     ),
 }

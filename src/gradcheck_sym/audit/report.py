@@ -259,28 +259,30 @@ def _plot(audit: Audit) -> bytes | None:
     except ImportError:
         return None
     shown = [fa for fa in audit.functions if len(BY_NAME[fa.result.name].args) == 1 and fa.profile
-             and any(v != "agree" for prof in fa.profile.values() for _, _, v in prof)]
+             and any(v in ("mismatch", "imprecise") for prof in fa.profile.values() for _, _, v in prof)]
     if not shown:
         return None
     cols = 4
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows + 0.6), squeeze=False)
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     for ax, fa in zip(axes.flat, shown):
         for dtype, prof in fa.profile.items():
-            pts = [(x, min(max(u, 0.01), 1e20) if not math.isnan(u) else 1e20) for x, u, _ in prof]
-            if pts:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=4, color=COLOURS.get(dtype), label=dtype)
-        ax.set_xscale("symlog", linthresh=1e-3)
+            # x on a signed log scale computed here (matplotlib's symlog overflows at ±1e308)
+            xs = [math.copysign(math.log10(1 + abs(x)), x) for x, _, _ in prof]
+            ys = [min(max(u, 0.01), 1e20) if not math.isnan(u) else 1e20 for _, u, _ in prof]
+            if xs:
+                ax.scatter(xs, ys, s=4, color=COLOURS.get(dtype), label=dtype)
         ax.set_yscale("log")
+        ax.set_ylim(0.005, 3e20)
         ax.axhline(bands.AGREE_ULPS, color="grey", lw=0.6, ls="--")
         ax.set_title(fa.result.name.replace("torch.nn.functional.", "F."), fontsize=8)
         ax.tick_params(labelsize=6)
     axes.flat[0].legend(fontsize=6, markerscale=2)
-    fig.suptitle("error of torch's ∂ (reverse mode) in ulps of the dtype (clipped to [0.01, 1e20]; dashed: agree limit)",
-                 fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("error of torch's ∂ (reverse mode) in ulps of the dtype, against sign(x)·log10(1 + |x|); "
+                 "clipped to [0.01, 1e20]; dashed: the agree limit", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.6 * rows + 0.6)))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)

@@ -106,7 +106,7 @@ class _Judge:
             env[s] = b
         # every value rounded in the dtype: composite backward graphs and double backward keep
         # their intermediates in it (fused half kernels work in float32: this is generous there)
-        return rounding_bound(formula, env, set(self.inter), f.u, f.u)
+        return rounding_bound(formula, env, set(self.inter), f.u, f.u, f.subnormal)
 
 
 def _torch_values(fn: AuditFunction, dtype: str, device: str, pts: list[Point]) -> tuple[dict[str, list[list[float]]], list[str]]:
