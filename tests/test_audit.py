@@ -175,6 +175,15 @@ def test_zero_for_a_representable_derivative_is_a_mismatch_but_underflow_compare
     assert _band(math.nan, 1.0) == "mismatch"
 
 
+def test_zero_is_excused_only_where_rounding_the_input_moves_the_derivative_more_than_its_size() -> None:
+    f = F64
+    e = 1e-30
+    r = round_to(e, f)
+    lost = bands.band(0.0, e, r, e, ulp(r, f), None, "grad", sensitivity=1e-31)
+    excused = bands.band(0.0, e, r, e, ulp(r, f), None, "grad", sensitivity=1e-29)
+    assert (lost.verdict, excused.verdict) == ("mismatch", "imprecise")
+
+
 def test_corner_verdicts() -> None:
     assert bands.corner_band(0.0, 0.0, 1.0, 1e-15) == ("nondifferentiable", "left (0)")
     assert bands.corner_band(0.5, 0.0, 1.0, 1e-15)[0] == "nondifferentiable"

@@ -8,7 +8,9 @@ formula at that point (`exact.rounding_bound`):
 1. **agree**: ``|v − e| ≤ 4 ulp`` (or both are the same infinity: the exact value overflows).
 2. **mismatch**: ``v`` is NaN or infinite where ``e`` rounds to a finite value; or the error is
    as large as the value itself, ``|v − e| ≥ |e|`` (zero, the wrong sign, twice too large), and
-   larger than 4 ulp, whatever explains it.  Such a result is a lost derivative, not noise.
+   larger than 4 ulp, whatever explains it: a lost derivative, not noise.  The one exception is
+   an exact derivative tiny against the rounding of its inputs, ``|e| ≤ Σ |x_b|·u·|∂_b e|``
+   (moving an input by half an ulp moves the derivative by more than its size): imprecise.
 3. **imprecise**: ``|v − e| ≤ 2·S + 4 ulp``: beyond a careful implementation, but explained by
    rounding the values torch's backward formula computes from (the saved output ``out`` in
    ``out·(1 − out)``, ``1 − out²``, ``x²`` inside ``exp(−x²)``).
@@ -36,7 +38,7 @@ class Band:
 
 
 def band(value: float, exact: float, rounded: float, abs_error: float, ulp: float, explained: float | None,
-         quantity: str = "grad") -> Band:
+         quantity: str = "grad", sensitivity: float | None = None) -> Band:
     """The band of torch's ``value`` against the exact value ``exact`` (nearest float64),
     ``rounded`` (nearest value of the dtype), ``abs_error`` = |value − exact| computed exactly,
     ``ulp`` the dtype's spacing at ``rounded``, ``explained`` the rounding bound S of torch's
@@ -55,6 +57,9 @@ def band(value: float, exact: float, rounded: float, abs_error: float, ulp: floa
     if ulps <= AGREE_ULPS:
         return Band("agree", ulps, "")
     if abs_error >= abs(exact) * (1 - 2**-40):  # (the error is computed to more bits than the value)
+        if sensitivity is not None and abs(exact) <= sensitivity and quantity != "loss":
+            return Band("imprecise", ulps, f"the exact derivative {_fmt(exact)} is tiny against what rounding the "
+                        f"input by half an ulp moves it by ({_fmt(sensitivity)})")
         what = "0" if value == 0 else ("the wrong sign" if value * exact < 0 else "an error as large as the value")
         thing = "value" if quantity == "loss" else "derivative"
         return Band("mismatch", ulps, f"returns {what} where the exact {thing} {_fmt(exact)} is representable"

@@ -137,7 +137,8 @@ def markdown(audit: Audit, png: str | None) -> str:
     w(f"* **agree** |v − e| ≤ {bands.AGREE_ULPS:g} ulp;")
     w("* **mismatch** NaN/inf where *e* is finite, or an error as large as the value itself (|v − e| ≥ |e|: "
       "0, the wrong sign, twice too large) — a lost derivative whatever explains it (the note says whether the "
-      "formula's rounding does);")
+      "formula's rounding does), unless the exact derivative is tiny against the rounding of its inputs "
+      "(|e| ≤ Σ|x|·u·|∂e/∂x|: then imprecise);")
     w(f"* **imprecise** ⚠ |v − e| ≤ {bands.EXPLAINED_FACTOR:g}·S + {bands.AGREE_ULPS:g} ulp: explained by "
       "rounding the values torch's formula reads (the saved output in s(1 − s), 1 − y², x² inside exp(−x²), "
       "a function's argument);")
@@ -150,6 +151,9 @@ def markdown(audit: Audit, png: str | None) -> str:
       "of each finding and the worst.\n")
     if png:
         w(f"![error of ∂ (reverse) in ulps across the input range, per dtype]({png})\n")
+    summary = _summary(audit)
+    w(f"## Functions with mismatches ({len(summary)} of {n_fn})\n")
+    w("\n".join(summary) + "\n" if summary else "None.\n")
     # -- the table ---------------------------------------------------------------------------------
     w("## Per function and dtype\n")
     w("| function | dtype | worst ulps ∂ | ∂ imprecise | ∂ mismatch | undefined | corners: torch picks "
@@ -176,7 +180,7 @@ def markdown(audit: Audit, png: str | None) -> str:
     for fa in audit.functions:
         m = fa.result
         items = list(_findings(fa))
-        notes = [n for n in m.notes]
+        notes = _merged_notes(m.notes)
         if not items and not notes:
             continue
         w(f"### `{m.name}`\n")
@@ -186,7 +190,7 @@ def markdown(audit: Audit, png: str | None) -> str:
         known = _known(m.name)
         if known:
             w("* known in torch's tracker: " + "; ".join(f"[{t}]({u})" for u, t in known))
-        elif any(c.verdict == "mismatch" for c in items):
+        elif m.status == "fail":
             w("* not found in torch's issue tracker (searched): seems new")
         w("")
         for c in items:
@@ -194,7 +198,7 @@ def markdown(audit: Audit, png: str | None) -> str:
             icon = "❌" if c.verdict == "mismatch" else "⚠"
             err = f", {_fmt(c.ulps)} ulps" if c.ulps is not None else ""
             w(f"{icon} **{c.dtype}, {mode}: {c.verdict}** at {_point_text(m, c)} "
-              f"({m.points[c.dtype][c.point]['kind']} point): torch {_fmt(c.value)}, exact {_fmt(c.exact)}{err}. "
+              f"({m.points[c.dtype][c.point]['kind']} point): torch {c.value!r}, exact {c.exact!r}{err}. "
               f"{c.note}\n")
             w("<details><summary>reproduce</summary>\n\n" + snippet(m, c) + "\n\n</details>\n")
     # -- corners -----------------------------------------------------------------------------------
@@ -218,6 +222,37 @@ def markdown(audit: Audit, png: str | None) -> str:
     new = [m.name for m in run.models if m.status == "fail" and m.name not in KNOWN]
     w("\nWith mismatches and no issue found (seem new): " + (", ".join(f"`{n}`" for n in new) or "none") + ".\n")
     return "\n".join(out)
+
+
+def _merged_notes(notes: Iterable[str]) -> list[str]:
+    """``float64: X`` and ``float32: X`` as ``float64, float32: X``."""
+    by_text: dict[str, list[str]] = {}
+    for n in notes:
+        head, sep, text = n.partition(": ")
+        if sep and head in ("float64", "float32", "bfloat16", "float16"):
+            by_text.setdefault(text, []).append(head)
+        else:
+            by_text.setdefault(n, [])
+    return [(", ".join(d) + ": " if d else "") + t for t, d in by_text.items()]
+
+
+def _summary(audit: Audit) -> list[str]:
+    """One line per function with mismatches: where (dtype and mode), and known or new."""
+    lines = []
+    for fa in audit.functions:
+        m = fa.result
+        if m.status != "fail":
+            continue
+        where = []
+        for mode, label in (("autograd/grad", "∂"), ("jvp/grad", "∂ jvp"), ("autograd/grad2", "∂²")):
+            ds = [d for d in audit.run.dtypes if _counts(fa, d, mode).get("mismatch")]
+            if ds and not (mode == "jvp/grad" and all(_counts(fa, d, mode) == _counts(fa, d, "autograd/grad")
+                                                       for d in audit.run.dtypes)):
+                where.append(f"{label} in {', '.join(ds)}")
+        known = "known: " + ", ".join(f"[{u.rsplit('/', 2)[-2]} {u.rsplit('/', 1)[-1]}]({u})" for u, _ in _known(m.name)) \
+            if _known(m.name) else "seems new"
+        lines.append(f"* `{m.name}`: {'; '.join(where)} ({known})")
+    return lines
 
 
 def _single(m: ModelResult, c: Check) -> float:

@@ -67,6 +67,9 @@ class _Judge:
         self.second = (Exact(sp.diff(fn.definition, args[0], 2), args, fn.removable)
                        if fn.second_order and len(args) == 1 else None)
         self.inter = {s: Exact(e, args) for s, e in fn.intermediates.items()}
+        # the next derivatives: how much rounding each input by half an ulp moves a derivative
+        self.next_first = [[Exact(sp.diff(fn.definition, a, b), args, fn.removable) for b in args] for a in args]
+        self.next_second = [Exact(sp.diff(fn.definition, args[0], 3), args, fn.removable)] if self.second else []
         self.formula = [fn.backward.get(a.name) for a in args]
         g = self.formula[0]
         if g is not None and self.second is not None:
@@ -91,6 +94,16 @@ class _Judge:
                     return "jump", left, right
             return "smooth", left, right
         return "corner", left, right
+
+    def sensitivity(self, nexts: list[Exact], point: tuple[float, ...], f: FloatFormat) -> float:
+        """Σ |x_b|·u·|∂_b (the derivative)|: how far rounding the inputs moves the derivative."""
+        total = 0.0
+        for v, ex in zip(point, nexts):
+            d = ex.value(point, f)
+            if d.kind != "finite" or d.ball is None:
+                return math.inf
+            total += abs(v) * f.u * abs(float(d.ball.mid()))
+        return total
 
     def explained(self, formula: sp.Expr | None, point: tuple[float, ...], f: FloatFormat) -> float | None:
         if formula is None:
@@ -163,7 +176,7 @@ def _alone(fn: AuditFunction, dtype: str, device: str, point: tuple[float, ...],
 
 
 def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, value: float, ex: ExactValue,
-           f: FloatFormat, explain: Callable[[], float | None]) -> Check:
+           f: FloatFormat, explain: Callable[[], tuple[float | None, float | None]]) -> Check:
     from flint import arb
 
     assert ex.ball is not None
@@ -179,8 +192,8 @@ def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, va
     else:
         abs_error = math.inf if not math.isnan(value) else math.nan
     u = ulp(ex.rounded, f)
-    explained = explain() if bands.needs_explanation(value, ex.rounded, abs_error, u, exact) else None
-    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity)
+    explained, sensitivity = explain() if bands.needs_explanation(value, ex.rounded, abs_error, u, exact) else (None, None)
+    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity)
     return Check(source=source, dtype=dtype, param=param, quantity=quantity, point=point, exact=exact,
                  exact_text=ex.text, value=value, abs_error=abs_error,
                  rel_error=(abs_error / abs(exact) if exact != 0 else (0.0 if abs_error == 0 else math.inf)),
@@ -210,7 +223,7 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
             fx = judge.value.value(p.values, f)
             if fx.kind == "finite" and "loss" in values:
                 checks.append(_check(source="autograd", quantity="loss", dtype=dtype, param="loss", point=i,
-                                     value=values["loss"][0][i], ex=fx, f=f, explain=lambda: None))
+                                     value=values["loss"][0][i], ex=fx, f=f, explain=lambda: (None, None)))
             for a, arg in enumerate(fn.args):
                 kind, left, right = judge.exact(judge.first[a], p.values, f, a)
                 for source in ("autograd", "jvp"):
@@ -219,7 +232,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                         continue
                     v = values[key][a][i]
                     c = _judged(source, "grad", dtype, arg.name, i, v, kind, left, right, f, fx,
-                                lambda a=a: judge.explained(judge.formula[a], p.values, f))
+                                lambda a=a: (judge.explained(judge.formula[a], p.values, f),
+                                             judge.sensitivity(judge.next_first[a], p.values, f)))
                     if c is None:
                         unresolved += 1
                         continue
@@ -229,7 +243,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
             if judge.second is not None and "grad2" in values:
                 kind, left, right = judge.exact(judge.second, p.values, f, 0)
                 c = _judged("autograd", "grad2", dtype, fn.args[0].name, i, values["grad2"][0][i], kind, left, right,
-                            f, fx, lambda: judge.explained(judge.formula2, p.values, f))
+                            f, fx, lambda: (judge.explained(judge.formula2, p.values, f),
+                                            judge.sensitivity(judge.next_second, p.values, f)))
                 if c is None:
                     unresolved += 1
                 else:
@@ -257,7 +272,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
 
 
 def _judged(source: str, quantity: str, dtype: str, param: str, i: int, v: float, kind: str, left: ExactValue,
-            right: ExactValue, f: FloatFormat, fx: ExactValue, explain: Callable[[], float | None]) -> Check | None:
+            right: ExactValue, f: FloatFormat, fx: ExactValue,
+            explain: Callable[[], tuple[float | None, float | None]]) -> Check | None:
     if kind == "corner":
         tol = bands.AGREE_ULPS * max(ulp(left.rounded, f), ulp(right.rounded, f))
         verdict, convention = bands.corner_band(v, left.rounded, right.rounded, tol)
