@@ -113,10 +113,10 @@ class _Judge:
         env: dict[Any, Any] = {a: arb(v) for a, v in zip(self.fn.args, point)}
         env["_cond"] = {a: __import__("flint").fmpq(*v.as_integer_ratio()) for a, v in zip(self.fn.args, point)}
         for s, ex in self.inter.items():
-            b = ex.ball(point, 128)
-            if not b.is_finite():
+            v = ex.value(point, fmt("float64"))  # precision raised as far as the value needs
+            if v.kind != "finite" or v.ball is None or not v.ball.is_finite():
                 return None
-            env[s] = b
+            env[s] = v.ball
         # every value rounded in the dtype: composite backward graphs and double backward keep
         # their intermediates in it (fused half kernels work in float32: this is generous there)
         return rounding_bound(formula, env, set(self.inter), f.u, f.u, f.subnormal)
