@@ -276,3 +276,13 @@ def test_device_cuda_writes_the_cuda_report(tmp_path: Path) -> None:
     md = (tmp_path / "torch-audit-cuda.md").read_text()
     assert "audited (cuda)" in md and "`torch.sigmoid` | float32 |" in md
     assert from_json((tmp_path / "torch-audit-cuda.json").read_text()).versions["device"]
+
+
+def test_audit_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from gradcheck_sym.cli import main
+
+    assert main(["audit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--functions NAMES", "--dtypes LIST", "--device {cpu,cuda}", "--points N", "--seed N",
+                 "--report-dir DIR", "--json PATH", "--jobs N"):
+        assert flag in text
