@@ -286,3 +286,14 @@ def test_audit_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> Non
     for flag in ("--functions NAMES", "--dtypes LIST", "--device {cpu,cuda}", "--points N", "--seed N",
                  "--report-dir DIR", "--json PATH", "--jobs N"):
         assert flag in text
+
+
+def test_same_seed_same_results_and_report() -> None:
+    from gradcheck_sym.audit.report import render
+    from gradcheck_sym.audit.run import audit
+    from gradcheck_sym.results import to_json
+
+    runs = [audit(["torch.relu", "torch.nn.functional.leaky_relu"], ["float32"], n_random=6, seed=s, command="c")
+            for s in (1, 1, 2)]
+    assert to_json(runs[0].run) == to_json(runs[1].run) != to_json(runs[2].run)
+    assert render(runs[0]) == render(runs[1])
