@@ -255,13 +255,21 @@ def _summary(audit: Audit) -> list[str]:
     return lines
 
 
+def _rank(m: ModelResult, c: Check) -> tuple[bool, float]:
+    from .formats import fmt
+
+    subnormal = c.exact is None or abs(c.exact) < fmt(c.dtype).tiny
+    return subnormal, _single(m, c)
+
+
 def _single(m: ModelResult, c: Check) -> float:
     return max(abs(v) for v in _point_values(m, c).values())
 
 
 def _findings(fa: FunctionAudit) -> Iterable[Check]:
-    """Per dtype and mode, the mismatch and the imprecise check at the smallest point; forward
-    mode only where it differs from reverse mode, forward values only where they are lost."""
+    """Per dtype and mode, the mismatch and the imprecise check at the smallest point (among those
+    whose exact value is a normal number, if any: they make the case plainest); forward mode only
+    where it differs from reverse mode, forward values only where they are lost."""
     m = fa.result
     best: dict[tuple[str, str, str, str], Check] = {}
     for c in m.checks:
@@ -272,7 +280,7 @@ def _findings(fa: FunctionAudit) -> Iterable[Check]:
         if c.source == "jvp" and _counts(fa, c.dtype, "jvp/grad") == _counts(fa, c.dtype, "autograd/grad"):
             continue
         key = (c.dtype, c.source, c.quantity, c.verdict)
-        if key not in best or _single(m, c) < _single(m, best[key]):
+        if key not in best or _rank(m, c) < _rank(m, best[key]):
             best[key] = c
     order = {"mismatch": 0, "imprecise": 1}
     return sorted(best.values(), key=lambda c: (order[c.verdict], c.dtype, c.source, c.quantity))

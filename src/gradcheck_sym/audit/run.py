@@ -309,9 +309,12 @@ def _keep(checks: list[Check], pts: dict[str, list[dict[str, Any]]], fn: AuditFu
         elif verdict == "nondifferentiable":
             chosen = cs
         else:
-            chosen = sorted(cs, key=size)[:KEEP_PER_GROUP]
-            if worst not in chosen:
-                chosen.append(worst)
+            ordered = sorted(cs, key=size)
+            chosen = ordered[:KEEP_PER_GROUP]
+            normal = next((c for c in ordered if c.exact is not None and abs(c.exact) >= fmt(dtype).tiny), None)
+            for extra in (worst, normal):  # the worst, and the smallest point whose exact value is normal
+                if extra is not None and extra not in chosen:
+                    chosen.append(extra)
         for c in chosen:
             if verdict in ("mismatch", "imprecise") and source == "autograd" and quantity == "grad":
                 point = tuple(v for k, v in pts[dtype][c.point].items() if k != "kind")
