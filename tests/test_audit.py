@@ -254,18 +254,25 @@ def test_the_report_has_a_row_per_function_and_dtype_and_snippets_that_reproduce
     assert float(printed) == check.value
 
 
-def test_cli_errors_name_the_problem(tmp_path: Path) -> None:
-    r = _cli("--functions", "sigmoidd", "--report-dir", str(tmp_path), cwd=tmp_path)
-    assert r.returncode == 2 and "`sigmoidd`" in r.stderr and "torch.sigmoid" in r.stderr
-    r = _cli("--dtypes", "float8", "--report-dir", str(tmp_path), cwd=tmp_path)
-    assert r.returncode == 2 and "float8" in r.stderr
+def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradcheck_sym.cli import main
+
+    assert main(["audit", "--functions", "sigmoidd", "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "`sigmoidd`" in err and "torch.sigmoid" in err
+    assert main(["audit", "--dtypes", "float8", "--report-dir", str(tmp_path)]) == 2
+    assert "float8" in capsys.readouterr().err
     assert not list(tmp_path.glob("torch-audit*"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the no-GPU error cannot be shown")
-def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
-    r = _cli("--device", "cuda", "--functions", "sigmoid", "--report-dir", str(tmp_path), cwd=tmp_path)
-    assert r.returncode == 2 and "--device cuda" in r.stderr and "no CUDA GPU" in r.stderr
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradcheck_sym.cli import main
+
+    assert main(["audit", "--device", "cuda", "--functions", "sigmoid", "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "no CUDA GPU" in err
+    assert not list(tmp_path.glob("torch-audit*"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -297,3 +304,13 @@ def test_same_seed_same_results_and_report() -> None:
             for s in (1, 1, 2)]
     assert to_json(runs[0].run) == to_json(runs[1].run) != to_json(runs[2].run)
     assert render(runs[0]) == render(runs[1])
+
+
+def test_the_audit_json_renders_with_verifys_report_command(
+        audited: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    from gradcheck_sym.cli import main
+
+    _, out = audited
+    assert main(["report", str(out / "rep" / "torch-audit.json"), "--out", str(tmp_path)]) == 0
+    index = (tmp_path / "index.md").read_text()
+    assert "torch.sigmoid" in index and "torch.xlogy" in index
