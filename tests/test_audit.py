@@ -314,3 +314,21 @@ def test_the_audit_json_renders_with_verifys_report_command(
     assert main(["report", str(out / "rep" / "torch-audit.json"), "--out", str(tmp_path)]) == 0
     index = (tmp_path / "index.md").read_text()
     assert "torch.sigmoid" in index and "torch.xlogy" in index
+
+
+def test_a_function_that_cannot_be_audited_is_an_error_and_the_others_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym.audit import run as run_module
+    from gradcheck_sym.audit.report import markdown
+
+    real = run_module.audit_function
+
+    def broken(name: str, *args: object) -> run_module.FunctionAudit:
+        if name == "torch.relu":
+            raise ValueError("the audit cannot evaluate `foo(x)` exactly")
+        return real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_module, "audit_function", broken)
+    a = run_module.audit(["torch.relu", "torch.abs"], ["float32"], n_random=2, command="c")
+    assert [m.status for m in a.run.models] == ["error", "pass"]
+    assert "`torch.relu` could not be audited: ValueError" in (a.run.models[0].error or "")
+    assert "⛔ `torch.relu`" in markdown(a, None)

@@ -2,7 +2,8 @@
 
 Exit codes as for `verify`: 0 every derivative agrees or is imprecise, 1 some torch derivative
 is a mismatch, 2 the options could not be used (an unknown function or dtype, no GPU for
-``--device cuda``), 130 interrupted (nothing written).
+``--device cuda``) or a function could not be audited (the others are, and reported), 130
+interrupted (nothing written).
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def run_audit(args: argparse.Namespace, command: str) -> int:
     except OSError as exc:
         return _fail(f"cannot write the report to `{out}`: {exc.strerror or exc}")
     failed = [m.name for m in result.run.models if m.status == "fail"]
+    errors = [m.error for m in result.run.models if m.status == "error"]
     print(f"{len(result.run.models)} functions audited in {', '.join(dtypes)} on {args.device}; "
           f"{len(failed)} with mismatches" + (f": {', '.join(failed)}" if failed else ""))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
     print(f"report: {out / (stem + '.md')}")
-    return 1 if failed else 0
+    return 2 if errors else (1 if failed else 0)

@@ -161,6 +161,9 @@ def markdown(audit: Audit, png: str | None) -> str:
     w("|---|---|---:|---:|---:|---:|---|---:|---|---:|")
     for fa in audit.functions:
         m = fa.result
+        if m.status == "error":
+            w(f"| ⛔ `{m.name}` | — | {m.error} | | | | | | | |")
+            continue
         for dtype in run.dtypes:
             g = _counts(fa, dtype, "autograd/grad")
             j = _counts(fa, dtype, "jvp/grad")

@@ -355,7 +355,14 @@ def _init_worker() -> None:
 
 
 def _one(args: tuple[str, tuple[str, ...], str, int, int]) -> FunctionAudit:
-    return audit_function(*args)
+    """One function; what goes wrong there is that function's error, and the others go on."""
+    try:
+        return audit_function(*args)
+    except Exception as exc:  # noqa: BLE001 - reported per function, never a crash of the run
+        name = args[0]
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return FunctionAudit(result=ModelResult(name=name, status="error", target="torch",
+                                                error=f"`{name}` could not be audited: {why}"))
 
 
 def device_name(device: str) -> str:
