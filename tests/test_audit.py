@@ -332,3 +332,14 @@ def test_a_function_that_cannot_be_audited_is_an_error_and_the_others_go_on(monk
     assert [m.status for m in a.run.models] == ["error", "pass"]
     assert "`torch.relu` could not be audited: ValueError" in (a.run.models[0].error or "")
     assert "⛔ `torch.relu`" in markdown(a, None)
+
+
+def test_without_matplotlib_the_report_has_no_plot_and_says_nothing_broke(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym.audit.report import render
+    from gradcheck_sym.audit.run import audit
+
+    a = audit(["torch.sigmoid"], ["float32"], n_random=2, command="c")
+    assert "torch-audit.png" in render(a)  # a finding to plot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    files = render(a)
+    assert list(files) == ["torch-audit.md"] and "torch-audit.png" not in str(files["torch-audit.md"])
