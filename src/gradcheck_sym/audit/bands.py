@@ -16,6 +16,9 @@ formula at that point (`exact.rounding_bound`):
    ``out·(1 − out)``, ``1 − out²``, ``x²`` inside ``exp(−x²)``).
 4. **mismatch** otherwise: an error no rounding of that formula explains.
 
+A forward value (not a derivative) beyond 4 ulp is **imprecise** unless it is lost (rule 2):
+there is no backward formula to explain it, and it never fails a function.
+
 A point where the exact derivative does not exist is **undefined** (outside the domain, a pole),
 or **nondifferentiable** at a corner, where torch's value must lie between the two one-sided
 derivatives (a subgradient; NaN or outside is a mismatch) and the side it picks is recorded.

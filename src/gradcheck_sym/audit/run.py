@@ -110,8 +110,10 @@ class _Judge:
             return None
         from flint import arb
 
+        from .exact import to_fmpq
+
         env: dict[Any, Any] = {a: arb(v) for a, v in zip(self.fn.args, point)}
-        env["_cond"] = {a: __import__("flint").fmpq(*v.as_integer_ratio()) for a, v in zip(self.fn.args, point)}
+        env["_cond"] = {a: to_fmpq(v) for a, v in zip(self.fn.args, point)}
         for s, ex in self.inter.items():
             v = ex.value(point, fmt("float64"))  # precision raised as far as the value needs
             if v.kind != "finite" or v.ball is None or not v.ball.is_finite():
