@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from ..results import Check, ModelResult
 from . import bands
 from .functions import BY_NAME
-from .known import KNOWN
+from .known import KNOWN, SEARCHED_NO_HIT
 from .run import Audit, FunctionAudit
 
 MODES = {  # (source, quantity) -> how the report names it
@@ -194,7 +194,7 @@ def markdown(audit: Audit, png: str | None) -> str:
         if known:
             w("* known in torch's tracker: " + "; ".join(f"[{t}]({u})" for u, t in known))
         elif m.status == "fail":
-            w("* not found in torch's issue tracker (searched): seems new")
+            w(f"* torch's issue tracker: {_novelty(m.name)}")
         w("")
         for c in items:
             mode = MODES.get((c.source, c.quantity), f"{c.source} {c.quantity}")
@@ -222,9 +222,18 @@ def markdown(audit: Audit, png: str | None) -> str:
         if any(m.name == name for m in run.models):
             for k in ks:
                 w(f"* `{name}`: [{k.title}]({k.url}) — {k.finding}")
-    new = [m.name for m in run.models if m.status == "fail" and m.name not in KNOWN]
-    w("\nWith mismatches and no issue found (seem new): " + (", ".join(f"`{n}`" for n in new) or "none") + ".\n")
+    failing = [m.name for m in run.models if m.status == "fail" and m.name not in KNOWN]
+    new = [n for n in failing if n in SEARCHED_NO_HIT]
+    unsearched = [n for n in failing if n not in SEARCHED_NO_HIT]
+    w("\nWith mismatches, searched for and not found (seem new): "
+      + (", ".join(f"`{n}`" for n in new) or "none") + ".\n")
+    w("With mismatches, not searched for yet: " + (", ".join(f"`{n}`" for n in unsearched) or "none") + ".\n")
     return "\n".join(out)
+
+
+def _novelty(name: str) -> str:
+    return ("searched, nothing found: seems new" if name in SEARCHED_NO_HIT
+            else "not searched for yet")
 
 
 def _merged_notes(notes: Iterable[str]) -> list[str]:
@@ -253,7 +262,7 @@ def _summary(audit: Audit) -> list[str]:
                                                        for d in audit.run.dtypes)):
                 where.append(f"{label} in {', '.join(ds)}")
         known = "known: " + ", ".join(f"[{u.rsplit('/', 2)[-2]} {u.rsplit('/', 1)[-1]}]({u})" for u, _ in _known(m.name)) \
-            if _known(m.name) else "seems new"
+            if _known(m.name) else _novelty(m.name)
         lines.append(f"* `{m.name}`: {'; '.join(where)} ({known})")
     return lines
 
