@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/gradcheck_sym).")
     ca.add_argument("action", choices=("info", "clear"), help="info: location and size; clear: delete it")
     ca.set_defaults(func=_cache)
+    _add_audit_parser(sub)
     rp = sub.add_parser("replay", help="replay the lecture's training loop, float32 beside exact",
                         description="Run the lecture's training loop in float32 autograd, printing what "
                         "its program prints, with the exact values beside each line.")
@@ -299,6 +300,33 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         lines = side_by_side(r)
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _add_audit_parser(sub: Any) -> None:
+    au = sub.add_parser("audit", help="certify torch's own derivatives against exact ones, per dtype",
+                        description="Check torch's built-in derivatives (first and second order, reverse and "
+                        "forward mode) against exact values at points chosen to hurt, in every dtype; writes "
+                        "torch-audit.md (torch-audit-cuda.md with --device cuda) and its JSON.")
+    au.add_argument("--functions", metavar="NAMES", default=None,
+                    help="comma-separated, as called (torch.sigmoid) or short (sigmoid, gelu) (default: all)")
+    au.add_argument("--dtypes", metavar="LIST", default="float64,float32,bfloat16,float16",
+                    help="comma-separated (default: float64,float32,bfloat16,float16)")
+    au.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: cpu)")
+    au.add_argument("--points", metavar="N", type=int, default=48,
+                    help="random points per function and dtype, besides the hard ones (default: 48)")
+    au.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the random points (default: 0)")
+    au.add_argument("--report-dir", metavar="DIR", default="reports", help="where the report goes (default: reports)")
+    au.add_argument("--json", metavar="PATH", default=None,
+                    help="also write the results to PATH (default: torch-audit[-cuda].json in the report dir)")
+    au.add_argument("--jobs", metavar="N", type=int, default=2, help="worker processes (default: 2)")
+    au.add_argument("--quiet", action="store_true", help="no progress lines on stderr (default: show them)")
+    au.set_defaults(func=_audit)
+
+
+def _audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .audit.main import run_audit
+
+    return run_audit(args, "python -m gradcheck_sym " + shlex.join(a for a in argv if a not in COSMETIC))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

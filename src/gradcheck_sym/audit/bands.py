@@ -1,0 +1,104 @@
+"""The verdict on one derivative torch returned, against the exact value: the audit's bands.
+
+With ``e`` the exact value, ``r`` it rounded to the dtype, ``v`` torch's value, ``ulp`` the
+dtype's spacing at ``r`` (the subnormal spacing at and below the smallest normal, so tiny values
+are compared absolutely) and ``S`` the first-order rounding-error bound of torch's own backward
+formula at that point (`exact.rounding_bound`):
+
+1. **agree**: ``|v − e| ≤ 4 ulp`` (or both are the same infinity: the exact value overflows).
+2. **mismatch**: ``v`` is NaN or infinite where ``e`` rounds to a finite value; or the error is
+   as large as the value itself, ``|v − e| ≥ |e|`` (zero, the wrong sign, twice too large), and
+   larger than 4 ulp, whatever explains it: a lost derivative, not noise.  The one exception is
+   an exact derivative tiny against the rounding of its inputs, ``|e| ≤ Σ |x_b|·u·|∂_b e|``
+   (moving an input by half an ulp moves the derivative by more than its size): imprecise.
+3. **imprecise**: ``|v − e| ≤ 2·S + 4 ulp``: beyond a careful implementation, but explained by
+   rounding the values torch's backward formula computes from (the saved output ``out`` in
+   ``out·(1 − out)``, ``1 − out²``, ``x²`` inside ``exp(−x²)``).
+4. **mismatch** otherwise: an error no rounding of that formula explains.
+
+A forward value (not a derivative) beyond 4 ulp is **imprecise** unless it is lost (rule 2):
+there is no backward formula to explain it, and it never fails a function.
+
+A point where the exact derivative does not exist is **undefined** (outside the domain, a pole),
+or **nondifferentiable** at a corner, where torch's value must lie between the two one-sided
+derivatives (a subgradient; NaN or outside is a mismatch) and the side it picks is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+AGREE_ULPS = 4.0  # what a careful implementation achieves
+EXPLAINED_FACTOR = 2.0  # slack on the first-order bound of the backward formula's rounding
+
+
+@dataclass(frozen=True)
+class Band:
+    verdict: str  # "agree" | "imprecise" | "mismatch"
+    ulps: float  # |v − e| / ulp
+    why: str  # in words, for the report
+
+
+def band(value: float, exact: float, rounded: float, abs_error: float, ulp: float, explained: float | None,
+         quantity: str = "grad", sensitivity: float | None = None) -> Band:
+    """The band of torch's ``value`` against the exact value ``exact`` (nearest float64),
+    ``rounded`` (nearest value of the dtype), ``abs_error`` = |value − exact| computed exactly,
+    ``ulp`` the dtype's spacing at ``rounded``, ``explained`` the rounding bound S of torch's
+    formula (None: not computed yet; the caller computes it only when needed).
+
+    >>> band(0.0, 4.2e-18, 4.2e-18, 4.2e-18, 7.7e-34, 1.1e-16).verdict   # sigmoid'(40) returned as 0
+    'mismatch'
+    """
+    if math.isnan(value) or math.isinf(value):
+        if value == rounded:
+            return Band("agree", 0.0, "the exact value overflows the dtype too")
+        return Band("mismatch", math.inf, f"{_fmt(value)} where the exact value is {_fmt(exact)}")
+    if math.isinf(rounded):
+        return Band("mismatch", math.inf, f"finite {value!r} where the exact value overflows the dtype")
+    ulps = abs_error / ulp
+    if ulps <= AGREE_ULPS:
+        return Band("agree", ulps, "")
+    if abs_error >= abs(exact) * (1 - 2**-40):  # (the error is computed to more bits than the value)
+        if sensitivity is not None and abs(exact) <= sensitivity and quantity != "loss":
+            return Band("imprecise", ulps, f"the exact derivative {_fmt(exact)} is tiny against what rounding the "
+                        f"input by half an ulp moves it by ({_fmt(sensitivity)})")
+        what = "0" if value == 0 else ("the wrong sign" if value * exact < 0 else "an error as large as the value")
+        thing = "value" if quantity == "loss" else "derivative"
+        return Band("mismatch", ulps, f"returns {what} where the exact {thing} {_fmt(exact)} is representable"
+                    + (f" (rounding in torch's formula accounts for up to {_fmt(explained)}: it cannot resolve it)"
+                       if explained is not None and explained >= abs_error / EXPLAINED_FACTOR else ""))
+    if quantity == "loss":  # a forward value: no backward formula to explain it; reported, never a failure
+        return Band("imprecise", ulps, f"forward value off by more than {AGREE_ULPS:g} ulp")
+    if explained is not None and abs_error <= EXPLAINED_FACTOR * explained + AGREE_ULPS * ulp:
+        return Band("imprecise", ulps, f"explained by rounding in torch's formula (bound {_fmt(explained)})")
+    return Band("mismatch", ulps, "beyond what rounding in torch's formula explains"
+                + (f" (bound {_fmt(explained)})" if explained is not None else ""))
+
+
+def needs_explanation(value: float, rounded: float, abs_error: float, ulp: float, exact: float) -> bool:
+    """Whether the band depends on the rounding bound (so it is worth computing)."""
+    if not math.isfinite(value) or math.isinf(rounded):
+        return False
+    return abs_error / ulp > AGREE_ULPS
+
+
+def corner_band(value: float, left: float, right: float, tol: float) -> tuple[str, str]:
+    """At a corner: (verdict, torch's convention in words); ``tol`` is how close to a one-sided
+    value counts as picking it (a few ulps: the constants are rounded to the dtype)."""
+    lo, hi = min(left, right), max(left, right)
+    if math.isnan(value):
+        return "mismatch", "NaN"
+    if abs(value - left) <= tol:
+        return "nondifferentiable", f"left ({_fmt(value)})"
+    if abs(value - right) <= tol:
+        return "nondifferentiable", f"right ({_fmt(value)})"
+    if lo <= value <= hi:
+        return "nondifferentiable", f"between ({_fmt(value)})"
+    return "mismatch", f"outside [{_fmt(lo)}, {_fmt(hi)}] ({_fmt(value)})"
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.6g}"
