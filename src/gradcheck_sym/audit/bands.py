@@ -6,18 +6,21 @@ are compared absolutely) and ``S`` the first-order rounding-error bound of torch
 formula at that point (`exact.rounding_bound`):
 
 1. **agree**: ``|v − e| ≤ 4 ulp`` (or both are the same infinity: the exact value overflows).
-2. **mismatch**: ``v`` is NaN or infinite where ``e`` rounds to a finite value; or the error is
-   as large as the value itself, ``|v − e| ≥ |e|`` (zero, the wrong sign, twice too large), and
-   larger than 4 ulp, whatever explains it: a lost derivative, not noise.  The one exception is
-   an exact derivative tiny against the rounding of its inputs, ``|e| ≤ Σ |x_b|·u·|∂_b e|``
-   (moving an input by half an ulp moves the derivative by more than its size): imprecise.
-3. **imprecise**: ``|v − e| ≤ 2·S + 4 ulp``: beyond a careful implementation, but explained by
+2. **mismatch**: ``v`` is NaN or infinite where ``e`` rounds to a finite value.
+3. **imprecise** (underflow): the exact value is below the dtype's smallest normal ``N`` and
+   ``|v − e| ≤ N``: a derivative in the subnormal range lost or flushed (``1/(1 + x²)`` once
+   ``x²`` overflows; the two happen together, since ``N ≈ 1/max``) is a precision loss of gradual
+   underflow, not a wrong gradient.
+4. **imprecise**: ``|v − e| ≤ 2·S + I + 4 ulp``: beyond a careful implementation, but explained by
    rounding the values torch's backward formula computes from (the saved output ``out`` in
-   ``out·(1 − out)``, ``1 − out²``, ``x²`` inside ``exp(−x²)``).
-4. **mismatch** otherwise: an error no rounding of that formula explains.
+   ``out·(1 − out)``, ``1 − out²``, ``x²`` inside ``exp(−x²)``) or by rounding its inputs by half an
+   ulp (``I = Σ |x_b|·u·|∂_b e|``).  This holds even where all digits are lost: ``tanh'(−30)``
+   computed as ``1 − y²`` returns 0 for 3.5e-26, far below the rounding of ``y ≈ −1``.  It never
+   covers an error as large as the quantities the formula reads: those are beyond ``S``.
+5. **mismatch** otherwise: an error no rounding of that formula explains.
 
-A forward value (not a derivative) beyond 4 ulp is **imprecise** unless it is lost (rule 2):
-there is no backward formula to explain it, and it never fails a function.
+A forward value (not a derivative) beyond 4 ulp is **imprecise** unless all its digits are lost (0,
+the wrong sign: a mismatch): there is no backward formula to explain it.
 
 A point where the exact derivative does not exist is **undefined** (outside the domain, a pole),
 or **nondifferentiable** at a corner, where torch's value must lie between the two one-sided
@@ -41,13 +44,16 @@ class Band:
 
 
 def band(value: float, exact: float, rounded: float, abs_error: float, ulp: float, explained: float | None,
-         quantity: str = "grad", sensitivity: float | None = None) -> Band:
+         quantity: str = "grad", sensitivity: float | None = None, tiny: float = 0.0) -> Band:
     """The band of torch's ``value`` against the exact value ``exact`` (nearest float64),
     ``rounded`` (nearest value of the dtype), ``abs_error`` = |value − exact| computed exactly,
     ``ulp`` the dtype's spacing at ``rounded``, ``explained`` the rounding bound S of torch's
-    formula (None: not computed yet; the caller computes it only when needed).
+    formula (None: not computed yet; the caller computes it only when needed), ``tiny`` the
+    dtype's smallest normal value.
 
     >>> band(0.0, 4.2e-18, 4.2e-18, 4.2e-18, 7.7e-34, 1.1e-16).verdict   # sigmoid'(40) returned as 0
+    'imprecise'
+    >>> band(0.0, 0.25, 0.25, 0.25, 5.6e-17, 1e-17).verdict   # a derivative lost that rounding cannot explain
     'mismatch'
     """
     if math.isnan(value) or math.isinf(value):
@@ -59,21 +65,27 @@ def band(value: float, exact: float, rounded: float, abs_error: float, ulp: floa
     ulps = abs_error / ulp
     if ulps <= AGREE_ULPS:
         return Band("agree", ulps, "")
-    if abs_error >= abs(exact) * (1 - 2**-40):  # (the error is computed to more bits than the value)
-        if sensitivity is not None and abs(exact) <= sensitivity and quantity != "loss":
-            return Band("imprecise", ulps, f"the exact derivative {_fmt(exact)} is tiny against what rounding the "
-                        f"input by half an ulp moves it by ({_fmt(sensitivity)})")
-        what = "0" if value == 0 else ("the wrong sign" if value * exact < 0 else "an error as large as the value")
-        thing = "value" if quantity == "loss" else "derivative"
-        return Band("mismatch", ulps, f"returns {what} where the exact {thing} {_fmt(exact)} is representable"
-                    + (f" (rounding in torch's formula accounts for up to {_fmt(explained)}: it cannot resolve it)"
-                       if explained is not None and explained >= abs_error / EXPLAINED_FACTOR else ""))
+    if abs(rounded) < tiny and abs_error <= tiny:
+        return Band("imprecise", ulps, f"the exact value {_fmt(exact)} is below the smallest normal {_fmt(tiny)}: "
+                    "lost to underflow")
+    lost = abs_error >= abs(exact) * (1 - 2**-40)  # (the error is computed to more bits than the value)
+    what = "0" if value == 0 else ("the wrong sign" if value * exact < 0 else "an error as large as the value")
     if quantity == "loss":  # a forward value: no backward formula to explain it; reported, never a failure
+        if lost:
+            return Band("mismatch", ulps, f"returns {what} where the exact value {_fmt(exact)} is representable")
         return Band("imprecise", ulps, f"forward value off by more than {AGREE_ULPS:g} ulp")
-    if explained is not None and abs_error <= EXPLAINED_FACTOR * explained + AGREE_ULPS * ulp:
-        return Band("imprecise", ulps, f"explained by rounding in torch's formula (bound {_fmt(explained)})")
+    bound = EXPLAINED_FACTOR * (explained or 0.0) + (sensitivity or 0.0) + AGREE_ULPS * ulp
+    if (explained is not None or sensitivity is not None) and abs_error <= bound:
+        if lost:
+            return Band("imprecise", ulps, f"returns {what} where the exact derivative is {_fmt(exact)}, far below what "
+                        f"rounding the values torch's formula reads explains ({_fmt(bound)}): the formula cannot "
+                        "resolve it")
+        return Band("imprecise", ulps, f"explained by rounding in torch's formula (bound {_fmt(bound)})")
+    if lost:
+        return Band("mismatch", ulps, f"returns {what} where the exact derivative {_fmt(exact)} is representable"
+                    + (f", beyond what rounding in torch's formula explains ({_fmt(bound)})" if explained is not None else ""))
     return Band("mismatch", ulps, "beyond what rounding in torch's formula explains"
-                + (f" (bound {_fmt(explained)})" if explained is not None else ""))
+                + (f" (bound {_fmt(bound)})" if explained is not None else ""))
 
 
 def needs_explanation(value: float, rounded: float, abs_error: float, ulp: float, exact: float) -> bool:

@@ -195,7 +195,7 @@ def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, va
         abs_error = math.inf if not math.isnan(value) else math.nan
     u = ulp(ex.rounded, f)
     explained, sensitivity = explain() if bands.needs_explanation(value, ex.rounded, abs_error, u, exact) else (None, None)
-    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity)
+    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity, f.tiny)
     return Check(source=source, dtype=dtype, param=param, quantity=quantity, point=point, exact=exact,
                  exact_text=ex.text, value=value, abs_error=abs_error,
                  rel_error=(abs_error / abs(exact) if exact != 0 else (0.0 if abs_error == 0 else math.inf)),
