@@ -218,3 +218,30 @@ def test_impl_errors_make_the_model_an_error_with_a_reason():
     assert r.status == "error" and "no autograd graph" in r.error
     r = verify(linear(impl=lambda w, x, y: 1 / 0))
     assert r.status == "error" and "ZeroDivisionError" in r.error
+
+
+# -- corners: a source must return a subgradient --------------------------------------------------
+
+
+def _corner_model(name, impl):
+    w = sp.Symbol("w", real=True)
+    return Model(name=name, loss=sp.Abs(w) + sp.Max(w, 0), params=[w], points=[{w: 0}], impl=impl)
+
+
+@pytest.mark.parametrize(("name", "impl", "status"), [
+    ("torch-ops", lambda w: torch.abs(w) + torch.relu(w), "pass"),  # 0 + 0: inside [-1, 2]
+    ("inside", lambda w: torch.abs(w) + torch.relu(w) + 0.0 * w + (w - w.detach()) * 1.5, "pass"),
+    ("outside", lambda w: torch.abs(w) + torch.relu(w) + (w - w.detach()) * 5, "fail"),
+    ("nan", lambda w: torch.abs(w) + torch.relu(w) + (w - w.detach()) * float("nan"), "fail"),
+])
+def test_a_corner_takes_any_subgradient_and_nothing_else(name, impl, status):
+    result = verify(_corner_model(name, impl), samples=0)
+    assert result.status == status
+    impl_checks = [c for c in result.checks if c.source == "impl" and c.quantity == "grad"]
+    assert impl_checks and all((c.left, c.right) == (-1.0, 2.0) for c in impl_checks)
+    if status == "fail":
+        assert all(c.verdict == "mismatch" and c.attribution == "wrong" and "outside both" in c.note
+                   for c in impl_checks)
+        assert all(c.exact is None and c.ulps is None for c in impl_checks)
+    else:
+        assert all(c.verdict == "nondifferentiable" for c in impl_checks)

@@ -75,7 +75,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 
 
 # attribution codes -> (attribution, note), as data
-NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED = 0, 1, 2, 3, 4
+NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -253,6 +253,19 @@ def _verdicts(kind: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
     return torch.where(kind == UNDEFINED, 3, v)
 
 
+def outside_corner(values: torch.Tensor, ex: ExactArrays, cols: slice, tol: torch.Tensor, dtype: str) -> torch.Tensor:
+    """At a corner a source must return a subgradient: a finite value within the closed range of
+    the one-sided derivatives (up to the rounding ``tol`` and a few ulps).  NaN, inf, or anything
+    outside is a mismatch; any value inside is a valid choice (torch's ``abs`` picks 0, ``relu``
+    the left side)."""
+    left, right = ex.left[:, cols], ex.right[:, cols]
+    lo, hi = torch.minimum(left, right), torch.maximum(left, right)
+    slack = FLOOR_ULPS * ulp_array(torch.maximum(lo.abs(), hi.abs()), dtype) + torch.nan_to_num(tol, nan=0.0, posinf=0.0)
+    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & ~(left.isnan() | right.isnan())
+    inside = torch.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
+    return judged & ~inside
+
+
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
     """A gradient source's values against the exact gradient, attributed with FD's help."""
     cols = slice(1, None)
@@ -266,6 +279,9 @@ def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str,
         ok_exact = fd_agrees_array(fd.values, fd_tol, hi)
         ok_source = fd_agrees_array(fd.values, fd_tol, values)
         code = torch.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source), 0)
+    corner = outside_corner(values, ex, cols, cmp.tol, dtype)
+    verdict = torch.where(corner, 1, verdict)
+    code = torch.where(corner, OUTSIDE_CORNER, code)
     return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
 
@@ -324,6 +340,11 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
         return None, e.reason
     if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
+    if verdict == 1 and int(g.attribution[i, j]) == OUTSIDE_CORNER:
+        left, right = as_float(e.left), as_float(e.right)
+        return "wrong", (f"{e.reason}: left {left:.17g}, right {right:.17g}; the source returned {value:.17g}, "
+                         "outside both: at a corner a source must return a value between the one-sided "
+                         "derivatives (a subgradient)")
     attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[int(g.attribution[i, j])]
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
@@ -337,7 +358,7 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     value = float(g.values[i, j])
     attribution, note = _note(g, i, j, e, value)
     verdict = VERDICT_NAMES[int(g.verdict[i, j])]
-    has_value = verdict in ("agree", "mismatch")
+    has_value = verdict in ("agree", "mismatch") and int(ex.kind[i, col]) == VALUE
 
     def f(t: torch.Tensor) -> float | None:
         return float(t[i, j]) if has_value else None
@@ -354,9 +375,14 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     )
 
 
+def _valued(g: Group) -> torch.Tensor:
+    """Checks with an exact value to measure errors against (a corner's mismatch has none)."""
+    return (g.verdict <= 1) & (g.attribution != OUTSIDE_CORNER)
+
+
 def _of_tolerance(g: Group) -> torch.Tensor:
     r = g.cmp.err / g.cmp.tol
-    return torch.where(g.verdict <= 1, torch.nan_to_num(r, nan=0.0, posinf=math.inf), torch.full_like(r, -1.0))
+    return torch.where(_valued(g), torch.nan_to_num(r, nan=0.0, posinf=math.inf), torch.full_like(r, -1.0))
 
 
 def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], ex: ExactArrays,
@@ -375,7 +401,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
         made = {(i, j): _check(g, i, j, dtype, entries, ex) for i, j in chosen}
         checks.extend(made.values())
-        valued = g.verdict <= 1
+        valued = _valued(g)
         worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
         worst = made.get(worst_index) if worst_index else None
         if worst is None and worst_index is not None:
