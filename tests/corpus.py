@@ -229,3 +229,22 @@ VACUOUS: dict[str, tuple[Callable[[], Model], int]] = {
         points=[{w: 4, x: 5, y: 1}],
         grad_impl=lambda w, x, y: 2 / math.sqrt(math.pi) * x * y * torch.exp(-((w * x) ** 2))), 0),
 }
+
+
+# -- real layers written with nested Min/Max (SymPy rewrites them to ITE conditions) -------------
+
+LAYERS: dict[str, tuple[sp.Expr, Callable[[torch.Tensor], torch.Tensor], tuple[float, ...]]] = {
+    # name as called -> (declaration, torch callable, its corners)
+    "torch.nn.functional.relu6": (sp.Min(sp.Max(x, 0), 6), F.relu6, (0, 6)),
+    "torch.nn.functional.hardtanh": (sp.Min(sp.Max(x, -1), 1), F.hardtanh, (-1, 1)),
+    "torch.nn.functional.hardswish": (x * sp.Min(sp.Max(x + 3, 0), 6) / 6, F.hardswish, (-3, 3)),
+    "torch.nn.functional.hardsigmoid": (sp.Min(sp.Max(x + 3, 0), 6) / 6, F.hardsigmoid, (-3, 3)),
+    "torch.clamp": (sp.Max(sp.Min(x, 2), -2), lambda t: torch.clamp(t, -2, 2), (-2, 2)),
+}
+LAYER_POINTS = (-7, -4, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4, 6, 7)
+
+
+def layer_model(name: str) -> Model:
+    expr, f, _ = LAYERS[name]
+    return Model(name=name.rsplit(".", 1)[1], loss=expr, params=[x], points=[{x: p} for p in LAYER_POINTS],
+                 impl=lambda x: f(x))

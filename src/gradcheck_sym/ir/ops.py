@@ -475,6 +475,33 @@ for _op, _cls in (("and", sp.And), ("or", sp.Or), ("not", sp.Not)):
     ))
 
 
+def _ite_exact(A: Any, xs: list[Any], data: Any) -> bool | None:
+    """``ITE(a, b, c)`` (if a then b else c) in three-valued logic: an undecided ``a`` decides
+    nothing unless both branches agree.  SymPy writes nested ``Min``/``Max`` (clamp, ReLU6) with it."""
+    a, b, c = xs
+    if a is None:
+        return b if b == c else None
+    return b if a else c  # type: ignore[no-any-return]
+
+
+def _ite_torch(T: Any, xs: list[Any], data: Any, dtype: Any) -> Any:
+    a, b, c = xs
+    if isinstance(a, bool):
+        return b if a else c
+    return T.where(a, T.as_tensor(b), T.as_tensor(c))
+
+
+def _ite_rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> None:
+    T = P.T
+    a, b, c = (T.as_tensor(P.v[i]) for i in args)
+    P.v[k] = T.where(a, b, c)
+
+
+register(OpSpec(
+    name="ite", exact=_ite_exact, torch=_ite_torch, rounding=_ite_rounding, boolean=True, sympy=(sp.ITE,),
+))
+
+
 def _pw_exact(A: Any, xs: list[Any], data: Any) -> Any:
     b = pick(xs[1::2])
     return A.nan() if b is None else xs[2 * b]
