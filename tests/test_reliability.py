@@ -100,7 +100,56 @@ def test_interrupted_run_prints_what_finished_and_keeps_the_old_report(tmp_path,
     assert sorted(p.name for p in report.iterdir()) == ["index.md"]
 
 
-def test_same_inputs_same_verdicts():
-    a = verify(linear(), seed=3)
-    b = verify(linear(), seed=3)
-    assert a == b
+def _verdicts(r):
+    return [(c.source, c.dtype, c.entry, c.quantity, c.point, c.exact_text, c.verdict) for c in r.checks]
+
+
+def test_same_seed_same_points_and_verdicts_whatever_the_global_generators(monkeypatch):
+    """With the cache off and every global generator (Python's, torch's, NumPy's) seeded
+    differently before each run, the same seed gives the same points and verdicts, and another
+    seed other points: an unseeded or global generator anywhere in the pipeline fails this."""
+    import random
+
+    import numpy as np
+
+    from gradcheck_sym import cache
+
+    monkeypatch.setattr(cache, "_DISABLED", True)
+    runs = []
+    for global_seed in (1, 2):
+        random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed)
+        runs.append(verify(linear(), seed=3, samples=4))  # a new model object: nothing kept on it
+    a, b = runs
+    assert a.points == b.points and _verdicts(a) == _verdicts(b) and a.status == "pass"
+    assert a.step_study.entry == b.step_study.entry and a.step_study.point == b.step_study.point
+    assert verify(linear(), seed=4, samples=4).points != a.points
+
+
+def test_same_seed_same_results_in_fresh_processes(tmp_path, run_cli):
+    """Two processes with different hash seeds (set and dict orders) and no cache write the
+    same points, exact values and verdicts."""
+    import json
+    import os
+
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import sympy as sp
+        from gradcheck_sym import Model
+        x, y, w, b = sp.symbols("x y w b", real=True)
+        one = Model(name="one", loss=sp.exp(w*x + b) - y*sp.log(1 + w**2), params=[w, b], inputs=[x, y],
+                    domain={"*": (-1, 1)})
+        two = Model(name="two", loss=sp.Abs(w - x) + b**2, params=[w, b], inputs=[x], domain={"*": (-1, 1)})
+    """))
+    out = []
+    for hashseed in ("1", "2"):
+        r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--no-cache", "--quiet",
+                            "--samples", "3", "--seed", "5", "--json", f"r{hashseed}.json", "--no-report"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONHASHSEED": hashseed})
+        assert r.returncode == 0, r.stdout + r.stderr
+        data = json.loads((tmp_path / f"r{hashseed}.json").read_text())
+        out.append([(m["name"], m["points"], [(c["source"], c["dtype"], c["param"], c["index"], c["point"],
+                                               c["exact_text"], c["verdict"]) for c in m["checks"]])
+                    for m in data["models"]])
+    assert out[0] == out[1] and len(out[0]) == 2

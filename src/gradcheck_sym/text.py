@@ -67,7 +67,7 @@ def parse_expression(text: str, *, what: str = "expression") -> sp.Expr:
     >>> parse_expression("__import__('os').system('true')")
     Traceback (most recent call last):
     ...
-    gradcheck_sym.text.TextError: expression: attribute access (`.`) is not allowed (column 1)
+    gradcheck_sym.text.TextError: expression: only the supported functions can be called, by name (column 1)
     """
     if not isinstance(text, str):
         raise TextError(f"{what}: expected text, got {type(text).__name__}")
