@@ -1,5 +1,5 @@
-"""Results → Markdown (and the PNGs it links): ``index.md`` for the run, one page per model,
-``training.md`` for the lecture's loop.  Pure: the same results give the same bytes (no clock,
+"""Results → Markdown: ``index.md`` for the run, one page per model, ``training.md`` for the
+lecture's loop (`report` assembles them with the plots into files).  Pure: the same results give the same bytes (no clock,
 no paths of this machine), readable on GitHub with nothing else installed (tables, ``$$``
 LaTeX, Mermaid)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from . import plots
 from .formatting import num, ulps
@@ -32,16 +33,30 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+TRAINING_PAGE = "training.md"
+TRAINING_PLOT = "training.png"
+RESERVED = ("index", "training", "results")  # stems of the report's own files
+MAX_STEM = 80
+
+
+def file_stem(name: str) -> str:
+    """A model's name as a file name: letters, digits, ``. _ -`` kept, runs of anything else one
+    ``-``; never hidden, never a reserved name, never empty.
+
+    >>> file_stem("mlp-193"), file_stem("../../etc/x\\n"), file_stem("index"), file_stem("")
+    ('mlp-193', 'etc-x', 'index-model', 'model')
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:MAX_STEM].rstrip(".-")
+    stem = re.sub(r"\.{2,}", ".", stem) or "model"
+    return f"{stem}-model" if stem.lower() in RESERVED else stem
+
+
 def page_name(model: ModelResult) -> str:
-    return f"{model.name}.md"
+    return f"{file_stem(model.name)}.md"
 
 
 def step_plot_name(model: ModelResult) -> str:
-    return f"{model.name}-fd-steps.png"
-
-
-TRAINING_PAGE = "training.md"
-TRAINING_PLOT = "training.png"
+    return f"{file_stem(model.name)}-fd-steps.png"
 
 
 def _special(model: ModelResult) -> list[Check]:
@@ -327,19 +342,3 @@ def render_training(r: Replay, *, have_plot: bool = True) -> str:
     lines += ["Per epoch (ω after the epoch, and the loss of its last sample, as the lecture prints it):", ""]
     lines += _table(["epoch", "ω float32", "ω exact", "loss float32", "loss exact"], rows)
     return "\n".join(lines) + "\n"
-
-
-def render(run: RunResult) -> dict[str, str | bytes]:
-    """Every file of the report, by name: Markdown text and PNG bytes."""
-    files: dict[str, str | bytes] = {"index.md": render_index(run)}
-    for m in run.models:
-        png = plots.step_study_png(m.step_study) if m.step_study is not None else None
-        if png is not None:
-            files[step_plot_name(m)] = png
-        files[page_name(m)] = render_model(m, have_plot=png is not None)
-    if run.replay is not None:
-        png = plots.replay_png(run.replay)
-        if png is not None:
-            files[TRAINING_PLOT] = png
-        files[TRAINING_PAGE] = render_training(run.replay, have_plot=png is not None)
-    return files

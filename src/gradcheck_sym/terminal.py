@@ -12,12 +12,13 @@ MAX_LISTED = 8  # mismatches listed per model; the report and JSON have all
 
 
 def _worst(model: ModelResult) -> str:
-    parts = []
-    for s in summarize(model):
-        if s.source == "fd" or s.quantity != "grad" or s.worst_of_tolerance is None:
-            continue
-        parts.append(f"{s.source} {short_dtype(s.dtype)} {num(s.worst_of_tolerance, 2)}")
-    return ", ".join(parts) or "—"
+    """The largest error/tolerance of a gradient source, and whose (the page has each source's)."""
+    ratios = [(s.worst_of_tolerance, f"{s.source} {short_dtype(s.dtype)}") for s in summarize(model)
+              if s.source != "fd" and s.quantity == "grad" and s.worst_of_tolerance is not None]
+    if not ratios:
+        return "—"
+    ratio, where = max(ratios, key=lambda r: r[0])
+    return f"{num(ratio, 2)} ({where})"
 
 
 def _points(model: ModelResult) -> int:
@@ -53,9 +54,10 @@ def snippet(m: ModelResult, c: Check, *, fence: bool = True, model: str | None =
 
 
 def summary(run: RunResult) -> str:
-    """The table printed at the end of ``verify``."""
+    """The table printed at the end of ``verify``, and what failed (errors are the front end's to
+    print, once, on stderr)."""
     if not run.models:
-        return "no model was checked" + "".join(f"\nERROR {e}" for e in run.errors)
+        return "no model was checked"
     rows = [("model", "params", "points", "checks", "mismatch", "kinks/undef", "worst |error|/tolerance", "status")]
     for m in run.models:
         kinks = sum(c.verdict == "nondifferentiable" for c in m.checks)
@@ -72,14 +74,10 @@ def summary(run: RunResult) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     for m in run.models:
-        if m.status == "error":
-            lines.append(f"\nERROR {m.name}: {m.error}")
-        elif m.n_failed:
+        if m.status != "error" and m.n_failed:
             lines.append(f"\nFAIL {m.name}: {m.n_failed} mismatching checks")
             for c in m.failed[:MAX_LISTED]:
                 lines.append(f"  {describe(c)}")
             if m.n_failed > MAX_LISTED:
                 lines.append(f"  ... and {m.n_failed - min(MAX_LISTED, len(m.failed))} more (see the report)")
-    for e in run.errors:
-        lines.append(f"\nERROR {e}")
     return "\n".join(lines)

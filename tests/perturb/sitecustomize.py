@@ -54,15 +54,17 @@ def _install() -> None:
     exact = {getattr(p, "_qualified_op_name", str(p)) for p in exact_packets}
     # integer powers and square roots are computed as products/sqrt by torch: correctly rounded
     exact_exponents = {0, 1, 2, 3, 0.5, -1, -2}
-    gen = torch.Generator().manual_seed(20261126)
+    ints = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
+            torch.bfloat16: torch.int16}
 
     def nudge(t: object) -> object:
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0 or t.dtype not in ints:
             return t
-        up = torch.full_like(t, float("inf"))
-        down = torch.full_like(t, float("-inf"))
-        coin = torch.randint(0, 2, t.shape, generator=gen).bool() if t.dim() else torch.randint(0, 2, (), generator=gen).bool()
-        moved = torch.nextafter(t, torch.where(coin, up, down))
+        # up or down by a function of the value's own bits: the same value is always moved the
+        # same way, as a machine's kernel is deterministic; different values go different ways
+        bits = t.contiguous().view(ints[t.dtype])
+        coin = ((bits ^ (bits >> 1) ^ (bits >> 3)) & 1).bool()
+        moved = torch.nextafter(t, torch.where(coin, torch.full_like(t, float("inf")), torch.full_like(t, float("-inf"))))
         keep = ~torch.isfinite(t) | (t == 0)  # no ulp of a zero or an infinity: those stay
         return torch.where(keep, t, moved)
 
