@@ -115,7 +115,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -> ModelResult:
     __tracebackhide__ = True
-    from .testing import GradientCheckFailure, failure_message
+    from .testing import GradientCheckFailure, _reproduce, failure_message
     from .verifier import verify
 
     settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
@@ -123,13 +123,16 @@ def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -
     settings.update(_marker_options(node))
     settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
     impl, grad_impl = given.get("impl"), given.get("grad_impl")
+    declared = model
     if impl is not None or grad_impl is not None:
         model = model.with_implementations(impl=impl, grad_impl=grad_impl)
     result = verify(model, points=given.get("points"), target=node.nodeid, **settings)
     config.stash[_RESULTS].append((node.nodeid, _to_dict(result)))
     node.add_report_section("call", "gradcheck", _section(result))
     if result.status != "pass":
-        raise GradientCheckFailure(failure_message(result, seed=settings["seed"]), result)
+        module = getattr(node, "module", None) or getattr(node.parent, "obj", None)
+        reproduce = _reproduce(declared, model, result, first=[module] if module is not None else [])
+        raise GradientCheckFailure(failure_message(result, seed=settings["seed"], reproduce=reproduce), result)
     return result
 
 

@@ -118,9 +118,12 @@ def verify(
     target: str = "",
     all_checks: bool = False,
     progress: Progress | None = None,
+    impl: Callable[..., Any] | None = None,
+    grad_impl: Callable[..., Any] | None = None,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
-    points (or ``points``, which replace them) and ``samples`` seeded random points.
+    points (or ``points``, which replace them) and ``samples`` seeded random points; ``impl``
+    and ``grad_impl``, when given, replace the model's own.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
     the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
@@ -131,6 +134,8 @@ def verify(
     >>> verify(m, samples=3).status
     'pass'
     """
+    if impl is not None or grad_impl is not None:
+        model = model.with_implementations(impl=impl, grad_impl=grad_impl)
     stage = ["starting"]
 
     def say(msg: str) -> None:
