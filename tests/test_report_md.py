@@ -302,3 +302,29 @@ def test_the_comparison_sees_exact_values_and_verdicts_not_float_digits(fresh_bu
         lambda d, f: d["replay"]["lines_float32"].__setitem__(3, "w = 1.5"),
     ):
         assert _first_difference(base, content_with(edit)) != ""
+
+
+def test_report_keeps_every_page_inside_its_folder(report, tmp_path):
+    data = json.loads((report / "mine" / "results.json").read_text())
+    names = ["../../evil", "index", "a\nb", "Kink", "kink"]
+    data["models"] = [dict(data["models"][1], name=n) for n in names]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "r.json").write_text(json.dumps(data))
+    r = run("report", "in/r.json", "--out", "out/rep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert all(w.startswith(("in/", "out/rep/")) for w in written), written
+    pages = sorted(p.name for p in (tmp_path / "out" / "rep").glob("*.md"))
+    assert pages == ["Kink.md", "a-b.md", "evil.md", "index-model.md", "index.md", "kink-2.md"], pages
+    assert (tmp_path / "out" / "rep" / "index.md").read_text().startswith("# gradcheck_sym report")
+    check_markdown(tmp_path / "out" / "rep")
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"models": "x"}', "[" * 100_000 + "]" * 100_000,
+                                  '{"models": [{"name": "m", "status": "Pass"}]}', "\xff\xfe"])
+def test_report_of_malformed_json_is_one_line(tmp_path, text):
+    (tmp_path / "bad.json").write_text(text, encoding="latin-1")
+    r = run("report", "bad.json", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "not a gradcheck_sym results file" in r.stderr
+    assert not (tmp_path / "index.md").exists()

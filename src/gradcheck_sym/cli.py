@@ -318,7 +318,7 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     path = Path(args.results)
     try:
-        run = from_json(path.read_text(encoding="utf-8"))
+        run = _validated(from_json(path.read_text(encoding="utf-8")))
     except OSError as exc:
         _err(f"error: cannot read `{path}`: {exc.strerror or exc}")
         return EXIT_UNUSABLE
@@ -332,6 +332,20 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_UNUSABLE
     _out(f"report: {out / 'index.md'}")
     return EXIT_OK
+
+
+def _validated(run: RunResult) -> RunResult:
+    """``run`` if every status and verdict is one gradcheck_sym writes (a results file is input:
+    it may have been edited)."""
+    from .compare import VERDICTS
+
+    for m in run.models:
+        if not isinstance(m.name, str) or m.status not in ("pass", "fail", "error"):
+            raise ValueError(f"model {m.name!r} has status {m.status!r}; expected pass, fail or error")
+        bad = next((c.verdict for c in m.checks if c.verdict not in VERDICTS), None)
+        if bad is not None:
+            raise ValueError(f"model `{m.name}` has a check with verdict {bad!r}")
+    return run
 
 
 def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -33,25 +33,18 @@ LIMIT_MAX_NODES = 200  # removable singularities are resolved with sympy.limit u
 
 
 class Prepared:
-    """The per-model work that does not depend on points: compiled once (or loaded from the
-    cache), reused."""
+    """The per-model work that does not depend on points: compiled once per model object, reused
+    (never from the disk cache: a program is code, and compiling it takes milliseconds)."""
 
     def __init__(self, model: Model) -> None:
-        from . import cache
         from . import sources as src
 
         self.model = model
         self.entries = model.entries
-        digest = cache.key("program", cache.expression_key(model), cache.versions("sympy"))
-        stored = cache.load_pickle("programs", digest)
-        if isinstance(stored, tuple) and len(stored) == 3 and isinstance(stored[0], GradientProgram):
-            self.gradient, self.layers, self.small = stored
-        else:
-            self.gradient = gradient_program(model.loss, model.symbols, tuple(e.symbol for e in self.entries),
-                                             model=model.name)
-            self.layers = layers(model, model.program) or ()
-            self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
-            cache.store_pickle("programs", digest, (self.gradient, self.layers, self.small))
+        self.gradient: GradientProgram = gradient_program(model.loss, model.symbols,
+                                                          tuple(e.symbol for e in self.entries), model=model.name)
+        self.layers = layers(model, model.program) or ()
+        self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
         self.subject = src.Subject(model)
 
 
@@ -189,7 +182,7 @@ def _cached_result(
     if data is not None:
         try:
             return dataclasses.replace(model_from_dict(data), target=target), lambda result: None
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - an entry that does not read is recomputed
             cache.forget("results", digest, ".json")
 
     def store(result: ModelResult) -> None:
