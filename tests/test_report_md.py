@@ -328,3 +328,64 @@ def test_report_of_malformed_json_is_one_line(tmp_path, text):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1 and "not a gradcheck_sym results file" in r.stderr
     assert not (tmp_path / "index.md").exists()
+
+
+GLITCHES = textwrap.dedent(
+    """
+    import sympy as sp
+    from gradcheck_sym import Model, matrix
+    x, w = sp.symbols("x w", real=True)
+    W, X = matrix("W", (3, 3)), matrix("X", 3)
+    logloss = Model(name="logloss", loss=sp.log(1 + sum(sp.tanh(e)**2 for e in W*X)), params=[W], inputs=[X],
+                    domain={"*": (-1, 1)})
+    zero = Model(name="zero", loss=w*(sp.sin(x)**2 + sp.cos(x)**2 - 1) + w**2, params=[w], inputs=[x],
+                 points=[{w: 0, x: 0.7}, {w: 0, x: 1.3}])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def glitches(tmp_path_factory):
+    d = tmp_path_factory.mktemp("glitches")
+    (d / "g.py").write_text(GLITCHES)
+    r = run("verify", "g.py", "--samples", "2", "--report-dir", "rep", cwd=d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d / "rep"
+
+
+def test_no_relative_error_or_ulps_where_the_exact_value_is_zero(glitches):
+    for name in ("index.md", "zero.md"):
+        text = (glitches / name).read_text()
+        assert not re.search(r"\de\+(2\d|3\d\d?)\b", text), re.findall(r"[\d.]+e\+\d+", text)  # 1.8e+308, 4.25e+37
+    assert "rel —, — ulps" in (glitches / "index.md").read_text()
+
+
+def test_recurrence_of_a_log_loss_and_names_shared_with_the_graph(glitches):
+    page = (glitches / "logloss.md").read_text()
+    recurrence = re.search(r"\\begin\{aligned\}(.*?)\\end\{aligned\}", page, flags=re.S)[1]
+    assert r"= \oslash" not in recurrence and r"&= 1 \oslash" in recurrence, recurrence
+    graph = re.search(r"```mermaid\n(.*?)```", page, flags=re.S)[1]
+    nodes = set(re.findall(r'\["([^"]+)"\]', graph))
+    sub = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+    for word, k in re.findall(r"\\mathrm\{(\w+)\}(?:_\{(\d+)\})?", recurrence):
+        text = word + (k.translate(sub) if k else "")
+        assert any(re.split(r" |<br/>", n)[0] == text for n in nodes), (text, nodes)
+
+
+def test_graph_caption_names_the_functions_of_the_model(glitches, report):
+    caption = next(line for line in (glitches / "logloss.md").read_text().splitlines() if line.startswith("One node"))
+    assert "tanh" in caption and "log" in caption and "sigmoid" not in caption
+    mlp = next(line for line in (report / "reports" / "mlp-193.md").read_text().splitlines()
+               if line.startswith("One node"))
+    assert "sigmoid" in mlp and "tanh" not in mlp
+
+
+def test_one_parameter_is_singular(report):
+    assert "1 scalar parameter is differentiated." in (report / "reports" / "linear.md").read_text()
+    assert "224 scalar parameters are differentiated." in (report / "reports" / "mlp-193.md").read_text()
+
+
+def test_a_mismatch_compares_the_error_with_the_tolerance_in_one_unit(report):
+    text = (report / "mine" / "wrong-linear.md").read_text()
+    assert "ulps > tolerance" not in text
+    assert re.search(r"error [\d.e+-]+ > tolerance [\d.e+-]+; rel [\d.e+-]+, [\d.e+-]+ ulps\)", text), text

@@ -12,7 +12,7 @@ import re
 from . import plots
 from .formatting import num, ulps
 from .report_graph import mermaid, recurrence
-from .results import Check, ModelResult, Replay, RunResult, summarize
+from .results import Check, ModelResult, Replay, RunResult, SourceSummary, summarize
 from .terminal import describe, snippet
 
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️ error"}
@@ -59,6 +59,24 @@ def step_plot_name(model: ModelResult) -> str:
     return f"{file_stem(model.name)}-fd-steps.png"
 
 
+def resolvable(c: Check) -> bool:
+    """Whether relative error and ulps say something about ``c``: not where the exact value is 0
+    or smaller than the tolerance (there they measure only the spacing of floats near 0)."""
+    return c.exact is not None and c.tolerance is not None and abs(c.exact) > c.tolerance
+
+
+def _rel_ulps(m: ModelResult, s: SourceSummary) -> tuple[str, str]:
+    """The worst relative error and ulps of a source, over its entries where they mean something."""
+    if m.complete:
+        group = [c for c in m.checks if (c.source, c.dtype, c.forward, c.quantity) == (s.source, s.dtype, s.forward, s.quantity)
+                 and c.rel_error is not None and resolvable(c)]
+        if not group:
+            return "—", "—"
+        return num(max(c.rel_error for c in group), 2), ulps(max(c.ulps for c in group))
+    shown = [x if x is not None and math.isfinite(x) and x < 1e300 else None for x in (s.worst_rel, s.worst_ulps)]
+    return num(shown[0], 2), ulps(shown[1])
+
+
 def _special(model: ModelResult) -> list[Check]:
     return [c for c in model.checks if c.verdict in ("nondifferentiable", "undefined")]
 
@@ -91,7 +109,7 @@ def render_index(run: RunResult) -> str:
     rows = []
     for m in run.models:
         worst = [
-            f"{s.source} {s.dtype}: rel {num(s.worst_rel, 2)}, {ulps(s.worst_ulps)} ulps"
+            "{} {}: rel {}, {} ulps".format(s.source, s.dtype, *_rel_ulps(m, s))
             for s in summarize(m) if s.worst_ulps is not None and s.source != "fd" and s.quantity == "grad"
         ]
         points = max((len(p) for p in m.points.values()), default=0)
@@ -130,7 +148,8 @@ def _declaration(m: ModelResult) -> list[str]:
     rows = [[f"`{v.name}`", v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
             for v in m.variables]
     lines += _table(["variable", "role", "shape", "scalars"], rows)
-    lines += ["", f"{m.n_params} scalar parameters are differentiated."]
+    lines += ["", f"{m.n_params} scalar parameter{'' if m.n_params == 1 else 's'} "
+              f"{'is' if m.n_params == 1 else 'are'} differentiated."]
     if m.domain:
         lines += ["", "Domain of the random points:", ""]
         lines += _table(["variable", "low", "high"], [[f"`{k}`", num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
@@ -159,14 +178,29 @@ def _gradient(m: ModelResult) -> list[str]:
     return lines
 
 
+# what the words of the graph's node labels mean, as data (only those present are listed)
+GRAPH_WORDS = {
+    "MM": "weight × value products", "MUL": "products", "ADD": "sums", "sigmoid": "σ, the logistic sigmoid",
+    "tanh": "hyperbolic tangent", "exp": "exponential", "log": "natural logarithm", "POW": "power",
+    "INV": "reciprocal", "sqrt": "square root", "SCALE": "multiplication by a constant",
+    "Piecewise": "a choice between branches",
+}
+
+
+def _graph_caption(m: ModelResult) -> str:
+    words = list(dict.fromkeys(layer.label.split()[0] for layer in m.layers if layer.kind in ("op", "loss")))
+    known = [f"{w}: {GRAPH_WORDS[w]}" for w in words if w in GRAPH_WORDS]
+    return ("One node per layer of scalar operations" + (f" ({', '.join(known)})" if known else "")
+            + "; a − on an edge means the value enters negated.")
+
+
 def _graph(m: ModelResult) -> list[str]:
     if not m.layers:
         return []
     return [
         "## Computation graph",
         "",
-        "One node per layer of scalar operations (MM: weight × value products, ADD: sums, σ: "
-        "sigmoid); a − on an edge means the value enters negated.",
+        _graph_caption(m),
         "",
         "```mermaid",
         mermaid(m.layers),
@@ -178,7 +212,7 @@ def _graph(m: ModelResult) -> list[str]:
 def _sources(m: ModelResult) -> list[str]:
     rows = [[s.label, s.dtype, str(s.checks), str(s.agree),
              str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
-             ulps(s.worst_ulps), num(s.worst_rel, 3)]
+             *reversed(_rel_ulps(m, s))]
             for s in summarize(m)]
     lines = ["## Sources", ""]
     lines += _table(["source", "dtype", "checks", "agree", "mismatch", "non-diff.", "undefined",
@@ -202,7 +236,8 @@ def _worst(m: ModelResult) -> list[str]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
                 "loss" if c.quantity == "loss" else f"`{c.entry}`", str(c.point), num(c.exact, 12),
-                num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3), ulps(c.ulps), num(c.tolerance, 3),
+                num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3) if resolvable(c) else "—",
+                ulps(c.ulps) if resolvable(c) else "—", num(c.tolerance, 3),
                 c.verdict,
             ])
     lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps", "tolerance",

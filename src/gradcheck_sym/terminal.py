@@ -30,9 +30,11 @@ def describe(c: Check) -> str:
     what = "loss" if c.quantity == "loss" else f"∂loss/∂{c.entry}"
     head = f"{c.source} {c.dtype} {what} at point {c.point}"
     if c.verdict == "mismatch":
+        meaningful = c.exact is not None and c.tolerance is not None and abs(c.exact) > c.tolerance
+        relative = f"; rel {num(c.rel_error, 3)}, {ulps(c.ulps)} ulps" if meaningful else ""
         return (
-            f"{head}: exact {num(c.exact, 10)}, got {num(c.value, 10)} (abs {num(c.abs_error, 3)}, "
-            f"rel {num(c.rel_error, 3)}, {ulps(c.ulps)} ulps > tolerance {num(c.tolerance, 3)})"
+            f"{head}: exact {num(c.exact, 10)}, got {num(c.value, 10)} (error {num(c.abs_error, 3)} > "
+            f"tolerance {num(c.tolerance, 3)}{relative})"
             + (f" — {c.attribution}: {c.note}" if c.attribution else "")
         )
     return f"{head}: {c.verdict}: {c.note}"
