@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -153,3 +154,41 @@ def test_same_seed_same_results_in_fresh_processes(tmp_path, run_cli):
                                                c["exact_text"], c["verdict"]) for c in m["checks"]])
                     for m in data["models"]])
     assert out[0] == out[1] and len(out[0]) == 2
+
+
+def test_staging_files_of_a_killed_run_are_removed_by_the_next(tmp_path, run_cli):
+    """A writer killed by SIGKILL while staging leaves `.name.PID.xxx.tmp` files; the next write
+    into the folder removes those of dead processes (and no file of a live one, or of the user)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is certainly gone
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    dead = rep / f".index.md.{proc.pid}.k2j4h5.tmp"
+    live = rep / f".index.md.{os.getpid()}.abc123.tmp"
+    mine = rep / ".my-notes.tmp"
+    for p in (dead, live, mine):
+        p.write_text("half-written")
+    r = run_cli("verify", "--expr", "(w*x)**2", "--params", "w", "--samples", "1", "--report-dir", "rep", "--quiet",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not dead.exists() and live.exists() and mine.exists()
+    assert (rep / "index.md").is_file()
+
+
+def test_sigkill_while_staging_leaves_nothing_after_the_next_run(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from gradcheck_sym import writer
+        real = writer._stage
+        def stage_then_die(path, data):
+            tmp = real(path, data)
+            os.kill(os.getpid(), signal.SIGKILL)
+        writer._stage = stage_then_die
+        writer.write_all_atomic(Path({str(tmp_path)!r}), {{"index.md": "new"}})
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the leftover
+    write_all_atomic(tmp_path, {"a.md": "next run"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md"]

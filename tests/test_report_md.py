@@ -389,3 +389,46 @@ def test_a_mismatch_compares_the_error_with_the_tolerance_in_one_unit(report):
     text = (report / "mine" / "wrong-linear.md").read_text()
     assert "ulps > tolerance" not in text
     assert re.search(r"error [\d.e+-]+ > tolerance [\d.e+-]+; rel [\d.e+-]+, [\d.e+-]+ ulps\)", text), text
+
+
+HOSTILE = textwrap.dedent(
+    '''
+    import sympy as sp
+    from gradcheck_sym import Model
+    w, x = sp.Symbol("w}$", real=True), sp.Symbol("x<b>", real=True)
+    evil = Model(name="index", loss=(w*x - 1)**2, params=[w], inputs=[x], domain={"*": (-1, 1)},
+                 description="<img src=x onerror=alert(1)>\\n# injected heading\\n| a | b |",
+                 notes=["<script>alert(2)</script>", "# another heading"])
+    '''
+)
+TWIN = textwrap.dedent(
+    """
+    import sympy as sp
+    from gradcheck_sym import Model
+    x, w = sp.symbols("x w", real=True)
+    twin = Model(name="lin", loss=(w*x - 1)**2 + W, params=[w], inputs=[x], domain={"*": (-1, 1)})
+    """
+)
+
+
+def test_user_text_is_escaped_and_names_are_unique_and_safe(tmp_path):
+    (tmp_path / "evil.py").write_text(HOSTILE)
+    (tmp_path / "a.py").write_text(TWIN.replace(" + W", ""))
+    (tmp_path / "b.py").write_text(TWIN.replace(" + W", " + w**3"))
+    r = run("verify", "evil.py", "a.py", "b.py", "--samples", "1", "--report-dir", "rep", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = tmp_path / "rep"
+    assert sorted(p.name for p in rep.glob("*.md")) == ["index-model.md", "index.md", "lin-2.md", "lin.md"]
+    index = (rep / "index.md").read_text()
+    assert index.startswith("# gradcheck_sym report") and "[lin-2](lin-2.md)" in index and "(index-model.md)" in index
+    assert "From `b.py`" in (rep / "lin-2.md").read_text()
+    page = (rep / "index-model.md").read_text()
+    prose = re.sub(r"(`+).*?\1", "", re.sub(r"```.*?```", "", page, flags=re.S))  # code is shown literally
+    for raw in ("<img", "<script", "<b>"):
+        assert raw not in prose, raw
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;script&gt;" in page
+    headings = [line for line in page.splitlines() if line.startswith("#")]
+    assert not any("injected" in h or "another heading" in h for h in headings), headings
+    for block in re.findall(r"\$\$\n(.*?)\n\$\$", page, flags=re.S):
+        assert "$" not in block and "<" not in block, block
+    check_markdown(rep)

@@ -22,9 +22,64 @@ LISTED = 50
 POINTS_SHOWN = 12  # points are tabulated for models with at most this many scalars
 
 
+_INLINE = re.compile(r"([\\`*_\[\]!|~$])")
+
+
+def text(s: str) -> str:
+    """User text (a name, a message) as literal Markdown: one line, no HTML, no emphasis, links,
+    math or code, nothing read as a heading, list or quote.
+
+    >>> print(text("<img src=x onerror=alert(1)>\\n# $x$ [a](b) > 1"))
+    &lt;img src=x onerror=alert(1)> \\# \\$x\\$ \\[a\\](b) > 1
+    """
+    s = " ".join(str(s).split()).replace("&", "&amp;").replace("<", "&lt;")
+    s = _INLINE.sub(r"\\\1", s).replace("#", "\\#")
+    return "\\" + s if s.startswith((">", "-", "+", "=")) else s
+
+
+def markdown(s: str) -> str:
+    """User Markdown (a description, a note) kept as Markdown, but with no raw HTML and no
+    headings or tables of its own (they would break the page's outline); `&` stays, for LaTeX."""
+    s = str(s).replace("<", "&lt;").replace(">", "&gt;")
+    return "\n".join("\\" + line.lstrip() if line.lstrip().startswith(("#", "|")) else line for line in s.splitlines())
+
+
+def code(s: str) -> str:
+    """User text in a code span, whatever backticks it holds."""
+    s = " ".join(str(s).split())
+    ticks = "`" * (max((len(r) for r in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{ticks}{pad}{s}{pad}{ticks}"
+
+
+def fenced(block: str, lang: str = "") -> str:
+    """A fenced code block that no line of ``block`` can close early."""
+    ticks = "`" * max(3, max((len(r) for r in re.findall(r"`+", block)), default=0) + 1)
+    return f"{ticks}{lang}\n{block}\n{ticks}"
+
+
+def safe_tex(tex: str) -> bool:
+    """Whether LaTeX (SymPy's, or the user's) can go between ``$$`` without breaking the page:
+    balanced braces, no ``$``, no blank line, no HTML."""
+    depth = 0
+    for k, ch in enumerate(tex):
+        if ch == "\\":
+            continue
+        if ch in "{}" and k and tex[k - 1] == "\\":
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0 and "$" not in tex and "\n\n" not in tex and "<" not in tex and ">" not in tex
+
+
+def _tex_name(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name) else rf"\text{{{re.sub(r'[^A-Za-z0-9 ]', '?', name)}}}"
+
+
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell (a `|` escaped once)."""
+    return re.sub(r"(?<!\\)\|", r"\\|", text.replace("\n", " "))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -114,8 +169,8 @@ def render_index(run: RunResult) -> str:
         ]
         points = max((len(p) for p in m.points.values()), default=0)
         rows.append([
-            f"[{m.name}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.points) or "—",
-            ", ".join(m.sources) or "—", "<br>".join(worst) or _cell(m.error or "—"), _icon(m),
+            f"[{text(m.name)}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.points) or "—",
+            ", ".join(m.sources) or "—", "<br>".join(worst) or text(m.error or "—"), _icon(m),
         ])
     lines += _table(["model", "params", "points", "dtypes", "sources", "worst error per source", "verdict"], rows)
     lines += [
@@ -125,7 +180,7 @@ def render_index(run: RunResult) -> str:
         "⚠️ error: the model could not be checked",
     ]
     for e in run.errors:
-        lines += ["", f"⚠️ {_cell(e)}"]
+        lines += ["", f"⚠️ {text(e)}"]
     if run.replay is not None:
         r = run.replay
         lines += [
@@ -141,27 +196,29 @@ def render_index(run: RunResult) -> str:
 
 def _declaration(m: ModelResult) -> list[str]:
     lines = ["## Declaration", ""]
-    if m.loss_latex:
+    if m.loss_latex and safe_tex(m.loss_latex):
         lines += ["$$", f"\\ell = {m.loss_latex}", "$$", ""]
     else:
-        lines += [f"The loss: {_cell(m.loss)}", ""]
-    rows = [[f"`{v.name}`", v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
+        lines += [f"The loss: {code(m.loss)}", ""]
+    rows = [[code(v.name), v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
             for v in m.variables]
     lines += _table(["variable", "role", "shape", "scalars"], rows)
     lines += ["", f"{m.n_params} scalar parameter{'' if m.n_params == 1 else 's'} "
               f"{'is' if m.n_params == 1 else 'are'} differentiated."]
     if m.domain:
         lines += ["", "Domain of the random points:", ""]
-        lines += _table(["variable", "low", "high"], [[f"`{k}`", num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
+        lines += _table(["variable", "low", "high"], [[code(k), num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
     return lines + [""]
 
 
 def _gradient(m: ModelResult) -> list[str]:
     lines = ["## The exact gradient", ""]
-    if m.closed_form_latex:
+    if m.closed_form_latex and all(safe_tex(t) for t in m.closed_form_latex.values()):
         for name, tex in m.closed_form_latex.items():
-            lines += ["$$", f"\\frac{{\\partial \\ell}}{{\\partial {name}}} = {tex}", "$$", ""]
-    elif m.layers:
+            lines += ["$$", f"\\frac{{\\partial \\ell}}{{\\partial {_tex_name(name)}}} = {tex}", "$$", ""]
+    elif m.closed_form:
+        lines += [f"∂loss/∂{code(name)} = {code(expr)}" + "  " for name, expr in m.closed_form.items()] + [""]
+    elif m.layers and _plain_labels(m):
         lines += [
             "Too large for one formula; the backward pass layer by layer instead, each adjoint the sum "
             "over the layers that read it of their adjoint times the local derivative (⊙: entrywise):",
@@ -194,8 +251,13 @@ def _graph_caption(m: ModelResult) -> str:
             + "; a − on an edge means the value enters negated.")
 
 
+def _plain_labels(m: ModelResult) -> bool:
+    """Whether every node label is safe in Mermaid text and LaTeX (variables may have any name)."""
+    return all(re.fullmatch(r"[\w .,\[\]-]+", layer.label) for layer in m.layers)
+
+
 def _graph(m: ModelResult) -> list[str]:
-    if not m.layers:
+    if not m.layers or not _plain_labels(m):
         return []
     return [
         "## Computation graph",
@@ -235,7 +297,7 @@ def _worst(m: ModelResult) -> list[str]:
         for c in sorted(group, key=lambda c: -c.of_tolerance)[:WORST_PER_SOURCE]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
-                "loss" if c.quantity == "loss" else f"`{c.entry}`", str(c.point), num(c.exact, 12),
+                "loss" if c.quantity == "loss" else code(c.entry), str(c.point), num(c.exact, 12),
                 num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3) if resolvable(c) else "—",
                 ulps(c.ulps) if resolvable(c) else "—", num(c.tolerance, 3),
                 c.verdict,
@@ -253,7 +315,7 @@ def _mismatches(m: ModelResult) -> list[str]:
         return []
     lines = ["## Mismatches", "", f"{m.n_failed} checks disagree with the exact value.", ""]
     for c in failed[:SNIPPETS]:
-        lines += [f"- {describe(c)}", "", snippet(m, c), ""]
+        lines += [f"- {text(describe(c))}", "", fenced(snippet(m, c, fence=False), "python"), ""]
     for c in failed[SNIPPETS:LISTED]:
         lines += [f"- {describe(c)}"]
     if len(failed) > LISTED:
@@ -272,7 +334,7 @@ def _special_points(m: ModelResult) -> list[str]:
         "undefined (infinite, a jump, outside the real domain).  They are reported, not failed.",
         "",
     ]
-    rows = [[c.source + (f" ({c.forward})" if c.forward else ""), c.dtype, f"`{c.entry}`", str(c.point),
+    rows = [[c.source + (f" ({c.forward})" if c.forward else ""), c.dtype, code(c.entry), str(c.point),
              c.verdict, num(c.left), num(c.right), num(c.value), c.note] for c in special[:LISTED]]
     lines += _table(["source", "dtype", "entry", "point", "verdict", "left", "right", "returned", "why"], rows)
     if len(special) > LISTED:
@@ -287,7 +349,7 @@ def _step_study(m: ModelResult, have_plot: bool) -> list[str]:
     lines = [
         "## Finite differences against the step",
         "",
-        f"Central differences (f(x+h) − f(x−h))/2h of `∂ℓ/∂{st.entry}` at point {st.point}, against "
+        f"Central differences (f(x+h) − f(x−h))/2h of {code('∂ℓ/∂' + st.entry)} at point {st.point}, against "
         "the exact value: truncation error falls like h², rounding error grows like u/h.",
         "",
     ]
@@ -310,7 +372,7 @@ def _points(m: ModelResult) -> list[str]:
     for dtype, pts in m.points.items():
         names = list(pts[0]) if pts else []
         lines += [f"{dtype}:", ""]
-        lines += _table(["point", *[f"`{n}`" for n in names]], [[str(i), *[json.dumps(p[n]) for n in names]] for i, p in enumerate(pts)])
+        lines += _table(["point", *[code(n) for n in names]], [[str(i), *[json.dumps(p[n]) for n in names]] for i, p in enumerate(pts)])
         lines += [""]
     return lines
 
@@ -318,13 +380,13 @@ def _points(m: ModelResult) -> list[str]:
 def render_model(m: ModelResult, *, have_plot: bool = True) -> str:
     """One model's page: declaration, exact gradient, graph, sources, worst entries,
     mismatches with snippets, special points, the step study."""
-    lines = [f"# {m.name} {_icon(m)}", ""]
+    lines = [f"# {text(m.name)} {_icon(m)}", ""]
     if m.description:
-        lines += [m.description, ""]
+        lines += [markdown(m.description), ""]
     if m.target:
-        lines += [f"From `{m.target}`.", ""]
+        lines += [f"From {code(m.target)}.", ""]
     if m.error:
-        lines += ["**Could not be checked:** " + _cell(m.error), ""]
+        lines += ["**Could not be checked:** " + text(m.error), ""]
     lines += _declaration(m)
     if not m.error:
         lines += _gradient(m)
@@ -332,7 +394,7 @@ def render_model(m: ModelResult, *, have_plot: bool = True) -> str:
     if m.notes:
         lines += ["## Notes", ""]
         for n in m.notes:
-            lines += [n, ""]
+            lines += [markdown(n), ""]
     if m.checks:
         lines += _sources(m) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
     return "\n".join(lines).rstrip() + "\n"
