@@ -192,3 +192,89 @@ def test_sigkill_while_staging_leaves_nothing_after_the_next_run(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the leftover
     write_all_atomic(tmp_path, {"a.md": "next run"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md"]
+
+
+ISOLATION = textwrap.dedent("""
+    import os, signal, sys, time
+    import sympy as sp
+    from gradcheck_sym import Model
+    x, w = sp.symbols("x w", real=True)
+
+    def exits(w, x):
+        sys.exit(3)
+
+    def crashes(w, x):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def hangs(w, x):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
+        time.sleep(120)  # as a C call that never returns: no alarm gets through
+
+    def eats_memory(w, x):
+        return bytearray(6 * 2**30)
+
+    MODELS = {"exits": exits, "crashes": crashes, "hangs": hangs, "eats_memory": eats_memory}
+    CHOSEN = os.environ["WHICH"]
+    bad = Model(name=CHOSEN, loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (0, 1)}, impl=MODELS[CHOSEN])
+    fine = Model(name="fine", loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (0, 1)})
+""")
+
+
+@pytest.mark.parametrize(("which", "words"), [
+    ("exits", "called exit(3)"),
+    ("crashes", "ended by SIGSEGV"),
+    ("hangs", "did not finish within its time budget of 8 s and was stopped"),
+    ("eats_memory", "ran out of memory (limit of 2.0 GiB"),
+])
+def test_what_a_models_code_does_ends_only_that_model(tmp_path, which, words):
+    import os
+
+    (tmp_path / "m.py").write_text(ISOLATION)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--report-dir", "rep", "--samples", "1",
+                        "--dtypes", "float64", "--timeout", "8", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "WHICH": which, "GRADCHECK_SYM_MEMORY_GB": "2"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count(words) == 1 and f"model `{which}`" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "fine" in r.stdout and "pass" in r.stdout
+    assert (tmp_path / "rep" / "fine.md").is_file() and words in (tmp_path / "rep" / f"{which}.md").read_text()
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize(("expr", "words"), [
+    ("((w+1)**1000000)**1000000", "an exponent larger than 1000000 (the powers multiply to 1000000000000)"),
+    ("(w+2)**1000000", "has the exponent 1000000; its exact value at a point would have millions of digits"),
+    ("w*exp(10**99)", "has the constant argument 1000000000000000000000"),
+])
+def test_sizes_that_cannot_be_afforded_are_refused_at_once(run_cli, tmp_path, expr, words):
+    t0 = time.monotonic()
+    r = run_cli("verify", "--expr", expr, "--params", "w", "--report-dir", "rep", "--quiet", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and words in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 30
+
+
+def test_a_python_model_with_a_folded_huge_power_is_refused(tmp_path, run_cli):
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import sympy as sp
+        from gradcheck_sym import Model
+        w, x = sp.symbols("w x", real=True)
+        huge = Model(name="huge", loss=((w + 1)**1000000)**1000000 * x, params=[w], inputs=[x], domain={"*": (0, 1)})
+    """))
+    r = run_cli("verify", "m.py", "--no-report", "--quiet", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "has the exponent 1000000000000" in r.stderr, r.stderr
+
+
+def test_deeply_nested_toml_is_one_line(run_cli, tmp_path):
+    (tmp_path / "m.toml").write_text("x = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    r = run_cli("verify", "m.toml", "--no-report", cwd=tmp_path)
+    assert r.returncode == 2 and "nested too deeply" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_a_default_time_budget(run_cli):
+    help_text = " ".join(run_cli("verify", "--help").stdout.split())
+    assert "'none': no budget" in help_text and "(default: 600)" in help_text
+    from gradcheck_sym.cli import build_parser
+
+    assert build_parser().parse_args(["verify"]).timeout == 600
+    assert build_parser().parse_args(["verify", "--timeout", "none"]).timeout is None

@@ -211,7 +211,6 @@ def _err(text: str) -> None:
 
 def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .terminal import summary
-    from .verifier import verify
 
     def progress(msg: str) -> None:
         if not args.quiet:
@@ -238,8 +237,7 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for k, (target, m) in enumerate(models, start=1):
             t0 = time.perf_counter()
             progress(f"[{k}/{len(models)}] {m.name}: {m.description or _count(m.n_params, 'parameter')}")
-            r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
-                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"))
+            r = _check(m, target, args, progress)
             progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
             if r.status == "error":
                 _err(f"error: {r.error}")
@@ -261,6 +259,24 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_UNUSABLE
     _out(summary(run))
     return _finish(args, run)
+
+
+def _check(m: Model, target: str, args: argparse.Namespace, progress: Any) -> ModelResult:
+    """One model, in a worker process of its own (see `worker`) after a check of its sizes."""
+    from .budget import check_affordable
+    from .verifier import _error_result, verify
+    from .worker import run_isolated
+
+    try:
+        check_affordable(m)
+    except GradcheckError as exc:
+        return _error_result(m, target, str(exc))
+
+    def run() -> ModelResult:
+        return verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
+                      timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"))
+
+    return run_isolated(run, name=m.name, timeout=args.timeout, error=lambda msg: _error_result(m, target, msg))
 
 
 def _count(n: int, noun: str) -> str:

@@ -73,6 +73,8 @@ def as_float(x: Any) -> float:
 def exact_text(x: Any, digits: int = 25) -> str:
     """The exact value as text: a fraction when short, else a decimal ball or enclosure."""
     if isinstance(x, fmpq):
+        if int(x.p).bit_length() + int(x.q).bit_length() > 400:  # printing a huge fraction takes minutes
+            return arb(x).str(digits, radius=False) + "…"
         s = str(x)
         return s if len(s) <= 60 else arb(x).str(digits, radius=False) + "…"
     if isinstance(x, arb):

@@ -175,7 +175,11 @@ class _Converter:
                     raise self.refuse(node, f"a power whose value would exceed {MAX_CONSTANT_BITS} bits")
             elif e > MAX_SYMBOLIC_EXPONENT:
                 raise self.refuse(node, f"an exponent larger than {MAX_SYMBOLIC_EXPONENT}")
-        return base**exponent
+        r = base**exponent
+        # SymPy folds (x**a)**b into x**(a*b): the folded exponent is held to the same limit
+        if isinstance(r, sp.Pow) and r.exp.is_Number and abs(r.exp) > MAX_SYMBOLIC_EXPONENT:
+            raise self.refuse(node, f"an exponent larger than {MAX_SYMBOLIC_EXPONENT} (the powers multiply to {r.exp})")
+        return r
 
     def _Call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name):
