@@ -232,3 +232,11 @@ def test_summary_fits_a_terminal(run_cli, tmp_path):
 def test_list_says_1_parameter(run_cli):
     out = run_cli("list").stdout
     assert "1 parameter:" in out and "1 parameters" not in out
+
+
+def test_full_width_params_are_the_names_of_the_expression(run_cli, tmp_path):
+    """Python's parser reads `ｗ` in the loss as `w` (NFKC); `--params ｗ` must mean the same weight."""
+    r = run_cli("verify", "--expr", "(w*x - 1)**2", "--params", "ｗ", "--samples", "1", "--no-report", "--quiet",
+                "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["models"][0]["variables"][0]["name"] == "w"

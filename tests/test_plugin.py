@@ -347,3 +347,19 @@ def test_one_model_checked_by_several_tests_is_named_by_test_id(project):
     assert "linear-2" not in index
     for target in re.findall(r"\]\(([^)]+)\)", index):
         assert (project.path / "rep" / target).is_file()
+
+
+def test_unaffordable_model_in_a_test_fails_at_once_with_the_reason(project):
+    project.makepyfile(test_it="""
+        import sympy as sp
+        from gradcheck_sym import Model
+
+        w, x = sp.symbols("w x", real=True)
+        huge = Model(name="huge", loss=((w + 1)**1000000)**1000000 * x, params=[w], inputs=[x], domain={"*": (0, 1)})
+
+        def test_huge(gradcheck):
+            gradcheck(huge)
+    """)
+    r = project.runpytest()
+    r.assert_outcomes(failed=1)
+    assert "has the exponent 1000000000000" in r.stdout.str()

@@ -262,15 +262,9 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _check(m: Model, target: str, args: argparse.Namespace, progress: Any) -> ModelResult:
-    """One model, in a worker process of its own (see `worker`) after a check of its sizes."""
-    from .budget import check_affordable
+    """One model, in a worker process of its own (see `worker`)."""
     from .verifier import _error_result, verify
     from .worker import run_isolated
-
-    try:
-        check_affordable(m)
-    except GradcheckError as exc:
-        return _error_result(m, target, str(exc))
 
     def run() -> ModelResult:
         return verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,

@@ -199,8 +199,14 @@ class _Converter:
 
 
 def _names(value: Any, what: str) -> list[str]:
+    """Symbol names, normalised (NFKC) as Python's parser normalises the names in the loss, so
+    that a full-width `ｗ` in ``--params`` is the `w` of the expression."""
+    import unicodedata
+
     if isinstance(value, str):
         value = [v for v in value.replace(",", " ").split() if v]
+    if isinstance(value, list):
+        value = [unicodedata.normalize("NFKC", v) if isinstance(v, str) else v for v in value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.isidentifier() for v in value):
         raise TextError(f"{what}: expected a list of symbol names, got {value!r}")
     return value

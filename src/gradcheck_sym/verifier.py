@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 from flint import arb, ctx, fmpq
 
-from .budget import TimedOut, time_budget
+from .budget import TimedOut, check_affordable, time_budget
 from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
@@ -139,6 +139,7 @@ def verify(
     try:
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
+        check_affordable(model)  # sizes that cannot be afforded are refused before computing
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
                                        all_checks)
