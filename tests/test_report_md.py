@@ -432,3 +432,25 @@ def test_user_text_is_escaped_and_names_are_unique_and_safe(tmp_path):
     for block in re.findall(r"\$\$\n(.*?)\n\$\$", page, flags=re.S):
         assert "$" not in block and "<" not in block, block
     check_markdown(rep)
+
+
+def _imports(module: str) -> set[str]:
+    """The gradcheck_sym modules ``module`` imports (at any depth of its code)."""
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "gradcheck_sym" / f"{module}.py").read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            out |= {node.module} if node.module else {a.name for a in node.names}
+    return out
+
+
+def test_layers_go_one_way():
+    """writer is a leaf; plots and report_md are pure renderers (no cache, no files); the report
+    layer assembles; the cache does not reach back into the report."""
+    assert _imports("writer") == set()
+    assert _imports("plots") <= {"results"}
+    assert not _imports("report_md") & {"cache", "writer", "report"}
+    assert not _imports("cache") & {"report", "report_md", "plots"}
+    assert {"report_md", "plots", "writer"} <= _imports("report")
