@@ -213,17 +213,25 @@ def _results_content(data: dict) -> dict:
 
 
 def _page_content(name: str, text: str) -> list[str]:
-    """The page with every table cell that holds a torch float digit replaced by `#`."""
-    out, section = [], ""
+    """The page with every table cell that holds a torch float digit replaced by `#`; in the
+    worst-entries table, which entries are the worst is decided by those digits too, so only
+    the source, dtype and verdict of each row are kept (rows sorted)."""
+    out, section, worst = [], "", []
     for line in text.splitlines():
         if line.startswith("## "):
             section = line
         if line.startswith("| ") and (name == "index.md" or section in FLOAT_SECTIONS):
             cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+            if section == "## Worst entries":
+                worst.append("|".join([*cells[:2], cells[-1]]))
+                continue
             line = "|".join("#" if re.search(r"\d", c) and (name != "index.md" or k == 5) else c
                             for k, c in enumerate(cells))
+        elif worst:
+            out += sorted(worst)
+            worst = []
         out.append(line)
-    return out
+    return out + sorted(worst)
 
 
 def report_content(folder: Path) -> dict:
