@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+if os.environ.get("GRADCHECK_SYM_PERTURB"):  # subprocesses started from other folders find it too
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "perturb"), os.environ.get("PYTHONPATH", "")])
 
 
 def mlp_forward(layers: int = 5, matmul=torch.matmul, sigmoid=torch.sigmoid):
@@ -43,3 +47,13 @@ def run_cli():
         )
 
     return run
+
+
+def pytest_report_header(config):
+    """Say so when the suite runs with torch's float results perturbed (tests/perturb/)."""
+    if os.environ.get("GRADCHECK_SYM_PERTURB"):
+        if "sitecustomize" not in sys.modules or not hasattr(sys.modules["sitecustomize"], "_install"):
+            raise pytest.UsageError("GRADCHECK_SYM_PERTURB is set but tests/perturb is not on PYTHONPATH: run "
+                                    "GRADCHECK_SYM_PERTURB=1 PYTHONPATH=tests/perturb python -m pytest")
+        return "torch float results perturbed by one ulp (tests/perturb/sitecustomize.py)"
+    return None

@@ -135,3 +135,108 @@ def test_bad_options_exit_2_with_one_line_reason(run_cli, args, message):
     r = run_cli(*args)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [("list",), ("replay",), ("verify", "--expr", "(w*x - 1)**2", "--params", "w",
+                                                             "--no-report", "--samples", "1")])
+def test_a_closed_pipe_ends_quietly(tmp_path, args):
+    """`python -m gradcheck_sym list | head -1`: the reader goes away; no BrokenPipeError."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "gradcheck_sym", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed before anything is written: every write meets EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+def test_nothing_checked_nothing_written_error_once_on_stderr(run_cli, tmp_path):
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "index.md").write_text("the previous report")
+    r = run_cli("verify", "--expr", "(w*x)**2", "--report-dir", "rep", "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("--expr needs --params") == 1 and "--params" not in r.stdout
+    assert "nothing was checked" in r.stderr
+    assert (tmp_path / "rep" / "index.md").read_text() == "the previous report"
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["index.md"] and not (tmp_path / "r.json").exists()
+
+
+def test_errors_are_printed_once_on_stderr(run_cli, files):
+    r = run_cli("verify", "good.py", "missing.py", "broken.py", "--no-report", "--quiet", "--samples", "1",
+                cwd=files)
+    assert r.returncode == 2
+    for message in ("missing.py`: no such file", "neither a param nor an input"):
+        assert r.stderr.count(message) == 1, r.stderr
+        assert message not in r.stdout
+    assert "good-linear" in r.stdout
+
+
+def test_domain_adds_to_the_default(run_cli, tmp_path):
+    r = run_cli("verify", "--expr", "(w*x - y)**2", "--params", "w", "--domain", "w=5:6", "--samples", "4",
+                "--no-report", "--json", "r.json", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    points = json.loads((tmp_path / "r.json").read_text())["models"][0]["points"]["float64"]
+    assert len(points) == 4
+    assert all(5 <= p["w"] <= 6 and -1 <= p["x"] <= 1 and -1 <= p["y"] <= 1 for p in points)
+
+
+@pytest.mark.parametrize(("domain", "words"), [
+    ("w=2:1", "give --domain NAME=LOW:HIGH with LOW < HIGH"),
+    ("q=1:2", "--domain names `q`"),
+    ("w:1", "expected NAME=LOW:HIGH, e.g. --domain w=-2:2"),
+    ("*=-1e308:1e308", "at most 1e+15"),
+    ("w=nan:1", "finite numbers"),
+])
+def test_domain_hints_are_in_the_commands_syntax(run_cli, tmp_path, domain, words):
+    r = run_cli("verify", "--expr", "w*x", "--params", "w", "--domain", domain, "--no-report", cwd=tmp_path)
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+    assert "(low, high)" not in r.stderr and "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_stale_pages_of_our_own_are_removed_and_only_those(run_cli, files):
+    r = run_cli("verify", "good.py", "wrong.py", "--report-dir", "rep", "--samples", "1", cwd=files)
+    assert r.returncode == 1 and (files / "rep" / "wrong-linear.md").is_file()
+    (files / "rep" / "notes.md").write_text("mine")  # the user's own file in the report folder
+    (files / "rep" / "old-model.md").write_text("not in the manifest: not ours to remove")
+    r = run_cli("verify", "good.py", "--report-dir", "rep", "--samples", "1", cwd=files)
+    assert r.returncode == 0
+    names = {p.name for p in (files / "rep").iterdir()}
+    assert "wrong-linear.md" not in names and "wrong-linear-fd-steps.png" not in names
+    assert {"good-linear.md", "index.md", "results.json", "notes.md", "old-model.md"} <= names
+    assert "wrong-linear" not in (files / "rep" / "index.md").read_text()
+
+
+def test_help_is_complete(run_cli):
+    for command in ("verify", "list"):
+        text = " ".join(run_cli(command, "--help").stdout.split())
+        assert ".toml model file" in text and "builtin" in text, text
+    verify_help = " ".join(run_cli("verify", "--help").stdout.split())
+    for flag in ("--expr TEXT", "--params NAMES", "--domain NAME=LOW:HIGH", "--name NAME", "--timeout SECONDS",
+                 "--no-report", "--no-cache", "--quiet", "added to the default"):
+        assert flag in verify_help
+    assert "delete the entries the cache wrote" in " ".join(run_cli("cache", "--help").stdout.split())
+
+
+def test_summary_fits_a_terminal(run_cli, tmp_path):
+    (tmp_path / "m.py").write_text(GOOD.replace(
+        "grad_impl=lambda w, x, y: 2*x*(x*w - y))",
+        "grad_impl=lambda w, x, y: 2*x*(x*w - y), impl=lambda w, x, y: (x*w - y)**2)"))
+    r = run_cli("verify", "m.py", "--no-report", "--quiet", "--samples", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100, r.stdout
+    assert "(grad_impl f" in r.stdout or "(impl f" in r.stdout or "(autograd f" in r.stdout
+
+
+def test_list_says_1_parameter(run_cli):
+    out = run_cli("list").stdout
+    assert "1 parameter:" in out and "1 parameters" not in out
+
+
+def test_full_width_params_are_the_names_of_the_expression(run_cli, tmp_path):
+    """Python's parser reads `ｗ` in the loss as `w` (NFKC); `--params ｗ` must mean the same weight."""
+    r = run_cli("verify", "--expr", "(w*x - 1)**2", "--params", "ｗ", "--samples", "1", "--no-report", "--quiet",
+                "--json", "r.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["models"][0]["variables"][0]["name"] == "w"

@@ -440,7 +440,7 @@ def test_torch_functions_without_double_backward_or_forward_mode_are_not_support
 
 def test_without_matplotlib_the_heatmap_is_skipped_and_the_page_says_so(monkeypatch):
     from gradcheck_sym import plots
-    from gradcheck_sym.report_md import render
+    from gradcheck_sym.report import render_files as render
     from gradcheck_sym.results import RunResult
 
     r = verify(model(DetachedBackward), order=2, samples=1, dtypes=["float64"])

@@ -9,6 +9,10 @@ import pytest
 import sympy  # noqa: F401 - imported once here, so pytester's inline runs share these modules
 import torch  # noqa: F401
 
+import gradcheck_sym.report  # noqa: F401 - the package's modules too: a module re-imported by one inline
+import gradcheck_sym.testing  # noqa: F401   run would hold classes of another than the lazily
+import gradcheck_sym.verifier  # noqa: F401  re-exported `gradcheck_sym.Model` of an earlier run
+
 MODELS = textwrap.dedent(
     """
     import sympy as sp
@@ -80,7 +84,7 @@ def test_wrong_custom_backward_fails_with_the_entry_named(project):
     assert "model `layer`" in out and "∂loss/∂W[1,2]" in out and "impl" in out
     assert "wrong: finite differences agree with the exact value" in out
     assert re.search(r"point \d \(float(32|64)\): \{", out)
-    assert "seed 0" in out and "verify(model, points=[" in out
+    assert "seed 0" in out and "verify(layer, impl=buggy_layer, points=[" in out
     other_entries = re.findall(r"∂loss/∂W\[(\d),(\d)\]", out)
     assert set(other_entries) == {("1", "2")}
     assert "tensor(" not in out  # no Jacobian dumps
@@ -252,3 +256,111 @@ def test_help_lists_every_option_with_its_default(pytester):
         after = text[text.index(flag):][:300]
         assert default in after, after
     assert "gradcheck_samples" in text and "gradcheck(samples=N" not in text  # markers list is --markers
+
+
+def _snippet(out: str) -> str:
+    """The reproducer in a failure message, without pytest's `E   ` prefixes."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "reproduce the first one:" in line) + 1
+    code = []
+    for line in lines[start:]:
+        line = re.sub(r"^E {0,7}", "", line) if line.startswith("E") else line
+        if line.startswith(("tests", "test_", "___", "===", "---")) or "Error" in line[:20]:
+            break
+        code.append(line)
+        if line.startswith("print(*(c for c in result.failed"):
+            break
+    return "\n".join(code)
+
+
+@pytest.mark.parametrize("how", ["fixture with a lambda", "fixture with a function", "gradcheck_models"])
+def test_failure_snippet_reproduces_the_failure_when_pasted(project, how):
+    import subprocess
+    import sys
+
+    tests = {
+        "fixture with a lambda": """
+            import torch
+            from models import layer, BuggyMatmul
+
+            def test_it(gradcheck):
+                gradcheck(layer, impl=lambda W, X: (torch.tanh(BuggyMatmul.apply(W, X)) ** 2).sum(), samples=2)
+        """,
+        "fixture with a function": """
+            from models import layer as my_layer, buggy_layer
+
+            def test_it(gradcheck):
+                gradcheck(my_layer, impl=buggy_layer, samples=2, dtypes="float32")
+        """,
+        "gradcheck_models": """
+            from models import linear, layer, buggy_layer
+
+            gradcheck_models = [linear, layer.with_implementations(impl=buggy_layer)]
+        """,
+    }
+    project.makepyfile(test_it=tests[how])
+    r = project.runpytest()
+    r.assert_outcomes(passed=1 if how == "gradcheck_models" else 0, failed=1)
+    code = _snippet(r.stdout.str())
+    assert "verify(" in code and ("impl=" in code or how == "gradcheck_models"), code  # the item's model has it
+    run = subprocess.run([sys.executable, "-c", code], cwd=project.path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, code + "\n" + run.stderr
+    assert "source='impl'" in run.stdout and "verdict='mismatch'" in run.stdout and "entry" not in run.stderr, run.stdout
+
+
+def test_no_report_unless_asked(project):
+    project.makepyfile(test_it="""
+        from models import linear
+
+        def test_a(gradcheck):
+            gradcheck(linear, samples=1)
+    """)
+    project.runpytest().assert_outcomes(passed=1)
+    assert not (project.path / "reports").exists()
+    assert sorted(p.name for p in project.path.iterdir() if not p.name.startswith(".")) == [
+        "models.py", "test_it.py"] or not any(p.suffix == ".md" for p in project.path.rglob("*.md"))
+    project.makeini("[pytest]\ngradcheck_report_dir = viaini\n")
+    project.runpytest().assert_outcomes(passed=1)
+    assert (project.path / "viaini" / "linear.md").is_file()
+
+
+def test_help_says_one_thing_about_the_report_dir(pytester):
+    text = " ".join(pytester.runpytest("--help").stdout.str().split())
+    option = text[text.index("--gradcheck-report-dir=DIR"):][:300]
+    ini = text[text.index("gradcheck_report_dir ("):][:300]
+    assert "default: none" in option and "default: none" in ini, (option, ini)
+    assert "default: reports" not in text
+
+
+def test_one_model_checked_by_several_tests_is_named_by_test_id(project):
+    project.makepyfile(test_it="""
+        import pytest
+        from models import linear
+
+        @pytest.mark.parametrize("k", range(2))
+        def test_linear(gradcheck, k):
+            gradcheck(linear, seed=k, samples=1)
+    """)
+    project.runpytest("--gradcheck-report-dir", "rep").assert_outcomes(passed=2)
+    index = (project.path / "rep" / "index.md").read_text()
+    # the names as Markdown text: brackets escaped so they are not read as links
+    assert r"linear (test\_it.py::test\_linear\[0\])" in index and r"linear (test\_it.py::test\_linear\[1\])" in index
+    assert "linear-2" not in index
+    for target in re.findall(r"\]\(([^)]+)\)", index):
+        assert (project.path / "rep" / target).is_file()
+
+
+def test_unaffordable_model_in_a_test_fails_at_once_with_the_reason(project):
+    project.makepyfile(test_it="""
+        import sympy as sp
+        from gradcheck_sym import Model
+
+        w, x = sp.symbols("w x", real=True)
+        huge = Model(name="huge", loss=((w + 1)**1000000)**1000000 * x, params=[w], inputs=[x], domain={"*": (0, 1)})
+
+        def test_huge(gradcheck):
+            gradcheck(huge)
+    """)
+    r = project.runpytest()
+    r.assert_outcomes(failed=1)
+    assert "has the exponent 1000000000000" in r.stdout.str()

@@ -204,7 +204,10 @@ def test_array_weights_reach_implementations_as_one_tensor():
     assert {c.entry for c in r.checks if c.source == "grad_impl"} == {f"W[{i},{j}]" for i in range(2) for j in range(3)}
 
 
-def test_same_seed_same_points_and_verdicts():
+def test_same_seed_same_points_and_verdicts(monkeypatch):
+    from gradcheck_sym import cache
+
+    monkeypatch.setattr(cache, "_DISABLED", True)  # the second run must compute, not read the first
     a, b_ = verify(linear(), seed=7), verify(linear(), seed=7)
     assert a.points == b_.points and a.checks == b_.checks
     assert verify(linear(), seed=8).points != a.points

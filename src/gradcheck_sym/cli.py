@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import shlex
 import sys
 import time
@@ -62,6 +64,11 @@ def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
     parser.add_argument(opt.flag, dest=opt.dest, metavar=opt.metavar, type=_argtype(opt), default=opt.default, help=opt.help)
 
 
+TARGET_HELP = ("a .py file or dotted module defining models, a .toml model file, or `builtin` "
+               "(default: the built-in models)")
+DEFAULT_DOMAIN = "*=-1:1"
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
@@ -75,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser(
         "verify", help="check every model of the targets (default: the built-in models)",
         description="Check every Model defined at module level in each TARGET (a .py file or a dotted "
-        "module); with no TARGET, the lecture's built-in models and its training loop.",
+        "module) and every [[model]] table of a .toml model file; with no TARGET, the lecture's built-in "
+        "models and its training loop.",
         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    v.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
+    v.add_argument("targets", nargs="*", metavar="TARGET", help=TARGET_HELP)
     for opt in SHARED:
         _add(v, opt)
     v.add_argument("--expr", metavar="TEXT", default=None,
@@ -86,18 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--params", metavar="NAMES", default=None,
                    help="with --expr: the weights, comma-separated; the other symbols are inputs (default: none)")
     v.add_argument("--domain", metavar="NAME=LOW:HIGH", action="append", default=None,
-                   help="with --expr: the range of a symbol's random points, repeatable; '*=LOW:HIGH' for all "
-                   "others (default: *=-1:1)")
+                   help="with --expr: the range of a symbol's random points, repeatable, added to the "
+                   f"default; '*=LOW:HIGH' for all others (default: {DEFAULT_DOMAIN})")
     v.add_argument("--name", metavar="NAME", default="expr", help="with --expr: the model's name (default: expr)")
     v.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH (default: none)")
-    v.add_argument("--no-report", action="store_true", help="do not write the Markdown report (default: write it)")
+    v.add_argument("--no-report", action="store_true",
+                   help="do not write the Markdown report and results.json (default: write them)")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr (default: show them)")
     v.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the cache of compiled models and results (default: use it)")
     v.set_defaults(func=_verify)
     ls = sub.add_parser("list", help="list the models a target holds",
                         description="List the models each TARGET defines (default: the built-in models).")
-    ls.add_argument("targets", nargs="*", metavar="TARGET", help="a .py file or dotted module defining models")
+    ls.add_argument("targets", nargs="*", metavar="TARGET", help=TARGET_HELP)
     ls.set_defaults(func=_list)
     rep = sub.add_parser("report", help="render the Markdown report from a saved results.json",
                          description="Render the report (Markdown and plots) from RESULTS.json without "
@@ -110,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="The cache of compiled programs and results of unchanged models "
                         "(location: $GRADCHECK_SYM_CACHE, else $XDG_CACHE_HOME/gradcheck_sym, else "
                         "~/.cache/gradcheck_sym).")
-    ca.add_argument("action", choices=("info", "clear"), help="info: location and size; clear: delete it")
+    ca.add_argument("action", choices=("info", "clear"),
+                    help="info: location and size; clear: delete the entries the cache wrote")
     ca.set_defaults(func=_cache)
     _add_audit_parser(sub)
     rp = sub.add_parser("replay", help="replay the lecture's training loop, float32 beside exact",
@@ -122,18 +132,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _domain_option(items: Sequence[str] | None) -> dict[str, list[float]] | None:
-    if not items:
-        return None
+def _domain_option(items: Sequence[str] | None) -> dict[str, list[float]]:
+    """``--domain`` items on top of the default ``*=-1:1``."""
     out: dict[str, list[float]] = {}
-    for item in items:
-        name, _, rng = item.partition("=")
-        lo, _, hi = rng.partition(":")
+    for item in [DEFAULT_DOMAIN, *(items or ())]:
+        name, eq, rng = item.partition("=")
+        lo, colon, hi = rng.partition(":")
         try:
-            out[name.strip()] = [float(lo), float(hi)]
+            if not (eq and colon and name.strip()):
+                raise ValueError
+            bounds = [float(lo), float(hi)]
         except ValueError:
-            raise GradcheckError(f"--domain {item!r}: expected NAME=LOW:HIGH, e.g. w=-2:2") from None
+            raise GradcheckError(f"--domain {item}: expected NAME=LOW:HIGH, e.g. --domain w=-2:2") from None
+        if not all(math.isfinite(b) and abs(b) <= MAX_DOMAIN for b in bounds):
+            raise GradcheckError(f"--domain {item}: the bounds must be finite numbers of size at most "
+                                 f"{MAX_DOMAIN:g}, e.g. --domain w=-2:2")
+        out[name.strip()] = bounds
     return out
+
+
+MAX_DOMAIN = 1e15  # beyond this, points and their exact values stop being meaningful in float32/float64
+# hints of the model's own messages (Python syntax), as the command line spells them
+_FLAG_HINTS = (
+    ("give (low, high) with low < high", "give --domain NAME=LOW:HIGH with LOW < HIGH"),
+    ("`domain` names", "--domain names"),
+    ("must be a pair (low, high)", "must be --domain NAME=LOW:HIGH"),
+)
+
+
+def _in_flag_syntax(message: str) -> str:
+    for python, flag in _FLAG_HINTS:
+        message = message.replace(python, flag)
+    return message
 
 
 def _expr_model(args: argparse.Namespace) -> Model:
@@ -141,8 +171,11 @@ def _expr_model(args: argparse.Namespace) -> Model:
 
     if not args.params:
         raise GradcheckError("--expr needs --params: the weights to differentiate, e.g. --params w")
-    return model_from_text(name=args.name, loss=args.expr, params=args.params, domain=_domain_option(args.domain),
-                           where="--expr: ")
+    try:
+        return model_from_text(name=args.name, loss=args.expr, params=args.params,
+                               domain=_domain_option(args.domain), where="--expr: ")
+    except GradcheckError as exc:
+        raise GradcheckError(_in_flag_syntax(str(exc))) from None
 
 
 def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
@@ -160,20 +193,36 @@ def _load(targets: Sequence[str]) -> tuple[list[tuple[str, Model]], list[str]]:
     return found, errors
 
 
+def _out(text: str = "") -> None:
+    """Print to stdout; a reader that went away (``| head``) ends the output quietly, not the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # later writes (and the flush at exit) go nowhere
+        os.close(devnull)
+
+
+def _err(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        pass
+
+
 def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .terminal import summary
-    from .verifier import verify
 
     def progress(msg: str) -> None:
         if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+            _err(msg)
 
     if args.no_cache:
         from . import cache
 
         cache.disable()
     if args.expr is None and (args.params or args.domain):
-        print("error: --params and --domain go with --expr TEXT (a loss typed on the command line)", file=sys.stderr)
+        _err("error: --params and --domain go with --expr TEXT (a loss typed on the command line)")
         return EXIT_UNUSABLE
     models, errors = _load(args.targets) if (args.targets or args.expr is None) else ([], [])
     if args.expr is not None:
@@ -182,17 +231,17 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except GradcheckError as exc:
             errors.append(str(exc))
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        _err(f"error: {e}")
     results: list[ModelResult] = []
     replay = None
     try:
         for k, (target, m) in enumerate(models, start=1):
             t0 = time.perf_counter()
-            progress(f"[{k}/{len(models)}] {m.name}: {m.description or f'{m.n_params} parameters'}")
-            r = verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
-                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"),
-                       order=args.order, modes=args.modes)
+            progress(f"[{k}/{len(models)}] {m.name}: {m.description or _count(m.n_params, 'parameter')}")
+            r = _check(m, target, args, progress)
             progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
+            if r.status == "error":
+                _err(f"error: {r.error}")
             results.append(r)
         if (not args.targets and args.expr is None) or args.targets == ["builtin"]:
             from .training import replay as run_replay
@@ -201,13 +250,33 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
             replay = run_replay()
     except KeyboardInterrupt:
         partial = _run_result(args, argv, results, errors, None)
-        print(summary(partial))
-        print(f"\ninterrupted after {len(results)} of {len(models)} models; the report was not written "
-              "(the previous one is intact)", file=sys.stderr)
+        _out(summary(partial))
+        _err(f"\ninterrupted after {len(results)} of {len(models)} models; the report was not written "
+             "(the previous one is intact)")
         return EXIT_INTERRUPTED
     run = _run_result(args, argv, results, errors, replay)
-    print(summary(run))
+    if not run.models:
+        _err("nothing was checked, so no report was written")
+        return EXIT_UNUSABLE
+    _out(summary(run))
     return _finish(args, run)
+
+
+def _check(m: Model, target: str, args: argparse.Namespace, progress: Any) -> ModelResult:
+    """One model, in a worker process of its own (see `worker`)."""
+    from .verifier import _error_result, verify
+    from .worker import run_isolated
+
+    def run() -> ModelResult:
+        return verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
+                      timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"),
+                      order=args.order, modes=args.modes)
+
+    return run_isolated(run, name=m.name, timeout=args.timeout, error=lambda msg: _error_result(m, target, msg))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _run_result(args: argparse.Namespace, argv: Sequence[str], results: list[ModelResult], errors: list[str],
@@ -228,23 +297,23 @@ def _finish(args: argparse.Namespace, run: RunResult) -> int:
         out = Path(args.report_dir)
         if not _write_report(run, out, with_json=True):
             return EXIT_UNUSABLE
-        print(f"\nreport: {out / 'index.md'}")
+        _out(f"\nreport: {out / 'index.md'}")
     if args.json:
         try:
             write_atomic(Path(args.json), to_json(run))
         except OSError as exc:
-            print(f"error: cannot write `{args.json}`: {exc.strerror or exc}", file=sys.stderr)
+            _err(f"error: cannot write `{args.json}`: {exc.strerror or exc}")
             return EXIT_UNUSABLE
     return exit_code(run)
 
 
 def _write_report(run: RunResult, out: Path, *, with_json: bool) -> bool:
-    from .writer import save_report, save_rendering
+    from .report import save
 
     try:
-        (save_report if with_json else save_rendering)(run, out)
+        save(run, out, with_json=with_json)
     except OSError as exc:
-        print(f"error: cannot write the report to `{out}`: {exc.strerror or exc}", file=sys.stderr)
+        _err(f"error: cannot write the report to `{out}`: {exc.strerror or exc}")
         return False
     return True
 
@@ -252,7 +321,7 @@ def _write_report(run: RunResult, out: Path, *, with_json: bool) -> bool:
 def _cache(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from . import cache
 
-    print(cache.info() if args.action == "info" else cache.clear())
+    _out(cache.info() if args.action == "info" else cache.clear())
     return EXIT_OK
 
 
@@ -261,30 +330,45 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     path = Path(args.results)
     try:
-        run = from_json(path.read_text(encoding="utf-8"))
+        run = _validated(from_json(path.read_text(encoding="utf-8")))
     except OSError as exc:
-        print(f"error: cannot read `{path}`: {exc.strerror or exc}", file=sys.stderr)
+        _err(f"error: cannot read `{path}`: {exc.strerror or exc}")
         return EXIT_UNUSABLE
-    except (ValueError, KeyError, TypeError) as exc:
-        print(f"error: `{path}` is not a gradcheck_sym results file ({exc}); write one with "
-              "`python -m gradcheck_sym verify`", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - any malformed file gets the same one line
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        _err(f"error: `{path}` is not a gradcheck_sym results file ({reason}); write one with "
+             "`python -m gradcheck_sym verify`")
         return EXIT_UNUSABLE
     out = Path(args.out) if args.out else path.parent
     if not _write_report(run, out, with_json=False):
         return EXIT_UNUSABLE
-    print(f"report: {out / 'index.md'}")
+    _out(f"report: {out / 'index.md'}")
     return EXIT_OK
+
+
+def _validated(run: RunResult) -> RunResult:
+    """``run`` if every status and verdict is one gradcheck_sym writes (a results file is input:
+    it may have been edited)."""
+    from .compare import VERDICTS
+
+    for m in run.models:
+        if not isinstance(m.name, str) or m.status not in ("pass", "fail", "error"):
+            raise ValueError(f"model {m.name!r} has status {m.status!r}; expected pass, fail or error")
+        bad = next((c.verdict for c in m.checks if c.verdict not in VERDICTS), None)
+        if bad is not None:
+            raise ValueError(f"model `{m.name}` has a check with verdict {bad!r}")
+    return run
 
 
 def _list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     models, errors = _load(args.targets)
+    for e in errors:
+        _err(f"error: {e}")
     for target, m in models:
         shapes = ", ".join(f"{v.name}{'[' + 'x'.join(map(str, v.shape)) + ']' if v.shape else ''}" for v in m.params)
-        print(f"{m.name}  ({target}; {m.n_params} parameters: {shapes})")
+        _out(f"{m.name}  ({target}; {_count(m.n_params, 'parameter')}: {shapes})")
         if m.description:
-            print(f"    {m.description}")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+            _out(f"    {m.description}")
     return EXIT_UNUSABLE if errors else EXIT_OK
 
 
@@ -298,7 +382,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         lines = [line.split("| ", 1)[1] for line in side_by_side(r)]
     else:
         lines = side_by_side(r)
-    print("\n".join(lines))
+    _out("\n".join(lines))
     return EXIT_OK
 
 
@@ -337,15 +421,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    except BrokenPipeError:  # --help into a closed pipe
+        _out()
+        return EXIT_OK
     if args.command is None:
-        parser.print_help()
+        _err(parser.format_help())
         return EXIT_UNUSABLE
     with _sigterm_as_interrupt():
         try:
             return int(args.func(args, argv))
         except KeyboardInterrupt:  # outside the model loop (loading targets, writing): nothing half-done
-            print("\ninterrupted", file=sys.stderr)
+            _err("\ninterrupted")
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # a closed stdout outside `_out`
+            _out()
+            return EXIT_OK
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Errors, ulps, the tolerance rule, verdicts and attribution.
 
-**The tolerance rule.**  For a quantity with exact value ``e``, whose correct computation in a
+**The tolerance rule** (applied by `checks.compare`, on arrays: its one implementation).  For a
+quantity with exact value ``e``, whose correct computation in a
 dtype with unit roundoff ``u`` has running rounding-error sizes ``E`` (worst case) and ``σ``
 (probable) from `errorbound`, a source's value ``v`` agrees when
 
@@ -62,15 +63,6 @@ def error_scale(worst: Any, probable: Any) -> Any:
     return a.minimum(b) if hasattr(a, "minimum") else min(a, b)
 
 
-def tolerance(exact: float, scale: float, dtype: str) -> float:
-    """The largest error a correct ``dtype`` computation may have, from `error_scale`.  Where
-    the float computation of the declared formula has no finite error size (it divides by zero
-    on the way, as ``sin(x)/x`` at 0 does), the tolerance falls back to ``FALLBACK_ULPS``."""
-    if not math.isfinite(scale):
-        return FALLBACK_ULPS * ulp(exact, dtype)
-    return max(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * ulp(exact, dtype))
-
-
 def as_float(x: Any) -> float:
     """Nearest float64 of an exact value (fmpq, or the midpoint of an arb ball)."""
     if isinstance(x, arb):
@@ -83,6 +75,8 @@ def as_float(x: Any) -> float:
 def exact_text(x: Any, digits: int = 25) -> str:
     """The exact value as text: a fraction when short, else a decimal ball or enclosure."""
     if isinstance(x, fmpq):
+        if int(x.p).bit_length() + int(x.q).bit_length() > 400:  # printing a huge fraction takes minutes
+            return arb(x).str(digits, radius=False) + "…"
         s = str(x)
         return s if len(s) <= 60 else arb(x).str(digits, radius=False) + "…"
     if isinstance(x, arb):

@@ -120,6 +120,9 @@ def load_toml(path: Path) -> list[Model]:
         raise TargetError(f"`{path}`: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"`{path}`: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise TargetError(f"`{path}`: nested too deeply to be a model file (arrays or tables inside each "
+                          "other thousands of times)") from None
     tables = data.get("model")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise TargetError(f"`{path}`: expected one or more [[model]] tables with name, loss and params")

@@ -103,9 +103,9 @@ REPORT_DIR = Option(
 )
 
 TIMEOUT = Option(
-    name="timeout", metavar="SECONDS", parse=seconds, default=None,
-    help="time budget per model; a model that takes longer is reported as timed out and the others "
-    "go on (default: none)",
+    name="timeout", metavar="SECONDS", parse=seconds, default=600.0,
+    help="time budget per model ('none': no budget); a model that takes longer is reported as timed "
+    "out and the others go on (default: 600)",
 )
 
 ORDER = Option(

@@ -1,12 +1,13 @@
 """Results → PNG plots (matplotlib, optional): the finite-difference step study, the
-lecture's training replay, and a small model's Hessian with the entries where a source disagrees.  Pure: the same results give the same bytes (no timestamp in the
-file).  Without matplotlib every function returns None and the report says so."""
+lecture's training replay, and a small model's Hessian with the entries where a source disagrees.
+Pure: data in, bytes out, the same data the same bytes (no timestamp in the file); keeping them is
+the caller's business (`report` caches them).  Without matplotlib every function returns None and
+the report says so."""
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 
 from .results import Replay, StepStudy
 
@@ -30,28 +31,8 @@ def _png(fig) -> bytes:  # type: ignore[no-untyped-def]
     return buf.getvalue()
 
 
-def _cached(name: str, data: object, draw: Callable[[], bytes | None]) -> bytes | None:
-    """The PNG for ``data`` from the cache, or drawn (and kept) now."""
-    from . import cache
-
-    digest = cache.key("plot", name, data, cache.versions("matplotlib"))
-    png = cache.load_bytes("plots", digest, ".png")
-    if png is not None and png.startswith(b"\x89PNG"):
-        return png
-    png = draw()
-    if png is not None:
-        cache.store_bytes("plots", digest, ".png", png)
-    return png
-
-
 def step_study_png(study: StepStudy) -> bytes | None:
     """Error of the central difference against h, log-log, one line per dtype."""
-    import dataclasses
-
-    return _cached("steps", dataclasses.asdict(study), lambda: _draw_step_study(study))
-
-
-def _draw_step_study(study: StepStudy) -> bytes | None:
     plt = _pyplot()
     if plt is None:
         return None
@@ -73,12 +54,6 @@ def _draw_step_study(study: StepStudy) -> bytes | None:
 
 def replay_png(replay: Replay) -> bytes | None:
     """ω and the loss per epoch, float32 against exact."""
-    import dataclasses
-
-    return _cached("replay", dataclasses.asdict(replay), lambda: _draw_replay(replay))
-
-
-def _draw_replay(replay: Replay) -> bytes | None:
     plt = _pyplot()
     if plt is None:
         return None
@@ -109,10 +84,6 @@ def _draw_replay(replay: Replay) -> bytes | None:
 def hessian_png(data: dict[str, object]) -> bytes | None:
     """The exact Hessian at one point as a heatmap (symmetric log colour scale), each entry where a
     source's second derivative disagrees somewhere marked with that source's letter."""
-    return _cached("hessian", data, lambda: _draw_hessian(data))
-
-
-def _draw_hessian(data: dict[str, object]) -> bytes | None:
     plt = _pyplot()
     if plt is None:
         return None

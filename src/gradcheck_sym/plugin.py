@@ -42,13 +42,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(PREFIX, "gradcheck_sym: exact gradient checks")
     for opt in SHARED:
         ini = f"{PREFIX}_{opt.dest}"
-        default = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
-        help_text = opt.help if opt is not REPORT_DIR else (
-            "write the Markdown report and results.json of every gradient check of the session "
-            "here (default: none)")
+        help_text = _help(opt)
         group.addoption(opt.plugin_flag, dest=ini, metavar=opt.metavar, default=None,
                         help=help_text.replace("(default:", f"(ini: {ini}; default:"))
-        parser.addini(ini, help=opt.help, default="" if opt.default is None else str(default))
+        parser.addini(ini, help=help_text, default="")  # unset: the option's default (see _option)
+
+
+def _help(opt: Option) -> str:
+    """The option's help as the plugin means it: one text for the flag and the ini key."""
+    if opt is REPORT_DIR:  # a test session writes no report unless asked to
+        return ("write the Markdown report and results.json of every gradient check of the session "
+                "into DIR (default: none, no report)")
+    return opt.help
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,7 +120,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -> ModelResult:
     __tracebackhide__ = True
-    from .testing import GradientCheckFailure, failure_message
+    from .testing import GradientCheckFailure, _reproduce, failure_message
     from .verifier import verify
 
     settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
@@ -124,13 +129,16 @@ def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -
     settings.update(_marker_options(node))
     settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
     impl, grad_impl = given.get("impl"), given.get("grad_impl")
+    declared = model
     if impl is not None or grad_impl is not None:
         model = model.with_implementations(impl=impl, grad_impl=grad_impl)
     result = verify(model, points=given.get("points"), target=node.nodeid, **settings)
     config.stash[_RESULTS].append((node.nodeid, _to_dict(result)))
     node.add_report_section("call", "gradcheck", _section(result))
     if result.status != "pass":
-        raise GradientCheckFailure(failure_message(result, seed=settings["seed"]), result)
+        module = getattr(node, "module", None) or getattr(node.parent, "obj", None)
+        reproduce = _reproduce(declared, model, result, first=[module] if module is not None else [])
+        raise GradientCheckFailure(failure_message(result, seed=settings["seed"], reproduce=reproduce), result)
     return result
 
 
@@ -252,17 +260,19 @@ def _models(results: list[tuple[str, dict[str, Any]]]) -> Iterator[ModelResult]:
 
     from .results import model_from_dict
 
-    seen: dict[str, int] = {}
-    for _nodeid, d in sorted(results, key=lambda r: r[0]):
+    ordered = sorted(results, key=lambda r: r[0])
+    counts: dict[str, int] = {}
+    for _nodeid, d in ordered:
+        counts[d["name"]] = counts.get(d["name"], 0) + 1
+    for nodeid, d in ordered:
         m = model_from_dict(d)
-        seen[m.name] = seen.get(m.name, 0) + 1
-        yield m if seen[m.name] == 1 else dataclasses.replace(m, name=f"{m.name}-{seen[m.name]}")
+        yield m if counts[m.name] == 1 else dataclasses.replace(m, name=f"{m.name} ({nodeid})")
 
 
 def _write(config: pytest.Config, out: Path, results: list[tuple[str, dict[str, Any]]]) -> None:
     from . import __version__
+    from .report import save
     from .results import RunResult, environment_versions
-    from .writer import save_report
 
     run = RunResult(
         tool_version=__version__, versions=environment_versions(),
@@ -270,7 +280,7 @@ def _write(config: pytest.Config, out: Path, results: list[tuple[str, dict[str, 
         seed=_option(config, SEED), samples=_option(config, SAMPLES), dtypes=tuple(_option(config, DTYPES_OPTION)),
         models=tuple(_models(results)),
     )
-    save_report(run, out)
+    save(run, out)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -28,12 +28,13 @@ def _names(layers: Sequence[Layer]) -> dict[str, tuple[str, str]]:
         counts[layer.label] = counts.get(layer.label, 0) + 1
         k = counts[layer.label]
         sub = str(k).translate(_SUBSCRIPT) if total[layer.label] > 1 else ""
+        tex_sub = f"_{{{k}}}" if sub else ""  # hygiene: the same numbering as the Mermaid text
         if layer.label == "sigmoid":
-            out[layer.id] = (f"σ{sub} sigmoid", rf"\sigma_{{{k}}}")
+            out[layer.id] = (f"σ{sub} sigmoid", rf"\sigma{tex_sub}")
         else:
             word = layer.label.split()[0]
             text = f"{word}{sub} {' '.join(layer.label.split()[1:])}".strip()
-            out[layer.id] = (text, rf"\mathrm{{{word}}}_{{{k}}}")
+            out[layer.id] = (text, rf"\mathrm{{{word}}}{tex_sub}")
     return out
 
 
@@ -148,6 +149,7 @@ def recurrence(layers: Sequence[Layer]) -> list[str]:
             local = _local(consumer, layer, names)
             if consumer.kind == "loss":
                 term = local.removeprefix("\\odot\\, ").removeprefix("\\cdot ") if local else "1"
+                term = f"1 {term}" if term.startswith("\\oslash") else term  # hygiene: 1 ⊘ x, not ⊘ x
             else:
                 term = _delta(names[consumer.id][1]) + (f" {local}" if local else "")
             terms.append(f"{_sign(sign)}{term}")

@@ -1,5 +1,5 @@
-"""Results → Markdown (and the PNGs it links): ``index.md`` for the run, one page per model,
-``training.md`` for the lecture's loop.  Pure: the same results give the same bytes (no clock,
+"""Results → Markdown: ``index.md`` for the run, one page per model, ``training.md`` for the
+lecture's loop (`report` assembles them with the plots into files).  Pure: the same results give the same bytes (no clock,
 no paths of this machine), readable on GitHub with nothing else installed (tables, ``$$``
 LaTeX, Mermaid)."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from . import plots
 from .formatting import num, ulps
 from .report_graph import mermaid, recurrence
-from .results import Check, ModelResult, Replay, RunResult, summarize
+from .results import Check, ModelResult, Replay, RunResult, SourceSummary, summarize
 from .terminal import describe, snippet
 
 VERDICT_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️ error"}
@@ -21,9 +22,64 @@ LISTED = 50
 POINTS_SHOWN = 12  # points are tabulated for models with at most this many scalars
 
 
+_INLINE = re.compile(r"([\\`*_\[\]!|~$])")
+
+
+def text(s: str) -> str:
+    """User text (a name, a message) as literal Markdown: one line, no HTML, no emphasis, links,
+    math or code, nothing read as a heading, list or quote.
+
+    >>> print(text("<img src=x onerror=alert(1)>\\n# $x$ [a](b) > 1"))
+    &lt;img src=x onerror=alert(1)> \\# \\$x\\$ \\[a\\](b) > 1
+    """
+    s = " ".join(str(s).split()).replace("&", "&amp;").replace("<", "&lt;")
+    s = _INLINE.sub(r"\\\1", s).replace("#", "\\#")
+    return "\\" + s if s.startswith((">", "-", "+", "=")) else s
+
+
+def markdown(s: str) -> str:
+    """User Markdown (a description, a note) kept as Markdown, but with no raw HTML and no
+    headings or tables of its own (they would break the page's outline); `&` stays, for LaTeX."""
+    s = str(s).replace("<", "&lt;").replace(">", "&gt;")
+    return "\n".join("\\" + line.lstrip() if line.lstrip().startswith(("#", "|")) else line for line in s.splitlines())
+
+
+def code(s: str) -> str:
+    """User text in a code span, whatever backticks it holds."""
+    s = " ".join(str(s).split())
+    ticks = "`" * (max((len(r) for r in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{ticks}{pad}{s}{pad}{ticks}"
+
+
+def fenced(block: str, lang: str = "") -> str:
+    """A fenced code block that no line of ``block`` can close early."""
+    ticks = "`" * max(3, max((len(r) for r in re.findall(r"`+", block)), default=0) + 1)
+    return f"{ticks}{lang}\n{block}\n{ticks}"
+
+
+def safe_tex(tex: str) -> bool:
+    """Whether LaTeX (SymPy's, or the user's) can go between ``$$`` without breaking the page:
+    balanced braces, no ``$``, no blank line, no HTML."""
+    depth = 0
+    for k, ch in enumerate(tex):
+        if ch == "\\":
+            continue
+        if ch in "{}" and k and tex[k - 1] == "\\":
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0 and "$" not in tex and "\n\n" not in tex and "<" not in tex and ">" not in tex
+
+
+def _tex_name(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name) else rf"\text{{{re.sub(r'[^A-Za-z0-9 ]', '?', name)}}}"
+
+
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell (a `|` escaped once)."""
+    return re.sub(r"(?<!\\)\|", r"\\|", text.replace("\n", " "))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -32,20 +88,54 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+TRAINING_PAGE = "training.md"
+TRAINING_PLOT = "training.png"
+RESERVED = ("index", "training", "results")  # stems of the report's own files
+MAX_STEM = 80
+
+
+def file_stem(name: str) -> str:
+    """A model's name as a file name: letters, digits, ``. _ -`` kept, runs of anything else one
+    ``-``; never hidden, never a reserved name, never empty.
+
+    >>> file_stem("mlp-193"), file_stem("../../etc/x\\n"), file_stem("index"), file_stem("")
+    ('mlp-193', 'etc-x', 'index-model', 'model')
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:MAX_STEM].rstrip(".-")
+    stem = re.sub(r"\.{2,}", ".", stem) or "model"
+    return f"{stem}-model" if stem.lower() in RESERVED else stem
+
+
 def page_name(model: ModelResult) -> str:
-    return f"{model.name}.md"
+    return f"{file_stem(model.name)}.md"
 
 
 def step_plot_name(model: ModelResult) -> str:
-    return f"{model.name}-fd-steps.png"
+    return f"{file_stem(model.name)}-fd-steps.png"
 
 
 def hessian_plot_name(model: ModelResult) -> str:
-    return f"{model.name}-hessian.png"
+    return f"{file_stem(model.name)}-hessian.png"
 
 
 TRAINING_PAGE = "training.md"
 TRAINING_PLOT = "training.png"
+def resolvable(c: Check) -> bool:
+    """Whether relative error and ulps say something about ``c``: not where the exact value is 0
+    or smaller than the tolerance (there they measure only the spacing of floats near 0)."""
+    return c.exact is not None and c.tolerance is not None and abs(c.exact) > c.tolerance
+
+
+def _rel_ulps(m: ModelResult, s: SourceSummary) -> tuple[str, str]:
+    """The worst relative error and ulps of a source, over its entries where they mean something."""
+    if m.complete:
+        group = [c for c in m.checks if (c.source, c.dtype, c.forward, c.quantity) == (s.source, s.dtype, s.forward, s.quantity)
+                 and c.rel_error is not None and resolvable(c)]
+        if not group:
+            return "—", "—"
+        return num(max(c.rel_error for c in group), 2), ulps(max(c.ulps for c in group))
+    shown = [x if x is not None and math.isfinite(x) and x < 1e300 else None for x in (s.worst_rel, s.worst_ulps)]
+    return num(shown[0], 2), ulps(shown[1])
 
 
 def _special(model: ModelResult) -> list[Check]:
@@ -80,13 +170,13 @@ def render_index(run: RunResult) -> str:
     rows = []
     for m in run.models:
         worst = [
-            f"{s.source} {s.dtype}: rel {num(s.worst_rel, 2)}, {ulps(s.worst_ulps)} ulps"
+            "{} {}: rel {}, {} ulps".format(s.source, s.dtype, *_rel_ulps(m, s))
             for s in summarize(m) if s.worst_ulps is not None and s.source != "fd" and s.quantity == "grad"
         ]
         points = max((len(p) for p in m.points.values()), default=0)
         rows.append([
-            f"[{m.name}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.points) or "—",
-            ", ".join(m.sources) or "—", "<br>".join(worst) or _cell(m.error or "—"), _icon(m),
+            f"[{text(m.name)}]({page_name(m)})", str(m.n_params), str(points), ", ".join(m.points) or "—",
+            ", ".join(m.sources) or "—", "<br>".join(worst) or text(m.error or "—"), _icon(m),
         ])
     lines += _table(["model", "params", "points", "dtypes", "sources", "worst error per source", "verdict"], rows)
     lines += [
@@ -96,7 +186,7 @@ def render_index(run: RunResult) -> str:
         "⚠️ error: the model could not be checked",
     ]
     for e in run.errors:
-        lines += ["", f"⚠️ {_cell(e)}"]
+        lines += ["", f"⚠️ {text(e)}"]
     if run.replay is not None:
         r = run.replay
         lines += [
@@ -112,30 +202,33 @@ def render_index(run: RunResult) -> str:
 
 def _declaration(m: ModelResult) -> list[str]:
     lines = ["## Declaration", ""]
-    if m.outputs and m.loss_latex:
+    if m.outputs and m.loss_latex and safe_tex(m.loss_latex):
         lines += [f"An operator with outputs of shape {_shape(m.outputs)}:", "", "$$", f"y = {m.loss_latex}", "$$", ""]
     elif m.outputs:
-        lines += [f"An operator with outputs of shape {_shape(m.outputs)}: {_cell(m.loss)}", ""]
-    elif m.loss_latex:
+        lines += [f"An operator with outputs of shape {_shape(m.outputs)}: {code(m.loss)}", ""]
+    elif m.loss_latex and safe_tex(m.loss_latex):
         lines += ["$$", f"\\ell = {m.loss_latex}", "$$", ""]
     else:
-        lines += [f"The loss: {_cell(m.loss)}", ""]
-    rows = [[f"`{v.name}`", v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
+        lines += [f"The loss: {code(m.loss)}", ""]
+    rows = [[code(v.name), v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
             for v in m.variables]
     lines += _table(["variable", "role", "shape", "scalars"], rows)
-    lines += ["", f"{m.n_params} scalar parameters are differentiated."]
+    lines += ["", f"{m.n_params} scalar parameter{'' if m.n_params == 1 else 's'} "
+              f"{'is' if m.n_params == 1 else 'are'} differentiated."]
     if m.domain:
         lines += ["", "Domain of the random points:", ""]
-        lines += _table(["variable", "low", "high"], [[f"`{k}`", num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
+        lines += _table(["variable", "low", "high"], [[code(k), num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
     return lines + [""]
 
 
 def _gradient(m: ModelResult) -> list[str]:
     lines = ["## The exact gradient", ""]
-    if m.closed_form_latex:
+    if m.closed_form_latex and all(safe_tex(t) for t in m.closed_form_latex.values()):
         for name, tex in m.closed_form_latex.items():
-            lines += ["$$", f"\\frac{{\\partial \\ell}}{{\\partial {name}}} = {tex}", "$$", ""]
-    elif m.layers:
+            lines += ["$$", f"\\frac{{\\partial \\ell}}{{\\partial {_tex_name(name)}}} = {tex}", "$$", ""]
+    elif m.closed_form:
+        lines += [f"∂loss/∂{code(name)} = {code(expr)}" + "  " for name, expr in m.closed_form.items()] + [""]
+    elif m.layers and _plain_labels(m):
         lines += [
             "Too large for one formula; the backward pass layer by layer instead, each adjoint the sum "
             "over the layers that read it of their adjoint times the local derivative (⊙: entrywise):",
@@ -152,14 +245,34 @@ def _gradient(m: ModelResult) -> list[str]:
     return lines
 
 
+# what the words of the graph's node labels mean, as data (only those present are listed)
+GRAPH_WORDS = {
+    "MM": "weight × value products", "MUL": "products", "ADD": "sums", "sigmoid": "σ, the logistic sigmoid",
+    "tanh": "hyperbolic tangent", "exp": "exponential", "log": "natural logarithm", "POW": "power",
+    "INV": "reciprocal", "sqrt": "square root", "SCALE": "multiplication by a constant",
+    "Piecewise": "a choice between branches",
+}
+
+
+def _graph_caption(m: ModelResult) -> str:
+    words = list(dict.fromkeys(layer.label.split()[0] for layer in m.layers if layer.kind in ("op", "loss")))
+    known = [f"{w}: {GRAPH_WORDS[w]}" for w in words if w in GRAPH_WORDS]
+    return ("One node per layer of scalar operations" + (f" ({', '.join(known)})" if known else "")
+            + "; a − on an edge means the value enters negated.")
+
+
+def _plain_labels(m: ModelResult) -> bool:
+    """Whether every node label is safe in Mermaid text and LaTeX (variables may have any name)."""
+    return all(re.fullmatch(r"[\w .,\[\]-]+", layer.label) for layer in m.layers)
+
+
 def _graph(m: ModelResult) -> list[str]:
-    if not m.layers:
+    if not m.layers or not _plain_labels(m):
         return []
     return [
         "## Computation graph",
         "",
-        "One node per layer of scalar operations (MM: weight × value products, ADD: sums, σ: "
-        "sigmoid); a − on an edge means the value enters negated.",
+        _graph_caption(m),
         "",
         "```mermaid",
         mermaid(m.layers),
@@ -171,7 +284,7 @@ def _graph(m: ModelResult) -> list[str]:
 def _sources(m: ModelResult) -> list[str]:
     rows = [[s.label, s.dtype, str(s.checks), str(s.agree),
              str(s.mismatch), str(s.nondifferentiable), str(s.undefined), num(s.worst_of_tolerance, 2),
-             ulps(s.worst_ulps), num(s.worst_rel, 3)]
+             *reversed(_rel_ulps(m, s))]
             for s in summarize(m)]
     lines = ["## Sources", ""]
     lines += _table(["source", "dtype", "checks", "agree", "mismatch", "non-diff.", "undefined",
@@ -269,7 +382,8 @@ def _worst(m: ModelResult) -> list[str]:
             rows.append([
                 c.source + (f" ({c.forward})" if c.forward else ""), c.dtype,
                 _entry_cell(c), str(c.point), num(c.exact, 12),
-                num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3), ulps(c.ulps), num(c.tolerance, 3),
+                num(c.value, 12), num(c.abs_error, 3), num(c.rel_error, 3) if resolvable(c) else "—",
+                ulps(c.ulps) if resolvable(c) else "—", num(c.tolerance, 3),
                 c.verdict,
             ])
     lines += _table(["source", "dtype", "entry", "point", "exact", "value", "abs", "rel", "ulps", "tolerance",
@@ -281,8 +395,8 @@ def _worst(m: ModelResult) -> list[str]:
 
 def _entry_cell(c: Check) -> str:
     if c.quantity in ("loss", "grad") and c.output is None and c.vector is None:
-        return "loss" if c.quantity == "loss" else f"`{c.entry}`"
-    return f"`{c.quantity_text}`"
+        return "loss" if c.quantity == "loss" else code(c.entry)
+    return code(c.quantity_text)
 
 
 def _mismatches(m: ModelResult) -> list[str]:
@@ -291,7 +405,7 @@ def _mismatches(m: ModelResult) -> list[str]:
         return []
     lines = ["## Mismatches", "", f"{m.n_failed} checks disagree with the exact value.", ""]
     for c in failed[:SNIPPETS]:
-        lines += [f"- {describe(c)}", "", snippet(m, c), ""]
+        lines += [f"- {text(describe(c))}", "", fenced(snippet(m, c, fence=False), "python"), ""]
     for c in failed[SNIPPETS:LISTED]:
         lines += [f"- {describe(c)}"]
     if len(failed) > LISTED:
@@ -310,7 +424,7 @@ def _special_points(m: ModelResult) -> list[str]:
         "undefined (infinite, a jump, outside the real domain).  They are reported, not failed.",
         "",
     ]
-    rows = [[c.source + (f" ({c.forward})" if c.forward else ""), c.dtype, f"`{c.entry}`", str(c.point),
+    rows = [[c.source + (f" ({c.forward})" if c.forward else ""), c.dtype, code(c.entry), str(c.point),
              c.verdict, num(c.left), num(c.right), num(c.value), c.note] for c in special[:LISTED]]
     lines += _table(["source", "dtype", "entry", "point", "verdict", "left", "right", "returned", "why"], rows)
     if len(special) > LISTED:
@@ -325,7 +439,7 @@ def _step_study(m: ModelResult, have_plot: bool) -> list[str]:
     lines = [
         "## Finite differences against the step",
         "",
-        f"Central differences (f(x+h) − f(x−h))/2h of `∂ℓ/∂{st.entry}` at point {st.point}, against "
+        f"Central differences (f(x+h) − f(x−h))/2h of {code('∂ℓ/∂' + st.entry)} at point {st.point}, against "
         "the exact value: truncation error falls like h², rounding error grows like u/h.",
         "",
     ]
@@ -348,7 +462,7 @@ def _points(m: ModelResult) -> list[str]:
     for dtype, pts in m.points.items():
         names = list(pts[0]) if pts else []
         lines += [f"{dtype}:", ""]
-        lines += _table(["point", *[f"`{n}`" for n in names]], [[str(i), *[json.dumps(p[n]) for n in names]] for i, p in enumerate(pts)])
+        lines += _table(["point", *[code(n) for n in names]], [[str(i), *[json.dumps(p[n]) for n in names]] for i, p in enumerate(pts)])
         lines += [""]
     return lines
 
@@ -356,13 +470,13 @@ def _points(m: ModelResult) -> list[str]:
 def render_model(m: ModelResult, *, have_plot: bool = True, have_heatmap: bool | None = None) -> str:
     """One model's page: declaration, exact gradient, graph, sources, worst entries,
     mismatches with snippets, special points, the step study."""
-    lines = [f"# {m.name} {_icon(m)}", ""]
+    lines = [f"# {text(m.name)} {_icon(m)}", ""]
     if m.description:
-        lines += [m.description, ""]
+        lines += [markdown(m.description), ""]
     if m.target:
-        lines += [f"From `{m.target}`.", ""]
+        lines += [f"From {code(m.target)}.", ""]
     if m.error:
-        lines += ["**Could not be checked:** " + _cell(m.error), ""]
+        lines += ["**Could not be checked:** " + text(m.error), ""]
     lines += _declaration(m)
     if not m.error:
         lines += _gradient(m)
@@ -370,7 +484,7 @@ def render_model(m: ModelResult, *, have_plot: bool = True, have_heatmap: bool |
     if m.notes:
         lines += ["## Notes", ""]
         for n in m.notes:
-            lines += [n, ""]
+            lines += [markdown(n), ""]
     if m.checks:
         lines += _sources(m) + _orders(m, have_heatmap) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
     return "\n".join(lines).rstrip() + "\n"
@@ -415,24 +529,3 @@ def render_training(r: Replay, *, have_plot: bool = True) -> str:
     lines += ["Per epoch (ω after the epoch, and the loss of its last sample, as the lecture prints it):", ""]
     lines += _table(["epoch", "ω float32", "ω exact", "loss float32", "loss exact"], rows)
     return "\n".join(lines) + "\n"
-
-
-def render(run: RunResult) -> dict[str, str | bytes]:
-    """Every file of the report, by name: Markdown text and PNG bytes."""
-    files: dict[str, str | bytes] = {"index.md": render_index(run)}
-    for m in run.models:
-        png = plots.step_study_png(m.step_study) if m.step_study is not None else None
-        if png is not None:
-            files[step_plot_name(m)] = png
-        data = hessian_data(m)
-        heatmap = plots.hessian_png(data) if data is not None else None
-        if heatmap is not None:
-            files[hessian_plot_name(m)] = heatmap
-        files[page_name(m)] = render_model(m, have_plot=png is not None,
-                                           have_heatmap=None if data is None else heatmap is not None)
-    if run.replay is not None:
-        png = plots.replay_png(run.replay)
-        if png is not None:
-            files[TRAINING_PLOT] = png
-        files[TRAINING_PAGE] = render_training(run.replay, have_plot=png is not None)
-    return files

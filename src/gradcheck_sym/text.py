@@ -67,7 +67,7 @@ def parse_expression(text: str, *, what: str = "expression") -> sp.Expr:
     >>> parse_expression("__import__('os').system('true')")
     Traceback (most recent call last):
     ...
-    gradcheck_sym.text.TextError: expression: attribute access (`.`) is not allowed (column 1)
+    gradcheck_sym.text.TextError: expression: only the supported functions can be called, by name (column 1)
     """
     if not isinstance(text, str):
         raise TextError(f"{what}: expected text, got {type(text).__name__}")
@@ -175,7 +175,11 @@ class _Converter:
                     raise self.refuse(node, f"a power whose value would exceed {MAX_CONSTANT_BITS} bits")
             elif e > MAX_SYMBOLIC_EXPONENT:
                 raise self.refuse(node, f"an exponent larger than {MAX_SYMBOLIC_EXPONENT}")
-        return base**exponent
+        r = base**exponent
+        # SymPy folds (x**a)**b into x**(a*b): the folded exponent is held to the same limit
+        if isinstance(r, sp.Pow) and r.exp.is_Number and abs(r.exp) > MAX_SYMBOLIC_EXPONENT:
+            raise self.refuse(node, f"an exponent larger than {MAX_SYMBOLIC_EXPONENT} (the powers multiply to {r.exp})")
+        return r
 
     def _Call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name):
@@ -195,8 +199,14 @@ class _Converter:
 
 
 def _names(value: Any, what: str) -> list[str]:
+    """Symbol names, normalised (NFKC) as Python's parser normalises the names in the loss, so
+    that a full-width `ｗ` in ``--params`` is the `w` of the expression."""
+    import unicodedata
+
     if isinstance(value, str):
         value = [v for v in value.replace(",", " ").split() if v]
+    if isinstance(value, list):
+        value = [unicodedata.normalize("NFKC", v) if isinstance(v, str) else v for v in value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.isidentifier() for v in value):
         raise TextError(f"{what}: expected a list of symbol names, got {value!r}")
     return value

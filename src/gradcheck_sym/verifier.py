@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 from flint import arb, ctx, fmpq
 
-from .budget import TimedOut, time_budget
+from .budget import TimedOut, check_affordable, time_budget
 from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
@@ -33,25 +33,18 @@ LIMIT_MAX_NODES = 200  # removable singularities are resolved with sympy.limit u
 
 
 class Prepared:
-    """The per-model work that does not depend on points: compiled once (or loaded from the
-    cache), reused."""
+    """The per-model work that does not depend on points: compiled once per model object, reused
+    (never from the disk cache: a program is code, and compiling it takes milliseconds)."""
 
     def __init__(self, model: Model) -> None:
-        from . import cache
         from . import sources as src
 
         self.model = model
         self.entries = model.entries
-        digest = cache.key("program", cache.expression_key(model), cache.versions("sympy"))
-        stored = cache.load_pickle("programs", digest)
-        if isinstance(stored, tuple) and len(stored) == 3 and isinstance(stored[0], GradientProgram):
-            self.gradient, self.layers, self.small = stored
-        else:
-            self.gradient = gradient_program(model.loss, model.symbols, tuple(e.symbol for e in self.entries),
-                                             model=model.name)
-            self.layers = layers(model, model.program) or ()
-            self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
-            cache.store_pickle("programs", digest, (self.gradient, self.layers, self.small))
+        self.gradient: GradientProgram = gradient_program(model.loss, model.symbols,
+                                                          tuple(e.symbol for e in self.entries), model=model.name)
+        self.layers = layers(model, model.program) or ()
+        self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
         self.subject = src.Subject(model)
 
 
@@ -120,9 +113,12 @@ def verify(
     progress: Progress | None = None,
     order: int = 1,
     modes: Sequence[str] = ("rev",),
+    impl: Callable[..., Any] | None = None,
+    grad_impl: Callable[..., Any] | None = None,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
-    points (or ``points``, which replace them) and ``samples`` seeded random points.
+    points (or ``points``, which replace them) and ``samples`` seeded random points; ``impl``
+    and ``grad_impl``, when given, replace the model's own.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
     the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
@@ -138,6 +134,8 @@ def verify(
     >>> verify(m, samples=3).status
     'pass'
     """
+    if impl is not None or grad_impl is not None:
+        model = model.with_implementations(impl=impl, grad_impl=grad_impl)
     stage = ["starting"]
 
     def say(msg: str) -> None:
@@ -151,6 +149,7 @@ def verify(
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         order, modes = check_settings(order, modes)
+        check_affordable(model)  # sizes that cannot be afforded are refused before computing
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
                                        all_checks, order, modes)
@@ -203,7 +202,7 @@ def _cached_result(
     if data is not None:
         try:
             return dataclasses.replace(model_from_dict(data), target=target), lambda result: None
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - an entry that does not read is recomputed
             cache.forget("results", digest, ".json")
 
     def store(result: ModelResult) -> None:

@@ -1,16 +1,20 @@
-"""Writing report files atomically: a run killed at any moment (SIGINT, SIGTERM) leaves the
-report as it was or the new one complete, never half-written files or a mixture of two runs."""
+"""Writing files atomically: a run killed at any moment (SIGINT, SIGTERM) leaves the files as they
+were or the new ones complete, never half-written files or a mixture of two runs.
+
+A leaf module: it knows files, not reports.  Each file is staged beside its target as
+``.<name>.<pid>.<random>.tmp``; a run killed by SIGKILL while staging leaves those behind, and
+the next write into the folder removes every one whose process is gone.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .results import RunResult
+_STAGED = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 def _mode(path: Path) -> int:
@@ -24,6 +28,36 @@ def _mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete the staging files of writers into ``folder`` that were killed; the names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _STAGED.match(e.name)
+        if m and e.is_file(follow_symlinks=False) and not _alive(int(m[1])):
+            try:
+                os.unlink(e.path)
+                removed.append(e.name)
+            except OSError:
+                pass
+    return removed
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     write_all_atomic(path.parent, {path.name: data})
@@ -31,9 +65,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def _stage(path: Path, data: str | bytes) -> str:
     """A complete temporary copy of ``path``'s new content, beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
@@ -47,9 +80,15 @@ def _stage(path: Path, data: str | bytes) -> str:
 
 
 def write_all_atomic(out: Path, files: dict[str, str | bytes]) -> None:
-    """Write a set of files so that an interruption leaves either the old set or the new one:
-    every file is first written completely beside its target, then all are renamed into place
-    with SIGINT and SIGTERM held back (they take effect right after)."""
+    """Write a set of files (plain names, no folders) into ``out`` so that an interruption
+    leaves either the old set or the new one: every file is first written completely beside its
+    target, then all are renamed into place with SIGINT and SIGTERM held back (they take effect
+    right after)."""
+    for name in files:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"{name!r} is not a plain file name")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)
     staged: list[tuple[str, Path]] = []
     try:
         for name, data in files.items():
@@ -67,18 +106,3 @@ def write_all_atomic(out: Path, files: dict[str, str | bytes]) -> None:
     finally:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
-
-
-def save_report(run: RunResult, out: Path) -> None:
-    """Write the whole report of ``run`` into ``out``: Markdown, plots and ``results.json``."""
-    from .report_md import render
-    from .results import to_json
-
-    write_all_atomic(out, {**render(run), "results.json": to_json(run)})
-
-
-def save_rendering(run: RunResult, out: Path) -> None:
-    """Write the Markdown and plots of ``run`` into ``out`` (not the results)."""
-    from .report_md import render
-
-    write_all_atomic(out, render(run))

@@ -1,0 +1,152 @@
+"""Each model checked in a process of its own, so that nothing it does ends the run.
+
+The command line forks one worker per model (``fork``: the user's ``impl``/``grad_impl`` need
+not be picklable).  The worker runs `verify` under a memory limit and sends the result back as
+JSON.  Whatever the model's code does, the run goes on and the model gets a clear error:
+
+* ``sys.exit(3)`` in an ``impl``: "called exit(3)";
+* a fatal signal (SIGSEGV in a C extension, SIGFPE from python-flint on a gigantic number):
+  "ended by SIGFPE";
+* a C call that never returns, or code that masks SIGALRM: the worker is killed at its deadline
+  (the model's time budget plus a grace period), "did not finish within N s";
+* a memory blow-up: the worker's address space is limited (`budget.MEMORY_FRACTION` of the
+  machine's memory), so it fails with MemoryError, or is killed, instead of taking the machine
+  towards the OOM killer.
+
+Where ``fork`` is not available (Windows), models are checked in-process, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .budget import memory_limit
+from .results import ModelResult, model_from_dict, model_to_dict
+
+GRACE = 5.0  # seconds past the model's own budget (enforced inside by SIGALRM) before it is killed
+
+
+def can_isolate() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
+def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the parent's to handle:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # it kills this process when it stops
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+    if memory:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        result = run()
+        if result.status == "error" and "MemoryError" in (result.error or ""):
+            raise MemoryError
+        payload = {"result": model_to_dict(result), "torch": "torch" in sys.modules}
+    except SystemExit as exc:
+        payload = {"error": f"called exit({exc.code!r}) while being checked; a model's code must return, not exit"}
+    except MemoryError:
+        payload = {"error": "memory"}
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
+        payload = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        conn.send_bytes(json.dumps(payload).encode("utf-8"))
+    except (OSError, ValueError, TypeError):
+        pass
+    conn.close()
+    os._exit(0)  # no atexit handlers, no flushing of the parent's buffers twice
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def run_isolated(
+    run: Callable[[], ModelResult],
+    *,
+    name: str,
+    timeout: float | None,
+    error: Callable[[str], ModelResult],
+) -> ModelResult:
+    """``run()`` in a forked worker; its result, or ``error(message)`` saying what ended it.
+    ``KeyboardInterrupt`` in the parent kills the worker and propagates."""
+    if not can_isolate():
+        return run()
+    memory = memory_limit()
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, run, memory), daemon=True)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    child.close()
+    deadline = None if timeout is None else time.monotonic() + timeout + GRACE
+    data = b""
+    try:
+        while True:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            if parent.poll(wait):
+                try:
+                    data = parent.recv_bytes()
+                except EOFError:
+                    data = b""
+                break
+            if not proc.is_alive():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                proc.kill()
+                proc.join()
+                return error(f"model `{name}` did not finish within its time budget of {timeout:g} s and was "
+                             "stopped (it was inside code that an alarm cannot interrupt: a C extension, or code "
+                             "that blocks signals); give it more time with --timeout SECONDS, or fewer points")
+    except BaseException:
+        proc.kill()
+        proc.join()
+        raise
+    finally:
+        parent.close()
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if data:
+        payload = json.loads(data.decode("utf-8"))
+        if payload.get("torch") and "torch" not in sys.modules:
+            import torch  # noqa: F401 - imported once here, later workers inherit it instead of importing it
+        if "result" in payload:
+            return model_from_dict(payload["result"])
+        message = payload["error"]
+        if message == "memory":
+            return error(_out_of_memory(name, memory))
+        return error(f"model `{name}`: {message}")
+    code = proc.exitcode
+    if code is not None and code < 0:
+        if -code == signal.SIGKILL and memory:
+            return error(_out_of_memory(name, memory) + " (the process was killed)")
+        return error(f"model `{name}`: the process checking it was ended by {_signal_name(code)} (a crash in "
+                     "native code: torch, python-flint or the model's own); the other models were checked")
+    return error(f"model `{name}`: the process checking it ended with exit code {code} without a result "
+                 "(did its code call os._exit?)")
+
+
+def _out_of_memory(name: str, memory: int | None) -> str:
+    limit = f" of {memory / 2**30:.1f} GiB" if memory else ""
+    return (f"model `{name}` ran out of memory (limit{limit}, set by $GRADCHECK_SYM_MEMORY_GB); check fewer "
+            "points (--samples) or a smaller model")
