@@ -39,7 +39,7 @@ FLOOR_ULPS = 4.0
 FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the declared order)
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 
-VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined")
+VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise")  # imprecise: the audit's band
 
 
 def ulp(x: float, dtype: str) -> float:
