@@ -142,8 +142,7 @@ def logistic(*, input_grads: bool = False) -> Model:
     )
 
 
-def builtin_models(*, input_grads: bool = False) -> list[Model]:
-    """The lecture's models, in the order the lecture meets them.  ``input_grads=True`` checks
-    ∂loss/∂x too, as the lecture's backward pass forms it at every node (its training program
-    itself only asks for ω's gradient, and the committed reports are of that)."""
+def builtin_models(*, input_grads: bool = True) -> list[Model]:
+    """The lecture's models, in the order the lecture meets them, checking ∂loss/∂x too
+    (``input_grads``), as the lecture's backward pass forms it at every node."""
     return [m(input_grads=input_grads) for m in (linear, affine, quadratic, two_linear_layers, mlp, logistic)]
