@@ -82,9 +82,11 @@ def run_isolated(
     name: str,
     timeout: float | None,
     error: Callable[[str], ModelResult],
+    more: bool = True,
 ) -> ModelResult:
     """``run()`` in a forked worker; its result, or ``error(message)`` saying what ended it.
-    ``KeyboardInterrupt`` in the parent kills the worker and propagates."""
+    ``KeyboardInterrupt`` in the parent kills the worker and propagates.  ``more``: other work
+    follows, so a torch the worker needed is imported here once, for the next workers to inherit."""
     if not can_isolate():
         return run()
     memory = memory_limit()
@@ -128,7 +130,7 @@ def run_isolated(
         proc.join()
     if data:
         payload = json.loads(data.decode("utf-8"))
-        if payload.get("torch") and "torch" not in sys.modules:
+        if more and payload.get("torch") and "torch" not in sys.modules:
             import torch  # noqa: F401 - imported once here, later workers inherit it instead of importing it
         if "result" in payload:
             return model_from_dict(payload["result"])
