@@ -278,3 +278,26 @@ def test_a_default_time_budget(run_cli):
 
     assert build_parser().parse_args(["verify"]).timeout == 600
     assert build_parser().parse_args(["verify", "--timeout", "none"]).timeout is None
+
+
+def test_a_worker_forked_from_a_process_that_ran_torch_does_not_hang(tmp_path):
+    """torch's thread pools do not survive a fork: a parallel operation in a worker forked from a
+    process that already ran one would wait forever."""
+    code = textwrap.dedent("""
+        import sys, torch
+        a = torch.randn(1000, 1000)
+        (a @ a).sum(); torch.exp(torch.randn(10**6)).sum()  # the caller's thread pools are running
+        from gradcheck_sym.cli import main
+        sys.exit(main(["verify", "m.py", "--no-report", "--quiet", "--samples", "1", "--timeout", "40"]))
+    """)
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import sympy as sp, torch
+        from gradcheck_sym import Model
+        x, w = sp.symbols("x w", real=True)
+        big = lambda w, x: (w * x) ** 2 + 0 * (torch.ones(600, 600, dtype=w.dtype) @ torch.ones(600, 600, dtype=w.dtype)).sum()
+        m = Model(name="m", loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (0, 1)}, impl=big)
+    """))
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 40

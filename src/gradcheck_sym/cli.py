@@ -234,16 +234,17 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _err(f"error: {e}")
     results: list[ModelResult] = []
     replay = None
+    replay_follows = (not args.targets and args.expr is None) or args.targets == ["builtin"]
     try:
         for k, (target, m) in enumerate(models, start=1):
             t0 = time.perf_counter()
             progress(f"[{k}/{len(models)}] {m.name}: {m.description or _count(m.n_params, 'parameter')}")
-            r = _check(m, target, args, progress)
+            r = _check(m, target, args, progress, more=k < len(models) or replay_follows)
             progress(f"    {m.name}: {r.status} in {time.perf_counter() - t0:.1f} s")
             if r.status == "error":
                 _err(f"error: {r.error}")
             results.append(r)
-        if (not args.targets and args.expr is None) or args.targets == ["builtin"]:
+        if replay_follows:
             from .training import replay as run_replay
 
             progress("replaying the lecture's training loop (float32 and exact)")
@@ -262,7 +263,7 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return _finish(args, run)
 
 
-def _check(m: Model, target: str, args: argparse.Namespace, progress: Any) -> ModelResult:
+def _check(m: Model, target: str, args: argparse.Namespace, progress: Any, *, more: bool) -> ModelResult:
     """One model, in a worker process of its own (see `worker`)."""
     from .verifier import _error_result, verify
     from .worker import run_isolated
@@ -272,7 +273,8 @@ def _check(m: Model, target: str, args: argparse.Namespace, progress: Any) -> Mo
                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"),
                       order=args.order, modes=args.modes)
 
-    return run_isolated(run, name=m.name, timeout=args.timeout, error=lambda msg: _error_result(m, target, msg))
+    return run_isolated(run, name=m.name, timeout=args.timeout, error=lambda msg: _error_result(m, target, msg),
+                        more=more)
 
 
 def _count(n: int, noun: str) -> str:

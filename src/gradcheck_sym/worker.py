@@ -13,7 +13,9 @@ JSON.  Whatever the model's code does, the run goes on and the model gets a clea
   machine's memory), so it fails with MemoryError, or is killed, instead of taking the machine
   towards the OOM killer.
 
-Where ``fork`` is not available (Windows), models are checked in-process, as before.
+Where ``fork`` is not available (Windows), models are checked in-process, as before.  Where the
+calling process imported torch itself (a model file that imports it, a program calling `cli.main`)
+the worker runs torch on one thread: torch's thread pools do not survive a fork.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .budget import memory_limit
 from .results import ModelResult, model_from_dict, model_to_dict
 
 GRACE = 5.0  # seconds past the model's own budget (enforced inside by SIGALRM) before it is killed
+_OWN_TORCH: list[bool] = []  # torch was imported here, by `run_isolated`, and has run nothing here
 
 
 def can_isolate() -> bool:
@@ -40,10 +43,16 @@ def can_isolate() -> bool:
 _HELD = {signal.SIGINT, signal.SIGTERM}
 
 
-def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None) -> None:
+def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_thread: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the parent's to handle:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # it kills this process when it stops
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+    if one_thread:
+        # torch's OpenMP and BLAS thread pools do not survive a fork: a parallel operation in the
+        # child of a process that already ran one waits forever.  One thread never enters them.
+        import torch
+
+        torch.set_num_threads(1)
     if memory:
         import resource
 
@@ -82,15 +91,18 @@ def run_isolated(
     name: str,
     timeout: float | None,
     error: Callable[[str], ModelResult],
+    more: bool = True,
 ) -> ModelResult:
     """``run()`` in a forked worker; its result, or ``error(message)`` saying what ended it.
-    ``KeyboardInterrupt`` in the parent kills the worker and propagates."""
+    ``KeyboardInterrupt`` in the parent kills the worker and propagates.  ``more``: other work
+    follows, so a torch the worker needed is imported here once, for the next workers to inherit."""
     if not can_isolate():
         return run()
     memory = memory_limit()
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, run, memory), daemon=True)
+    one_thread = "torch" in sys.modules and not _OWN_TORCH  # the caller's torch may have run on threads
+    proc = ctx.Process(target=_child, args=(child, run, memory, one_thread), daemon=True)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
     try:
         proc.start()
@@ -128,8 +140,10 @@ def run_isolated(
         proc.join()
     if data:
         payload = json.loads(data.decode("utf-8"))
-        if payload.get("torch") and "torch" not in sys.modules:
+        if more and payload.get("torch") and "torch" not in sys.modules:
             import torch  # noqa: F401 - imported once here, later workers inherit it instead of importing it
+
+            _OWN_TORCH.append(True)
         if "result" in payload:
             return model_from_dict(payload["result"])
         message = payload["error"]
