@@ -56,6 +56,27 @@ def torch_callable(fn: AuditFunction) -> Callable[..., Any]:
     return eval(f"lambda {names}: {fn.call}", {"torch": torch})  # noqa: S307
 
 
+def second_formula(fn: AuditFunction) -> sp.Expr | None:
+    """torch's double backward of a unary row, over the values it reads: autograd differentiates
+    the first-order formula ``g`` (derivatives.yaml) operation by operation, so the chain rule
+    ``∂g/∂x + Σ ∂g/∂s · D_s`` where ``D_s`` is torch's own formula for the derivative of the
+    intermediate ``s`` over rounded values (the saved output's is ``g`` itself: sigmoid_backward's
+    derivative is ``(1 − 2·out)·out·(1 − out)``, tanh_backward's ``−2·out·(1 − out²)``), never the
+    exact derivative of ``s`` in ``x``.  None when an intermediate's derivative is not known: then
+    no bound is claimed."""
+    g = fn.backward.get(fn.args[0].name)
+    if g is None:
+        return None
+    x = fn.args[0]
+    g2 = sp.diff(g, x)
+    for s in fn.intermediates:
+        d = fn.derivatives.get(s, g if s.name == "out" else None)
+        if d is None:
+            return None
+        g2 = g2 + sp.diff(g, s) * d
+    return g2.replace(sp.DiracDelta, lambda *a: sp.Integer(0))  # autograd's sgn and step have derivative 0
+
+
 class _Judge:
     """The exact side of one function: compiled derivatives and rounding bounds."""
 
@@ -72,12 +93,9 @@ class _Judge:
         self.next_second = [Exact(sp.diff(fn.definition, args[0], 3), args, fn.removable)] if self.second else []
         self.formula = [fn.backward.get(a.name) for a in args]
         g = self.formula[0]
+        self.formula2: sp.Expr | None = None
         if g is not None and self.second is not None:
-            x = args[0]
-            g2 = sp.diff(g, x) + sum((sp.diff(g, s) * sp.diff(e, x) for s, e in fn.intermediates.items()), sp.Integer(0))
-            self.formula2: sp.Expr | None = g2
-        else:
-            self.formula2 = None
+            self.formula2 = second_formula(fn)
 
     def exact(self, which: Exact, point: tuple[float, ...], f: FloatFormat, arg: int) -> tuple[str, ExactValue, ExactValue]:
         """("smooth" | "corner" | "jump", left, right): one-sided values where the definition is
