@@ -20,6 +20,7 @@ from gradcheck_sym.audit.exact import Exact, rounding_bound
 from gradcheck_sym.audit.formats import DTYPES, fmt, round_to, ulp
 from gradcheck_sym.audit.functions import BY_NAME, FUNCTIONS, OUT, X, Y, select
 from gradcheck_sym.audit.hardpoints import points, saturation_point
+from gradcheck_sym.audit.run import _Judge, second_formula
 from gradcheck_sym.results import from_json
 
 F64 = fmt("float64")
@@ -165,6 +166,54 @@ def test_an_s_times_1_minus_s_rounding_loss_is_imprecise() -> None:
     b = bands.band(value, exact, d.rounded, err, ulp(d.rounded, F64), explained)
     assert err / ulp(d.rounded, F64) > bands.AGREE_ULPS
     assert b.verdict == "imprecise", b
+
+
+def test_the_second_order_formula_is_torchs_double_backward_and_equals_the_second_derivative() -> None:
+    """The ∂² bound reads what torch's double backward reads: sigmoid_backward's derivative over the
+    saved output (derivatives.yaml), not the exact derivative of the output in x; and each row's
+    formula is, in exact arithmetic, the second derivative."""
+    assert sp.simplify(second_formula(BY_NAME["torch.sigmoid"]) - (1 - 2 * OUT) * OUT * (1 - OUT)) == 0
+    assert sp.simplify(second_formula(BY_NAME["torch.tanh"]) + 2 * OUT * (1 - OUT**2)) == 0
+    assert not second_formula(BY_NAME["torch.sigmoid"]).has(X)
+    for f in FUNCTIONS:
+        if not f.second_order or len(f.args) != 1 or f.corners:
+            continue
+        g2 = second_formula(f)
+        assert g2 is not None, f.name
+        lo, hi = f.range
+        point = (round_to(lo + 0.3 * (hi - lo) + 0.01, F64),)
+        exact = Exact(sp.diff(f.definition, X, 2), f.args).value(point, F64)
+        via = Exact(g2.subs(f.intermediates), f.args).value(point, F64)
+        assert exact.kind == via.kind == "finite", f.name
+        assert abs(exact.rounded - via.rounded) <= 64 * ulp(exact.rounded, F64), f.name
+
+
+def _second_order_band(name: str, dtype: str, x: float, value: float) -> bands.Band:
+    f = fmt(dtype)
+    judge = _Judge(BY_NAME[name])
+    assert judge.second is not None
+    ex = judge.second.value((x,), f)
+    exact = float(ex.ball.mid())
+    return bands.band(value, exact, ex.rounded, abs(value - exact), ulp(ex.rounded, f),
+                      judge.explained(judge.formula2, (x,), f), "grad2",
+                      judge.sensitivity(judge.next_second, (x,), f), f.tiny)
+
+
+def test_sigmoids_double_backward_tail_loss_in_float32_is_imprecise_and_a_planted_one_a_mismatch() -> None:
+    """torch's ∂² of sigmoid at x = 20 in float32 reads s rounded to 1 and returns (−)0 for −2e-9:
+    rounding s by one ulp moves (1 − 2s)·s·(1 − s) by about u, so the loss is imprecise; a wrong
+    second derivative (the first derivative returned, the sign flipped) is a mismatch."""
+    x = torch.tensor([20.0], dtype=torch.float32, requires_grad=True)
+    (g,) = torch.autograd.grad(torch.sigmoid(x), x, torch.ones_like(x), create_graph=True)
+    (g2,) = torch.autograd.grad(g, x, torch.ones_like(g))
+    value = float(g2.item())
+    tail = _second_order_band("torch.sigmoid", "float32", 20.0, value)
+    assert value == 0.0 and tail.verdict == "imprecise", tail
+    exact2 = float(_Judge(BY_NAME["torch.sigmoid"]).second.value((2.0,), fmt("float32")).rounded)
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, -exact2).verdict == "mismatch"
+    first = 1 / (1 + math.exp(-2.0)) * (1 - 1 / (1 + math.exp(-2.0)))
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, first).verdict == "mismatch"
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, exact2).verdict == "agree"
 
 
 def test_zero_for_a_representable_derivative_is_a_mismatch_but_underflow_compares_absolutely() -> None:

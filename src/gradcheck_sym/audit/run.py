@@ -196,7 +196,7 @@ def _alone(fn: AuditFunction, dtype: str, device: str, point: tuple[float, ...],
 
 
 def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, value: float, ex: ExactValue,
-           f: FloatFormat, explain: Callable[[], tuple[float | None, float | None]]) -> Check:
+           f: FloatFormat, explain: Callable[[], tuple[float | None, float | None]], bounded: bool = True) -> Check:
     from flint import arb
 
     assert ex.ball is not None
@@ -213,7 +213,7 @@ def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, va
         abs_error = math.inf if not math.isnan(value) else math.nan
     u = ulp(ex.rounded, f)
     explained, sensitivity = explain() if bands.needs_explanation(value, ex.rounded, abs_error, u, exact) else (None, None)
-    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity, f.tiny)
+    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity, f.tiny, bounded)
     return Check(source=source, dtype=dtype, param=param, quantity=quantity, point=point, exact=exact,
                  exact_text=ex.text, value=value, abs_error=abs_error,
                  rel_error=(abs_error / abs(exact) if exact != 0 else (0.0 if abs_error == 0 else math.inf)),
@@ -264,7 +264,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                 kind, left, right = judge.exact(judge.second, p.values, f, 0)
                 c = _judged("autograd", "grad2", dtype, fn.args[0].name, i, values["grad2"][0][i], kind, left, right,
                             f, fx, lambda: (judge.explained(judge.formula2, p.values, f),
-                                            judge.sensitivity(judge.next_second, p.values, f)))
+                                            judge.sensitivity(judge.next_second, p.values, f)),
+                            bounded=judge.formula2 is not None)
                 if c is None:
                     unresolved += 1
                 else:
@@ -293,7 +294,7 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
 
 def _judged(source: str, quantity: str, dtype: str, param: str, i: int, v: float, kind: str, left: ExactValue,
             right: ExactValue, f: FloatFormat, fx: ExactValue,
-            explain: Callable[[], tuple[float | None, float | None]]) -> Check | None:
+            explain: Callable[[], tuple[float | None, float | None]], bounded: bool = True) -> Check | None:
     if kind == "corner":
         tol = bands.AGREE_ULPS * max(ulp(left.rounded, f), ulp(right.rounded, f))
         verdict, convention = bands.corner_band(v, left.rounded, right.rounded, tol)
@@ -307,7 +308,7 @@ def _judged(source: str, quantity: str, dtype: str, param: str, i: int, v: float
     if left.kind != "finite":
         return None
     return _check(source=source, quantity=quantity, dtype=dtype, param=param, point=i, value=v, ex=left, f=f,
-                  explain=explain)
+                  explain=explain, bounded=bounded)
 
 
 def _keep(checks: list[Check], pts: dict[str, list[dict[str, Any]]], fn: AuditFunction, device: str) -> list[Check]:
