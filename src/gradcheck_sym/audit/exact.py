@@ -371,7 +371,8 @@ def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Round
         a, ea = _running(inner, env, saved, us, uc, memo)
         env2 = {**env, z: a}
         v = _Compiler()(e)(env)
-        d = _Compiler()(sp.diff(e.subs(inner, z), z))(env2)
+        # sign and step are flat where they are evaluated (the point is off their jump)
+        d = _Compiler()(sp.diff(e.subs(inner, z), z).replace(sp.DiracDelta, lambda *_: sp.Integer(0)))(env2)
         # a function is charged one rounding of its result and one of its argument (the range
         # reduction or shift that libraries do first: x + k in digamma, πx in its reflection)
         internal = abs(d) * abs(a) * uc if isinstance(e, sp.Function) else arb(0)
