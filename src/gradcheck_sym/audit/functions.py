@@ -54,6 +54,9 @@ class AuditFunction:
     # double backward multiplies by (the saved output's is the row's own backward formula, the
     # default; a kernel's sigmoid is differentiated by sigmoid_backward, s·(1 − s), ...)
     derivatives: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # torch's double backward where it is its own formula rather than autograd through the first
+    # order one (softplus_double_backward, log_sigmoid_double_backward), over `intermediates`
+    backward2: sp.Expr | None = None
     convention: str = ""  # torch's documented deviation from the definition, if any
 
 
@@ -145,6 +148,7 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
        range=(-40.0, 10.0)),
     _f("torch.nn.functional.softplus", "torch.nn.functional.softplus(x)", sp.log(1 + sp.exp(X)),
        sp.exp(X) / (sp.exp(X) + 1), special=(sp.Integer(20),), saturation=((-1, sp.Integer(0)),),
+       intermediates={S: _sig}, backward2=_pw((S * (1 - S), X < 20), (0, True)),  # softplus_double_backward
        convention="documented: for x > threshold (default 20) softplus returns x itself, so its derivative is "
        "exactly 1 there"),
     _f("torch.nn.functional.mish", "torch.nn.functional.mish(x)", X * sp.tanh(sp.log(1 + sp.exp(X))),
@@ -160,7 +164,8 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
     _f("torch.nn.functional.celu", "torch.nn.functional.celu(x)", _pw((sp.exp(X) - 1, X <= 0), (X, True)),
        sp.Piecewise((sp.exp(X), X <= 0), (1, True)), corners=(sp.Integer(0),)),
     _f("torch.nn.functional.logsigmoid", "torch.nn.functional.logsigmoid(x)", -sp.log(1 + sp.exp(-X)),
-       1 / (1 + sp.exp(X)), saturation=((1, sp.Integer(0)),)),
+       1 / (1 + sp.exp(X)), saturation=((1, sp.Integer(0)),),
+       intermediates={S: _sig}, backward2=(S - 1) * S),  # log_sigmoid_double_backward: (z − 1)·z, z = sigmoid(x)
     _f("torch.nn.functional.softsign", "torch.nn.functional.softsign(x)", _pw((X / (1 - X), X < 0), (X / (1 + X), True)),
        1 / (1 + sp.Abs(X)) - X * sp.sign(X) / (1 + sp.Abs(X))**2, corners=(sp.Integer(0),)),
     _f("torch.nn.functional.tanhshrink", "torch.nn.functional.tanhshrink(x)", X - sp.tanh(X),

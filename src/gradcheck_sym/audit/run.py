@@ -64,12 +64,16 @@ def second_formula(fn: AuditFunction) -> sp.Expr | None:
     derivative is ``(1 − 2·out)·out·(1 − out)``, tanh_backward's ``−2·out·(1 − out²)``), never the
     exact derivative of ``s`` in ``x``.  None when an intermediate's derivative is not known: then
     no bound is claimed."""
+    if fn.backward2 is not None:
+        return fn.backward2
     g = fn.backward.get(fn.args[0].name)
     if g is None:
         return None
     x = fn.args[0]
     g2 = sp.diff(g, x)
     for s in fn.intermediates:
+        if not g.has(s):
+            continue
         d = fn.derivatives.get(s, g if s.name == "out" else None)
         if d is None:
             return None
