@@ -241,12 +241,14 @@ def test_zero_is_excused_only_where_rounding_the_input_moves_the_derivative_more
     assert (lost.verdict, excused.verdict) == ("mismatch", "imprecise")
 
 
-def test_without_a_rounding_bound_only_a_lost_derivative_is_claimed() -> None:
+def test_without_a_rounding_bound_only_nan_or_inf_is_claimed() -> None:
     e, f = 0.25, F64
     off = bands.band(e * (1 + 2**-40), e, e, e * 2**-40, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
     lost = bands.band(-e, e, e, 2 * e, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
     unevaluable = bands.band(0.0, e, e, e, ulp(e, f), math.inf, "grad", None, f.tiny)
-    assert (off.verdict, lost.verdict, unevaluable.verdict) == ("imprecise", "mismatch", "mismatch")
+    nan = bands.band(math.nan, e, e, math.nan, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
+    assert (off.verdict, lost.verdict, unevaluable.verdict, nan.verdict) == ("imprecise", "imprecise", "imprecise",
+                                                                             "mismatch")
 
 
 def test_corner_verdicts() -> None:

@@ -19,8 +19,8 @@ formula at that point (`exact.rounding_bound`):
    covers an error as large as the quantities the formula reads: those are beyond ``S``.
 5. **mismatch** otherwise: an error no rounding of that formula explains.
 
-Where no formula for what torch computes is known (``bounded=False``), an error smaller than the
-value is **imprecise**: only NaN/inf and a lost value (0, the wrong sign) are claimed.
+Where no rounding bound for what torch computes is known or can be evaluated (``bounded=False``, a
+bound that is not finite), a finite value is **imprecise**: only NaN/inf are claimed.
 
 A forward value (not a derivative) beyond 4 ulp is **imprecise** unless all its digits are lost (0,
 the wrong sign: a mismatch): there is no backward formula to explain it.
@@ -77,13 +77,11 @@ def band(value: float, exact: float, rounded: float, abs_error: float, ulp: floa
         if lost:
             return Band("mismatch", ulps, f"returns {what} where the exact value {_fmt(exact)} is representable")
         return Band("imprecise", ulps, f"forward value off by more than {AGREE_ULPS:g} ulp")
-    if explained is not None and math.isinf(explained):  # the bound could not be evaluated here
+    if explained is not None and not math.isfinite(explained):  # the bound could not be evaluated here
         bounded = False
-    if not bounded:  # no bound for what torch computes: only a lost value is claimed
-        if not lost:
-            return Band("imprecise", ulps, "no rounding bound for torch's formula here: an error smaller than the "
-                        "value is reported, not claimed as a wrong derivative")
-        explained = None
+    if not bounded:  # no bound for what torch computes: only NaN/inf (above) is claimed
+        return Band("imprecise", ulps, "no rounding bound for torch's formula could be evaluated here: reported, "
+                    "not claimed as a wrong derivative")
     bound = EXPLAINED_FACTOR * (explained or 0.0) + (sensitivity or 0.0) + AGREE_ULPS * ulp
     if (explained is not None or sensitivity is not None) and abs_error <= bound:
         if lost:

@@ -303,11 +303,14 @@ def rounding_bound(expr: sp.Expr, env: dict[sp.Symbol, arb], saved: set[sp.Symbo
     ``underflow`` (the smallest subnormal) absolutely: gradual underflow is not relative.  Evaluated on balls at
     the point ``env``; returns an upper bound as a float (inf if it cannot be bounded)."""
     old = flint.ctx.prec
-    flint.ctx.prec = 64
     try:
-        _, err = _running(expr, env, saved, _Rounding(u_saved, underflow), _Rounding(u_compute, underflow), {})
-        e = err.upper()
-        return float(e) if e.is_finite() else math.inf
+        for prec in (64, 256, 1024):  # Bessel functions at large arguments need more than 64 bits
+            flint.ctx.prec = prec
+            _, err = _running(expr, env, saved, _Rounding(u_saved, underflow), _Rounding(u_compute, underflow), {})
+            e = err.upper()
+            if e.is_finite():
+                return float(e)
+        return math.inf
     except (ValueError, ZeroDivisionError):
         return math.inf
     finally:

@@ -169,7 +169,9 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
     _f("torch.nn.functional.softsign", "torch.nn.functional.softsign(x)", _pw((X / (1 - X), X < 0), (X / (1 + X), True)),
        1 / (1 + sp.Abs(X)) - X * sp.sign(X) / (1 + sp.Abs(X))**2, corners=(sp.Integer(0),)),
     _f("torch.nn.functional.tanhshrink", "torch.nn.functional.tanhshrink(x)", X - sp.tanh(X),
-       1 - (1 - T**2), intermediates={T: sp.tanh(X)}, derivatives={T: 1 - T**2}),
+       # x − tanh(x) by autograd: 1 + (−tanh_backward) = 1 − (1 − t²), kept unevaluated (SymPy would make it t²)
+       sp.Add(1, sp.Mul(-1, sp.Add(1, -T**2, evaluate=False), evaluate=False), evaluate=False),
+       intermediates={T: sp.tanh(X)}, derivatives={T: 1 - T**2}),
     _f("torch.nn.functional.hardtanh", "torch.nn.functional.hardtanh(x)", _pw((-1, X < -1), (X, X <= 1), (1, True)),
        _pw((0, X < -1), (1, X <= 1), (0, True)), corners=(sp.Integer(-1), sp.Integer(1))),
     _f("torch.nn.functional.relu6", "torch.nn.functional.relu6(x)", _pw((0, X < 0), (X, X <= 6), (6, True)),

@@ -119,12 +119,15 @@ class _Judge:
 
     def sensitivity(self, nexts: list[Exact], point: tuple[float, ...], f: FloatFormat) -> float:
         """Σ |x_b|·u·|∂_b (the derivative)|: how far rounding the inputs moves the derivative."""
+        from flint import arb
+
         total = 0.0
         for v, ex in zip(point, nexts):
             d = ex.value(point, f)
             if d.kind != "finite" or d.ball is None:
                 return math.inf
-            total += abs(v) * f.u * abs(float(d.ball.mid()))
+            term = abs(arb(v) * f.u * d.ball.mid())  # in arb: a subnormal x times a huge derivative is not 0·inf
+            total += float(term) if term.is_finite() else math.inf
         return total
 
     def explained(self, formula: sp.Expr | None, point: tuple[float, ...], f: FloatFormat) -> float | None:
@@ -250,6 +253,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                                      value=values["loss"][0][i], ex=fx, f=f, explain=lambda: (None, None)))
             for a, arg in enumerate(fn.args):
                 kind, left, right = judge.exact(judge.first[a], p.values, f, a)
+                if a == 0:
+                    first_kind = kind
                 for source in ("autograd", "jvp"):
                     key = "grad" if source == "autograd" else "jvp"
                     if key not in values:
@@ -266,6 +271,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                         prof.append((p.values[0], c.ulps, c.verdict))
             if judge.second is not None and "grad2" in values:
                 kind, left, right = judge.exact(judge.second, p.values, f, 0)
+                if first_kind in ("corner", "jump"):  # the first derivative jumps: no second derivative
+                    kind = "jump"
                 c = _judged("autograd", "grad2", dtype, fn.args[0].name, i, values["grad2"][0][i], kind, left, right,
                             f, fx, lambda: (judge.explained(judge.formula2, p.values, f),
                                             judge.sensitivity(judge.next_second, p.values, f)),
