@@ -327,6 +327,22 @@ class _Rounding:
         return arb.max(abs(v) * self.u, self.eta)
 
 
+def _propagated(e: sp.Basic, inner: sp.Basic, z: sp.Symbol, env: dict[Any, Any], a: arb, linear: arb,
+                err: arb) -> arb:
+    """How far ``e`` moves when its argument ``a`` errs by ``err``: the first-order ``|f'(a)|·err``,
+    or, where that is larger, ``f`` evaluated over the whole ball ``a ± err`` (a large argument
+    error: cos(πx) with πx rounded by more than a radian, at a point where cos' happens to vanish)."""
+    f = _Compiler()(e.subs(inner, z))
+    try:
+        ball = f({**env, z: arb(a.mid(), err.upper())})
+        v = f({**env, z: a})
+    except (ValueError, ZeroDivisionError):
+        return linear
+    if not ball.is_finite() or not v.is_finite():
+        return linear
+    return arb.max(linear, arb((ball - v).abs_upper()))
+
+
 def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Rounding, uc: _Rounding,
              memo: dict[sp.Basic, tuple[arb, arb]]) -> tuple[arb, arb]:
     if e in memo:
@@ -378,7 +394,7 @@ def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Round
         d = _Compiler()(sp.diff(e.subs(inner, z), z).replace(sp.DiracDelta, lambda *_: sp.Integer(0)))(env2)
         # a function is charged one rounding of its result and one of its argument (the range
         # reduction or shift that libraries do first: x + k in digamma, πx in its reflection)
-        internal = abs(d) * abs(a) * uc if isinstance(e, sp.Function) else arb(0)
-        out = (v, abs(d) * ea + abs(v) * uc + internal)
+        arg_err = ea + (abs(a) * uc if isinstance(e, sp.Function) else arb(0))
+        out = (v, _propagated(e, inner, z, env, a, abs(d) * arg_err, arg_err) + abs(v) * uc)
     memo[e] = out
     return out
