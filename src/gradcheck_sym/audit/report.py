@@ -110,7 +110,8 @@ def _conventions(m: ModelResult, dtype: str) -> str:
 
 
 def _known(name: str) -> list[tuple[str, str]]:
-    return [(k.url, k.title) for k in KNOWN.get(name, ())]
+    """The known issues that match one of the function's mismatches."""
+    return [(k.url, k.title) for k in KNOWN.get(name, ()) if k.mismatch]
 
 
 def markdown(audit: Audit, png: str | None) -> str:
@@ -223,8 +224,10 @@ def markdown(audit: Audit, png: str | None) -> str:
     for name, ks in KNOWN.items():
         if any(m.name == name for m in run.models):
             for k in ks:
-                w(f"* `{name}`: [{k.title}]({k.url}) — {k.finding}")
-    failing = [m.name for m in run.models if m.status == "fail" and m.name not in KNOWN]
+                w(f"* `{name}`: [{k.title}]({k.url}) — {k.finding}"
+                  + ("" if k.mismatch else " (imprecise in this audit: rounding the values torch's formula reads "
+                                           "explains it)"))
+    failing = [m.name for m in run.models if m.status == "fail" and not _known(m.name)]
     new = [n for n in failing if n in SEARCHED_NO_HIT]
     unsearched = [n for n in failing if n not in SEARCHED_NO_HIT]
     w("\nWith mismatches, searched for and not found (seem new): "
