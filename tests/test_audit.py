@@ -277,7 +277,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
 
 def test_cli_writes_the_report_and_verify_style_json(audited: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     r, out = audited
-    assert r.returncode == 1, r.stderr  # sigmoid's double backward loses its tail: a mismatch
+    assert r.returncode == 1, r.stderr  # xlogy's ∂/∂y is NaN at (0, 0): a mismatch
     rep = out / "rep"
     assert {"torch-audit.md", "torch-audit.json"} <= {p.name for p in rep.iterdir()}
     run = from_json((rep / "torch-audit.json").read_text())
@@ -285,12 +285,15 @@ def test_cli_writes_the_report_and_verify_style_json(audited: tuple[subprocess.C
     assert [m.name for m in run.models] == ["torch.sigmoid", "torch.relu", "torch.xlogy"]
     assert run.dtypes == ("float64", "float32")
     by = {m.name: m for m in run.models}
-    assert by["torch.sigmoid"].status == "fail" and by["torch.relu"].status == "pass"
+    assert [by[n].status for n in ("torch.sigmoid", "torch.relu", "torch.xlogy")] == ["pass", "pass", "fail"]
     corner = [c for c in by["torch.relu"].checks if c.verdict == "nondifferentiable" and c.quantity == "grad"]
     assert corner and all((c.left, c.right) == (0.0, 1.0) for c in corner)
     # s(1 − s) returning 0 in the tail, far below the rounding of s ≈ 1: imprecise, never agree
     tail = [c for c in by["torch.sigmoid"].checks if c.quantity == "grad" and c.value == 0 and c.exact > 0]
     assert tail and all(c.verdict == "imprecise" for c in tail)
+    # and its double backward (1 − 2s)·s·(1 − s) the same: imprecise, not a wrong second derivative
+    tail2 = [c for c in by["torch.sigmoid"].checks if c.quantity == "grad2" and c.value == 0 and c.exact != 0]
+    assert tail2 and all(c.verdict == "imprecise" for c in tail2)
     # xlogy: ∂/∂y at (0, 0) is 0 exactly (xlogy(0, y) = 0 for all y); torch gives NaN
     xy = [c for c in by["torch.xlogy"].checks if c.param == "y" and c.source == "autograd" and c.verdict == "mismatch"]
     assert any(by["torch.xlogy"].points[c.dtype][c.point]["x"] == 0 and c.exact == 0 and math.isnan(c.value)
