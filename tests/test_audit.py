@@ -20,6 +20,7 @@ from gradcheck_sym.audit.exact import Exact, rounding_bound
 from gradcheck_sym.audit.formats import DTYPES, fmt, round_to, ulp
 from gradcheck_sym.audit.functions import BY_NAME, FUNCTIONS, OUT, X, Y, select
 from gradcheck_sym.audit.hardpoints import points, saturation_point
+from gradcheck_sym.audit.run import _Judge, second_formula
 from gradcheck_sym.results import from_json
 
 F64 = fmt("float64")
@@ -167,6 +168,54 @@ def test_an_s_times_1_minus_s_rounding_loss_is_imprecise() -> None:
     assert b.verdict == "imprecise", b
 
 
+def test_the_second_order_formula_is_torchs_double_backward_and_equals_the_second_derivative() -> None:
+    """The ∂² bound reads what torch's double backward reads: sigmoid_backward's derivative over the
+    saved output (derivatives.yaml), not the exact derivative of the output in x; and each row's
+    formula is, in exact arithmetic, the second derivative."""
+    assert sp.simplify(second_formula(BY_NAME["torch.sigmoid"]) - (1 - 2 * OUT) * OUT * (1 - OUT)) == 0
+    assert sp.simplify(second_formula(BY_NAME["torch.tanh"]) + 2 * OUT * (1 - OUT**2)) == 0
+    assert not second_formula(BY_NAME["torch.sigmoid"]).has(X)
+    for f in FUNCTIONS:
+        if not f.second_order or len(f.args) != 1 or f.corners:
+            continue
+        g2 = second_formula(f)
+        assert g2 is not None, f.name
+        lo, hi = f.range
+        point = (round_to(lo + 0.3 * (hi - lo) + 0.01, F64),)
+        exact = Exact(sp.diff(f.definition, X, 2), f.args).value(point, F64)
+        via = Exact(g2.subs(f.intermediates), f.args).value(point, F64)
+        assert exact.kind == via.kind == "finite", f.name
+        assert abs(exact.rounded - via.rounded) <= 64 * ulp(exact.rounded, F64), f.name
+
+
+def _second_order_band(name: str, dtype: str, x: float, value: float) -> bands.Band:
+    f = fmt(dtype)
+    judge = _Judge(BY_NAME[name])
+    assert judge.second is not None
+    ex = judge.second.value((x,), f)
+    exact = float(ex.ball.mid())
+    return bands.band(value, exact, ex.rounded, abs(value - exact), ulp(ex.rounded, f),
+                      judge.explained(judge.formula2, (x,), f), "grad2",
+                      judge.sensitivity(judge.next_second, (x,), f), f.tiny)
+
+
+def test_sigmoids_double_backward_tail_loss_in_float32_is_imprecise_and_a_planted_one_a_mismatch() -> None:
+    """torch's ∂² of sigmoid at x = 20 in float32 reads s rounded to 1 and returns (−)0 for −2e-9:
+    rounding s by one ulp moves (1 − 2s)·s·(1 − s) by about u, so the loss is imprecise; a wrong
+    second derivative (the first derivative returned, the sign flipped) is a mismatch."""
+    x = torch.tensor([20.0], dtype=torch.float32, requires_grad=True)
+    (g,) = torch.autograd.grad(torch.sigmoid(x), x, torch.ones_like(x), create_graph=True)
+    (g2,) = torch.autograd.grad(g, x, torch.ones_like(g))
+    value = float(g2.item())
+    tail = _second_order_band("torch.sigmoid", "float32", 20.0, value)
+    assert value == 0.0 and tail.verdict == "imprecise", tail
+    exact2 = float(_Judge(BY_NAME["torch.sigmoid"]).second.value((2.0,), fmt("float32")).rounded)
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, -exact2).verdict == "mismatch"
+    first = 1 / (1 + math.exp(-2.0)) * (1 - 1 / (1 + math.exp(-2.0)))
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, first).verdict == "mismatch"
+    assert _second_order_band("torch.sigmoid", "float32", 2.0, exact2).verdict == "agree"
+
+
 def test_zero_for_a_representable_derivative_is_a_mismatch_but_underflow_compares_absolutely() -> None:
     # σ'(40) lost as s(1 − s) with s rounded to 1: far below the rounding of s, imprecise (as
     # tanh'(−30) = 1 − y² returning 0 for 3.5e-26); unexplained, the same loss is a mismatch
@@ -190,6 +239,16 @@ def test_zero_is_excused_only_where_rounding_the_input_moves_the_derivative_more
     lost = bands.band(0.0, e, r, e, ulp(r, f), None, "grad", sensitivity=1e-31)
     excused = bands.band(0.0, e, r, e, ulp(r, f), None, "grad", sensitivity=1e-29)
     assert (lost.verdict, excused.verdict) == ("mismatch", "imprecise")
+
+
+def test_without_a_rounding_bound_only_nan_or_inf_is_claimed() -> None:
+    e, f = 0.25, F64
+    off = bands.band(e * (1 + 2**-40), e, e, e * 2**-40, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
+    lost = bands.band(-e, e, e, 2 * e, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
+    unevaluable = bands.band(0.0, e, e, e, ulp(e, f), math.inf, "grad", None, f.tiny)
+    nan = bands.band(math.nan, e, e, math.nan, ulp(e, f), None, "grad2", None, f.tiny, bounded=False)
+    assert (off.verdict, lost.verdict, unevaluable.verdict, nan.verdict) == ("imprecise", "imprecise", "imprecise",
+                                                                             "mismatch")
 
 
 def test_corner_verdicts() -> None:
@@ -218,7 +277,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
 
 def test_cli_writes_the_report_and_verify_style_json(audited: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     r, out = audited
-    assert r.returncode == 1, r.stderr  # sigmoid's double backward loses its tail: a mismatch
+    assert r.returncode == 1, r.stderr  # xlogy's ∂/∂y is NaN at (0, 0): a mismatch
     rep = out / "rep"
     assert {"torch-audit.md", "torch-audit.json"} <= {p.name for p in rep.iterdir()}
     run = from_json((rep / "torch-audit.json").read_text())
@@ -226,12 +285,15 @@ def test_cli_writes_the_report_and_verify_style_json(audited: tuple[subprocess.C
     assert [m.name for m in run.models] == ["torch.sigmoid", "torch.relu", "torch.xlogy"]
     assert run.dtypes == ("float64", "float32")
     by = {m.name: m for m in run.models}
-    assert by["torch.sigmoid"].status == "fail" and by["torch.relu"].status == "pass"
+    assert [by[n].status for n in ("torch.sigmoid", "torch.relu", "torch.xlogy")] == ["pass", "pass", "fail"]
     corner = [c for c in by["torch.relu"].checks if c.verdict == "nondifferentiable" and c.quantity == "grad"]
     assert corner and all((c.left, c.right) == (0.0, 1.0) for c in corner)
     # s(1 − s) returning 0 in the tail, far below the rounding of s ≈ 1: imprecise, never agree
     tail = [c for c in by["torch.sigmoid"].checks if c.quantity == "grad" and c.value == 0 and c.exact > 0]
     assert tail and all(c.verdict == "imprecise" for c in tail)
+    # and its double backward (1 − 2s)·s·(1 − s) the same: imprecise, not a wrong second derivative
+    tail2 = [c for c in by["torch.sigmoid"].checks if c.quantity == "grad2" and c.value == 0 and c.exact != 0]
+    assert tail2 and all(c.verdict == "imprecise" for c in tail2)
     # xlogy: ∂/∂y at (0, 0) is 0 exactly (xlogy(0, y) = 0 for all y); torch gives NaN
     xy = [c for c in by["torch.xlogy"].checks if c.param == "y" and c.source == "autograd" and c.verdict == "mismatch"]
     assert any(by["torch.xlogy"].points[c.dtype][c.point]["x"] == 0 and c.exact == 0 and math.isnan(c.value)

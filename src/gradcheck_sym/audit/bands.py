@@ -19,6 +19,9 @@ formula at that point (`exact.rounding_bound`):
    covers an error as large as the quantities the formula reads: those are beyond ``S``.
 5. **mismatch** otherwise: an error no rounding of that formula explains.
 
+Where no rounding bound for what torch computes is known or can be evaluated (``bounded=False``, a
+bound that is not finite), a finite value is **imprecise**: only NaN/inf are claimed.
+
 A forward value (not a derivative) beyond 4 ulp is **imprecise** unless all its digits are lost (0,
 the wrong sign: a mismatch): there is no backward formula to explain it.
 
@@ -44,7 +47,7 @@ class Band:
 
 
 def band(value: float, exact: float, rounded: float, abs_error: float, ulp: float, explained: float | None,
-         quantity: str = "grad", sensitivity: float | None = None, tiny: float = 0.0) -> Band:
+         quantity: str = "grad", sensitivity: float | None = None, tiny: float = 0.0, bounded: bool = True) -> Band:
     """The band of torch's ``value`` against the exact value ``exact`` (nearest float64),
     ``rounded`` (nearest value of the dtype), ``abs_error`` = |value − exact| computed exactly,
     ``ulp`` the dtype's spacing at ``rounded``, ``explained`` the rounding bound S of torch's
@@ -74,6 +77,11 @@ def band(value: float, exact: float, rounded: float, abs_error: float, ulp: floa
         if lost:
             return Band("mismatch", ulps, f"returns {what} where the exact value {_fmt(exact)} is representable")
         return Band("imprecise", ulps, f"forward value off by more than {AGREE_ULPS:g} ulp")
+    if explained is not None and not math.isfinite(explained):  # the bound could not be evaluated here
+        bounded = False
+    if not bounded:  # no bound for what torch computes: only NaN/inf (above) is claimed
+        return Band("imprecise", ulps, "no rounding bound for torch's formula could be evaluated here: reported, "
+                    "not claimed as a wrong derivative")
     bound = EXPLAINED_FACTOR * (explained or 0.0) + (sensitivity or 0.0) + AGREE_ULPS * ulp
     if (explained is not None or sensitivity is not None) and abs_error <= bound:
         if lost:

@@ -303,11 +303,14 @@ def rounding_bound(expr: sp.Expr, env: dict[sp.Symbol, arb], saved: set[sp.Symbo
     ``underflow`` (the smallest subnormal) absolutely: gradual underflow is not relative.  Evaluated on balls at
     the point ``env``; returns an upper bound as a float (inf if it cannot be bounded)."""
     old = flint.ctx.prec
-    flint.ctx.prec = 64
     try:
-        _, err = _running(expr, env, saved, _Rounding(u_saved, underflow), _Rounding(u_compute, underflow), {})
-        e = err.upper()
-        return float(e) if e.is_finite() else math.inf
+        for prec in (64, 256, 1024):  # Bessel functions at large arguments need more than 64 bits
+            flint.ctx.prec = prec
+            _, err = _running(expr, env, saved, _Rounding(u_saved, underflow), _Rounding(u_compute, underflow), {})
+            e = err.upper()
+            if e.is_finite():
+                return float(e)
+        return math.inf
     except (ValueError, ZeroDivisionError):
         return math.inf
     finally:
@@ -322,6 +325,22 @@ class _Rounding:
 
     def __rmul__(self, v: arb) -> arb:
         return arb.max(abs(v) * self.u, self.eta)
+
+
+def _propagated(e: sp.Basic, inner: sp.Basic, z: sp.Symbol, env: dict[Any, Any], a: arb, linear: arb,
+                err: arb) -> arb:
+    """How far ``e`` moves when its argument ``a`` errs by ``err``: the first-order ``|f'(a)|·err``,
+    or, where that is larger, ``f`` evaluated over the whole ball ``a ± err`` (a large argument
+    error: cos(πx) with πx rounded by more than a radian, at a point where cos' happens to vanish)."""
+    f = _Compiler()(e.subs(inner, z))
+    try:
+        ball = f({**env, z: arb(a.mid(), err.upper())})
+        v = f({**env, z: a})
+    except (ValueError, ZeroDivisionError):
+        return linear
+    if not ball.is_finite() or not v.is_finite():
+        return linear
+    return arb.max(linear, arb((ball - v).abs_upper()))
 
 
 def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Rounding, uc: _Rounding,
@@ -371,10 +390,11 @@ def _running(e: sp.Basic, env: dict[Any, Any], saved: set[sp.Symbol], us: _Round
         a, ea = _running(inner, env, saved, us, uc, memo)
         env2 = {**env, z: a}
         v = _Compiler()(e)(env)
-        d = _Compiler()(sp.diff(e.subs(inner, z), z))(env2)
+        # sign and step are flat where they are evaluated (the point is off their jump)
+        d = _Compiler()(sp.diff(e.subs(inner, z), z).replace(sp.DiracDelta, lambda *_: sp.Integer(0)))(env2)
         # a function is charged one rounding of its result and one of its argument (the range
         # reduction or shift that libraries do first: x + k in digamma, πx in its reflection)
-        internal = abs(d) * abs(a) * uc if isinstance(e, sp.Function) else arb(0)
-        out = (v, abs(d) * ea + abs(v) * uc + internal)
+        arg_err = ea + (abs(a) * uc if isinstance(e, sp.Function) else arb(0))
+        out = (v, _propagated(e, inner, z, env, a, abs(d) * arg_err, arg_err) + abs(v) * uc)
     memo[e] = out
     return out

@@ -50,6 +50,13 @@ class AuditFunction:
     saturation: tuple[tuple[int, sp.Expr], ...] = ()  # (direction ±1, limit of the output)
     removable: tuple[sp.Rational, ...] = ()  # points where the formulas are 0/0 but the function is smooth
     second_order: bool = True  # whether double backward is checked
+    # torch's formula for the derivative of each intermediate, over the same symbols: what its
+    # double backward multiplies by (the saved output's is the row's own backward formula, the
+    # default; a kernel's sigmoid is differentiated by sigmoid_backward, s·(1 − s), ...)
+    derivatives: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # torch's double backward where it is its own formula rather than autograd through the first
+    # order one (softplus_double_backward, log_sigmoid_double_backward), over `intermediates`
+    backward2: sp.Expr | None = None
     convention: str = ""  # torch's documented deviation from the definition, if any
 
 
@@ -132,20 +139,23 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
     _f("torch.abs", "torch.abs(x)", _pw((-X, X < 0), (X, True)), sp.sign(X), corners=(sp.Integer(0),)),
     _f("torch.relu", "torch.relu(x)", _pw((0, X <= 0), (X, True)), sp.Heaviside(X, 0), corners=(sp.Integer(0),)),
     _f("torch.nn.functional.silu", "torch.nn.functional.silu(x)", X * _sig, S * (1 + X * (1 - S)),
-       intermediates={S: _sig}),
+       intermediates={S: _sig}, derivatives={S: S * (1 - S)}),
     _f("torch.nn.functional.gelu", "torch.nn.functional.gelu(x)", X * _Phi, _Phi + X * _phi, range=(-40.0, 10.0)),
     _f("torch.nn.functional.gelu(approximate='tanh')", "torch.nn.functional.gelu(x, approximate='tanh')",
        X / 2 * (1 + sp.tanh(_gelu_inner)),
        (1 + T) / 2 + X / 2 * (1 - T**2) * _GELU_K * (1 + 3 * _GELU_C * X**2), intermediates={T: sp.tanh(_gelu_inner)},
+       derivatives={T: (1 - T**2) * _GELU_K * (1 + 3 * _GELU_C * X**2)},
        range=(-40.0, 10.0)),
     _f("torch.nn.functional.softplus", "torch.nn.functional.softplus(x)", sp.log(1 + sp.exp(X)),
        sp.exp(X) / (sp.exp(X) + 1), special=(sp.Integer(20),), saturation=((-1, sp.Integer(0)),),
+       intermediates={S: _sig}, backward2=_pw((S * (1 - S), X < 20), (0, True)),  # softplus_double_backward
        convention="documented: for x > threshold (default 20) softplus returns x itself, so its derivative is "
        "exactly 1 there"),
     _f("torch.nn.functional.mish", "torch.nn.functional.mish(x)", X * sp.tanh(sp.log(1 + sp.exp(X))),
-       T + X * S * (1 - T**2), intermediates={T: sp.tanh(sp.log(1 + sp.exp(X))), S: _sig}),
+       T + X * S * (1 - T**2), intermediates={T: sp.tanh(sp.log(1 + sp.exp(X))), S: _sig},
+       derivatives={T: (1 - T**2) * sp.exp(X) / (sp.exp(X) + 1), S: S * (1 - S)}),
     _f("torch.nn.functional.elu", "torch.nn.functional.elu(x)", _pw((sp.exp(X) - 1, X <= 0), (X, True)),
-       sp.Piecewise((OUT + 1, X <= 0), (1, True)), intermediates={OUT: sp.exp(X) - 1}, corners=(sp.Integer(0),),
+       sp.Piecewise((sp.exp(X), X <= 0), (1, True)), corners=(sp.Integer(0),),  # elu_backward(is_result=false): exp(x)
        saturation=((-1, sp.Integer(-1)),)),
     _f("torch.nn.functional.selu", "torch.nn.functional.selu(x)",
        _SELU_SCALE * _pw((_SELU_ALPHA * (sp.exp(X) - 1), X <= 0), (X, True)),
@@ -154,11 +164,14 @@ FUNCTIONS: tuple[AuditFunction, ...] = (
     _f("torch.nn.functional.celu", "torch.nn.functional.celu(x)", _pw((sp.exp(X) - 1, X <= 0), (X, True)),
        sp.Piecewise((sp.exp(X), X <= 0), (1, True)), corners=(sp.Integer(0),)),
     _f("torch.nn.functional.logsigmoid", "torch.nn.functional.logsigmoid(x)", -sp.log(1 + sp.exp(-X)),
-       1 / (1 + sp.exp(X)), saturation=((1, sp.Integer(0)),)),
+       1 / (1 + sp.exp(X)), saturation=((1, sp.Integer(0)),),
+       intermediates={S: _sig}, backward2=(S - 1) * S),  # log_sigmoid_double_backward: (z − 1)·z, z = sigmoid(x)
     _f("torch.nn.functional.softsign", "torch.nn.functional.softsign(x)", _pw((X / (1 - X), X < 0), (X / (1 + X), True)),
        1 / (1 + sp.Abs(X)) - X * sp.sign(X) / (1 + sp.Abs(X))**2, corners=(sp.Integer(0),)),
     _f("torch.nn.functional.tanhshrink", "torch.nn.functional.tanhshrink(x)", X - sp.tanh(X),
-       1 - (1 - T**2), intermediates={T: sp.tanh(X)}),
+       # x − tanh(x) by autograd: 1 + (−tanh_backward) = 1 − (1 − t²), kept unevaluated (SymPy would make it t²)
+       sp.Add(1, sp.Mul(-1, sp.Add(1, -T**2, evaluate=False), evaluate=False), evaluate=False),
+       intermediates={T: sp.tanh(X)}, derivatives={T: 1 - T**2}),
     _f("torch.nn.functional.hardtanh", "torch.nn.functional.hardtanh(x)", _pw((-1, X < -1), (X, X <= 1), (1, True)),
        _pw((0, X < -1), (1, X <= 1), (0, True)), corners=(sp.Integer(-1), sp.Integer(1))),
     _f("torch.nn.functional.relu6", "torch.nn.functional.relu6(x)", _pw((0, X < 0), (X, X <= 6), (6, True)),

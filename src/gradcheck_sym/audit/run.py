@@ -56,6 +56,31 @@ def torch_callable(fn: AuditFunction) -> Callable[..., Any]:
     return eval(f"lambda {names}: {fn.call}", {"torch": torch})  # noqa: S307
 
 
+def second_formula(fn: AuditFunction) -> sp.Expr | None:
+    """torch's double backward of a unary row, over the values it reads: autograd differentiates
+    the first-order formula ``g`` (derivatives.yaml) operation by operation, so the chain rule
+    ``∂g/∂x + Σ ∂g/∂s · D_s`` where ``D_s`` is torch's own formula for the derivative of the
+    intermediate ``s`` over rounded values (the saved output's is ``g`` itself: sigmoid_backward's
+    derivative is ``(1 − 2·out)·out·(1 − out)``, tanh_backward's ``−2·out·(1 − out²)``), never the
+    exact derivative of ``s`` in ``x``.  None when an intermediate's derivative is not known: then
+    no bound is claimed."""
+    if fn.backward2 is not None:
+        return fn.backward2
+    g = fn.backward.get(fn.args[0].name)
+    if g is None:
+        return None
+    x = fn.args[0]
+    g2 = sp.diff(g, x)
+    for s in fn.intermediates:
+        if not g.has(s):
+            continue
+        d = fn.derivatives.get(s, g if s.name == "out" else None)
+        if d is None:
+            return None
+        g2 = g2 + sp.diff(g, s) * d
+    return g2.replace(sp.DiracDelta, lambda *a: sp.Integer(0))  # autograd's sgn and step have derivative 0
+
+
 class _Judge:
     """The exact side of one function: compiled derivatives and rounding bounds."""
 
@@ -72,12 +97,9 @@ class _Judge:
         self.next_second = [Exact(sp.diff(fn.definition, args[0], 3), args, fn.removable)] if self.second else []
         self.formula = [fn.backward.get(a.name) for a in args]
         g = self.formula[0]
+        self.formula2: sp.Expr | None = None
         if g is not None and self.second is not None:
-            x = args[0]
-            g2 = sp.diff(g, x) + sum((sp.diff(g, s) * sp.diff(e, x) for s, e in fn.intermediates.items()), sp.Integer(0))
-            self.formula2: sp.Expr | None = g2
-        else:
-            self.formula2 = None
+            self.formula2 = second_formula(fn)
 
     def exact(self, which: Exact, point: tuple[float, ...], f: FloatFormat, arg: int) -> tuple[str, ExactValue, ExactValue]:
         """("smooth" | "corner" | "jump", left, right): one-sided values where the definition is
@@ -97,12 +119,15 @@ class _Judge:
 
     def sensitivity(self, nexts: list[Exact], point: tuple[float, ...], f: FloatFormat) -> float:
         """Σ |x_b|·u·|∂_b (the derivative)|: how far rounding the inputs moves the derivative."""
+        from flint import arb
+
         total = 0.0
         for v, ex in zip(point, nexts):
             d = ex.value(point, f)
             if d.kind != "finite" or d.ball is None:
                 return math.inf
-            total += abs(v) * f.u * abs(float(d.ball.mid()))
+            term = abs(arb(v) * f.u * d.ball.mid())  # in arb: a subnormal x times a huge derivative is not 0·inf
+            total += float(term) if term.is_finite() else math.inf
         return total
 
     def explained(self, formula: sp.Expr | None, point: tuple[float, ...], f: FloatFormat) -> float | None:
@@ -178,7 +203,7 @@ def _alone(fn: AuditFunction, dtype: str, device: str, point: tuple[float, ...],
 
 
 def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, value: float, ex: ExactValue,
-           f: FloatFormat, explain: Callable[[], tuple[float | None, float | None]]) -> Check:
+           f: FloatFormat, explain: Callable[[], tuple[float | None, float | None]], bounded: bool = True) -> Check:
     from flint import arb
 
     assert ex.ball is not None
@@ -195,7 +220,7 @@ def _check(*, source: str, quantity: str, dtype: str, param: str, point: int, va
         abs_error = math.inf if not math.isnan(value) else math.nan
     u = ulp(ex.rounded, f)
     explained, sensitivity = explain() if bands.needs_explanation(value, ex.rounded, abs_error, u, exact) else (None, None)
-    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity, f.tiny)
+    b = bands.band(value, exact, ex.rounded, abs_error, u, explained, quantity, sensitivity, f.tiny, bounded)
     return Check(source=source, dtype=dtype, param=param, quantity=quantity, point=point, exact=exact,
                  exact_text=ex.text, value=value, abs_error=abs_error,
                  rel_error=(abs_error / abs(exact) if exact != 0 else (0.0 if abs_error == 0 else math.inf)),
@@ -228,6 +253,8 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                                      value=values["loss"][0][i], ex=fx, f=f, explain=lambda: (None, None)))
             for a, arg in enumerate(fn.args):
                 kind, left, right = judge.exact(judge.first[a], p.values, f, a)
+                if a == 0:
+                    first_kind = kind
                 for source in ("autograd", "jvp"):
                     key = "grad" if source == "autograd" else "jvp"
                     if key not in values:
@@ -244,9 +271,12 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
                         prof.append((p.values[0], c.ulps, c.verdict))
             if judge.second is not None and "grad2" in values:
                 kind, left, right = judge.exact(judge.second, p.values, f, 0)
+                if first_kind in ("corner", "jump"):  # the first derivative jumps: no second derivative
+                    kind = "jump"
                 c = _judged("autograd", "grad2", dtype, fn.args[0].name, i, values["grad2"][0][i], kind, left, right,
                             f, fx, lambda: (judge.explained(judge.formula2, p.values, f),
-                                            judge.sensitivity(judge.next_second, p.values, f)))
+                                            judge.sensitivity(judge.next_second, p.values, f)),
+                            bounded=judge.formula2 is not None)
                 if c is None:
                     unresolved += 1
                 else:
@@ -275,7 +305,7 @@ def audit_function(name: str, dtypes: Sequence[str], device: str, n_random: int,
 
 def _judged(source: str, quantity: str, dtype: str, param: str, i: int, v: float, kind: str, left: ExactValue,
             right: ExactValue, f: FloatFormat, fx: ExactValue,
-            explain: Callable[[], tuple[float | None, float | None]]) -> Check | None:
+            explain: Callable[[], tuple[float | None, float | None]], bounded: bool = True) -> Check | None:
     if kind == "corner":
         tol = bands.AGREE_ULPS * max(ulp(left.rounded, f), ulp(right.rounded, f))
         verdict, convention = bands.corner_band(v, left.rounded, right.rounded, tol)
@@ -289,7 +319,7 @@ def _judged(source: str, quantity: str, dtype: str, param: str, i: int, v: float
     if left.kind != "finite":
         return None
     return _check(source=source, quantity=quantity, dtype=dtype, param=param, point=i, value=v, ex=left, f=f,
-                  explain=explain)
+                  explain=explain, bounded=bounded)
 
 
 def _keep(checks: list[Check], pts: dict[str, list[dict[str, Any]]], fn: AuditFunction, device: str) -> list[Check]:
