@@ -262,7 +262,8 @@ def test_corner_verdicts() -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "gradcheck_sym", "audit", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -330,7 +330,10 @@ def test_report_keeps_every_page_inside_its_folder(report, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["{", "[]", '{"models": "x"}', "[" * 100_000 + "]" * 100_000,
-                                  '{"models": [{"name": "m", "status": "Pass"}]}', "\xff\xfe"])
+                                  '{"models": [{"name": "m", "status": "Pass"}]}', "\xff\xfe"],
+                         ids=["unclosed", "list", "models-not-a-list", "nested-100000", "bad-status", "not-utf8"])
+# (short ids: the 200,000-character one would go into PYTEST_CURRENT_TEST, and an environment
+# variable over 128 KiB makes every subprocess fail with "Argument list too long")
 def test_report_of_malformed_json_is_one_line(tmp_path, text):
     (tmp_path / "bad.json").write_text(text, encoding="latin-1")
     r = run("report", "bad.json", cwd=tmp_path)

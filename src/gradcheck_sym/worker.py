@@ -56,9 +56,13 @@ def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_th
     if memory:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        # the data limit (heap and private anonymous memory), not the address space: a CUDA build
+        # of torch maps gigabytes of libraries and reservations that use no memory, and under an
+        # address-space limit its import fails ("failed to map segment from shared object")
+        which = getattr(resource, "RLIMIT_DATA", resource.RLIMIT_AS)
+        soft, hard = resource.getrlimit(which)
         limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        resource.setrlimit(which, (limit, hard))
     try:
         result = run()
         if result.status == "error" and "MemoryError" in (result.error or ""):
