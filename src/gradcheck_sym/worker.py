@@ -9,9 +9,9 @@ JSON.  Whatever the model's code does, the run goes on and the model gets a clea
   "ended by SIGFPE";
 * a C call that never returns, or code that masks SIGALRM: the worker is killed at its deadline
   (the model's time budget plus a grace period), "did not finish within N s";
-* a memory blow-up: the worker's address space is limited (`budget.MEMORY_FRACTION` of the
-  machine's memory), so it fails with MemoryError, or is killed, instead of taking the machine
-  towards the OOM killer.
+* a memory blow-up: the worker's data (heap and private memory, not its address space) is limited
+  (`budget.MEMORY_FRACTION` of the machine's memory), so it fails with MemoryError, or is killed,
+  instead of taking the machine towards the OOM killer.
 
 Where ``fork`` is not available (Windows), models are checked in-process, as before.  Where the
 calling process imported torch itself (a model file that imports it, a program calling `cli.main`)
