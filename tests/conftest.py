@@ -36,8 +36,9 @@ def private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def run_cli():
-    """Run ``python -m gradcheck_sym ARGS`` in a subprocess, as a user would."""
+def run_cli_process():
+    """Run ``python -m gradcheck_sym ARGS`` in a subprocess, as a user would: for the tests about
+    the process itself (exit codes, imports, signals, a fresh interpreter)."""
     import subprocess
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -45,6 +46,47 @@ def run_cli():
             [sys.executable, "-m", "gradcheck_sym", *args], capture_output=True, text=True,
             cwd=cwd, timeout=timeout,
         )
+
+    return run
+
+
+def _own_module(module: object, keep: tuple[str, ...]) -> bool:
+    """A module a model file brought in (not the standard library, an installed package or ours)."""
+    f = getattr(module, "__file__", None) or ""
+    return bool(f) and not f.startswith(keep)
+
+
+@pytest.fixture
+def run_cli(monkeypatch):
+    """``python -m gradcheck_sym ARGS`` run in this process: ``cli.main`` with the same argv, working
+    folder, ``sys.path`` and a fresh module state, stdout and stderr captured; it returns what the
+    subprocess would (``returncode``, ``stdout``, ``stderr``).  Starting a Python that imports
+    torch costs seconds per call; `run_cli_process` keeps one real process per behaviour."""
+    import contextlib
+    import io
+    import subprocess
+
+    from gradcheck_sym import cache, cli
+
+    keep = (sys.prefix, sys.base_prefix, str(ROOT / "src"))
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        out, err = io.StringIO(), io.StringIO()
+        before = set(sys.modules)
+        with monkeypatch.context() as m:
+            m.setattr(cache, "_DISABLED", False)  # process-wide state a fresh process starts without
+            m.setattr(cache, "_WARNED", set())
+            m.chdir(cwd or Path.cwd())
+            m.syspath_prepend(str(cwd or Path.cwd()))  # `python -m` puts the working folder first
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    code = cli.main(list(args))
+            finally:
+                for name in set(sys.modules) - before:
+                    if _own_module(sys.modules[name], keep):
+                        del sys.modules[name]
+        return subprocess.CompletedProcess(["python", "-m", "gradcheck_sym", *args], code, out.getvalue(),
+                                           err.getvalue())
 
     return run
 
