@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,49 +57,49 @@ def _own_module(module: object, keep: tuple[str, ...]) -> bool:
     return bool(f) and not f.startswith(keep)
 
 
-@pytest.fixture
-def run_cli(monkeypatch):
+def run_in_process(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m gradcheck_sym ARGS`` run in this process: ``cli.main`` with the same argv, working
     folder, ``sys.path`` and a fresh module state, stdout and stderr captured; it returns what the
     subprocess would (``returncode``, ``stdout``, ``stderr``).  Starting a Python that imports
     torch costs seconds per call; `run_cli_process` keeps one real process per behaviour."""
     import _thread
     import contextlib
-    import subprocess
     import tempfile
     import threading
 
     from gradcheck_sym import cache, cli
 
     keep = (sys.prefix, sys.base_prefix, str(ROOT / "src"))
+    # files, not StringIO: the model workers `cli` forks write to the same files (line-buffered)
+    out, err = (tempfile.TemporaryFile("w+", buffering=1, encoding="utf-8") for _ in range(2))
+    before = set(sys.modules)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cache, "_DISABLED", False)  # process-wide state a fresh process starts without
+        m.setattr(cache, "_WARNED", set())
+        m.chdir(cwd or Path.cwd())
+        m.syspath_prepend(str(cwd or Path.cwd()))  # `python -m` puts the working folder first
+        watchdog = threading.Timer(timeout, _thread.interrupt_main)  # as the subprocess's timeout:
+        watchdog.start()  # the run is interrupted (exit code 130) instead of hanging the suite
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(list(args))
+        finally:
+            watchdog.cancel()
+            for name in set(sys.modules) - before:
+                if _own_module(sys.modules[name], keep):
+                    del sys.modules[name]
+    texts = []
+    for f in (out, err):
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    return subprocess.CompletedProcess(["python", "-m", "gradcheck_sym", *args], code, *texts)
 
-    def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        # files, not StringIO: the model workers `cli` forks write to the same files (line-buffered)
-        out, err = (tempfile.TemporaryFile("w+", buffering=1, encoding="utf-8") for _ in range(2))
-        before = set(sys.modules)
-        with monkeypatch.context() as m:
-            m.setattr(cache, "_DISABLED", False)  # process-wide state a fresh process starts without
-            m.setattr(cache, "_WARNED", set())
-            m.chdir(cwd or Path.cwd())
-            m.syspath_prepend(str(cwd or Path.cwd()))  # `python -m` puts the working folder first
-            watchdog = threading.Timer(timeout, _thread.interrupt_main)  # as the subprocess's timeout:
-            watchdog.start()  # the run is interrupted (exit code 130) instead of hanging the suite
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    code = cli.main(list(args))
-            finally:
-                watchdog.cancel()
-                for name in set(sys.modules) - before:
-                    if _own_module(sys.modules[name], keep):
-                        del sys.modules[name]
-        texts = []
-        for f in (out, err):
-            f.seek(0)
-            texts.append(f.read())
-            f.close()
-        return subprocess.CompletedProcess(["python", "-m", "gradcheck_sym", *args], code, *texts)
 
-    return run
+@pytest.fixture
+def run_cli():
+    """`run_in_process`, for the tests of what the command line says and writes."""
+    return run_in_process
 
 
 def pytest_report_header(config):
