@@ -102,11 +102,17 @@ def run_cli():
     return run_in_process
 
 
-def pytest_report_header(config):
-    """Say so when the suite runs with torch's float results perturbed (tests/perturb/)."""
+def pytest_configure(config):
+    """With GRADCHECK_SYM_PERTURB, every process of the run (the xdist workers too) must have
+    torch's float results perturbed (tests/perturb/)."""
     if os.environ.get("GRADCHECK_SYM_PERTURB"):
         if "sitecustomize" not in sys.modules or not hasattr(sys.modules["sitecustomize"], "_install"):
             raise pytest.UsageError("GRADCHECK_SYM_PERTURB is set but tests/perturb is not on PYTHONPATH: run "
                                     "GRADCHECK_SYM_PERTURB=1 PYTHONPATH=tests/perturb python -m pytest")
+
+
+def pytest_report_header(config):
+    """Say so when the suite runs with torch's float results perturbed (tests/perturb/)."""
+    if os.environ.get("GRADCHECK_SYM_PERTURB"):
         return "torch float results perturbed by one ulp (tests/perturb/sitecustomize.py)"
     return None
