@@ -70,10 +70,15 @@ def run_in_process(*args: str, cwd: Path | None = None, timeout: float = 300) ->
     from gradcheck_sym import cache, cli
 
     keep = (sys.prefix, sys.base_prefix, str(ROOT / "src"))
+    # One intra-op thread while `cli` forks its model workers from this process: a child forked
+    # from a process whose OpenMP pool has run (as this one's has, after other tests) hangs in
+    # its first parallel region.  A fresh `python -m gradcheck_sym` forks before any such work.
+    threads = torch.get_num_threads()
     # files, not StringIO: the model workers `cli` forks write to the same files (line-buffered)
     out, err = (tempfile.TemporaryFile("w+", buffering=1, encoding="utf-8") for _ in range(2))
     before = set(sys.modules)
     with pytest.MonkeyPatch.context() as m:
+        torch.set_num_threads(1)
         m.setattr(cache, "_DISABLED", False)  # process-wide state a fresh process starts without
         m.setattr(cache, "_WARNED", set())
         m.chdir(cwd or Path.cwd())
@@ -85,6 +90,7 @@ def run_in_process(*args: str, cwd: Path | None = None, timeout: float = 300) ->
                 code = cli.main(list(args))
         finally:
             watchdog.cancel()
+            torch.set_num_threads(threads)
             for name in set(sys.modules) - before:
                 if _own_module(sys.modules[name], keep):
                     del sys.modules[name]
