@@ -365,8 +365,8 @@ def _verify(
         variables=_variable_info(model),
         domain=_domain(model),
         n_params=model.n_params,
-        closed_form=texts["closed_form"],
-        closed_form_latex=texts["closed_form_latex"],
+        closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
+        closed_form_latex=dict(texts["closed_form_latex"]),
         notes=model.notes,
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
