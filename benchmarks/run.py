@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # everything; writes reports/benchmarks.md
     python benchmarks/run.py --quick         # fewer repeats and points, for a smoke test
     python benchmarks/run.py --only hvp,second-order   # some sections; the other rows are kept
+    python benchmarks/run.py --only small,startup      # rows 8 and 9
 
 1. building mlp-193's exact gradient: ours against sympy.diff per weight + lambdify(cse=True);
 2. checking mlp-193 at 1,000 points (float64 and float32, autograd and finite differences,
@@ -13,7 +14,12 @@
    torch.func.vmap(torch.func.grad(...));
 6. exact Hessian-vector products of mlp-193 at 100 points (seeded random vectors) against
    torch.autograd.gradgradcheck (float64) at the same points;
-7. the symbolic cost of the second-order (Hessian-vector) program against the first-order one.
+7. the symbolic cost of the second-order (Hessian-vector) program against the first-order one;
+8. 100 single-point checks of a 2-weight model through `gradcheck_sym.testing.assert_gradients`
+   (float64 and float32, autograd, the user's impl and finite differences, exact reference)
+   against torch.autograd.gradcheck on the same 100 points (issue 12, item 1);
+9. start-up: a whole `python -m gradcheck_sym verify` of one small model file (no cache) against
+   `python -c "import torch, sympy"` (issue 12, item 5).
 
 Not a test: run by hand, on a quiet machine.  Each ratio is measured in the same run.
 """
@@ -331,6 +337,81 @@ def bench_second_order(repeats: int) -> dict:
 # -- the report ---------------------------------------------------------------------------------
 
 
+
+# -- 8. single-point checks of a tiny model ------------------------------------------------------
+
+def bench_small(points: int, repeats: int) -> dict:
+    """``points`` calls of `assert_gradients` with one point each, against as many gradcheck calls."""
+    import random
+
+    import sympy as sp
+    import torch
+
+    from gradcheck_sym import Model
+    from gradcheck_sym.testing import assert_gradients
+
+    x, y, w1, w2 = sp.symbols("x y w1 w2", real=True)
+    model = Model(name="two-weights", loss=(sp.tanh(w1 * x) * w2 - y) ** 2, params=[w1, w2], inputs=[x, y],
+                  domain={"*": (-2, 2)})
+
+    def impl(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(w1 * x) * w2 - y) ** 2
+
+    rng = random.Random(0)
+    pts = [{k: rng.uniform(-2, 2) for k in ("w1", "w2", "x", "y")} for _ in range(points)]
+
+    def ours() -> None:  # an impl: never a cached result
+        for p in pts:
+            assert_gradients(model, impl=impl, points=[p], samples=0)
+
+    def theirs() -> None:
+        for p in pts:
+            ts = [torch.tensor(p[k], dtype=torch.float64, requires_grad=k.startswith("w")) for k in ("w1", "w2", "x", "y")]
+            assert torch.autograd.gradcheck(impl, ts)
+
+    ours(), theirs()  # warm: compiled program, torch's first calls
+    pairs = []
+    for _ in range(repeats):  # alternated, so that the load of a shared machine falls on both
+        pairs.append((median_time(ours, 1), median_time(theirs, 1)))
+    r = assert_gradients(model, impl=impl, points=[pts[0]], samples=0)
+    return {"points": points, "ours": statistics.median(a for a, _ in pairs),
+            "theirs": statistics.median(b for _, b in pairs), "ratios": [a / b for a, b in pairs],
+            "sources": list(r.sources), "checks": r.n_checks}
+
+
+# -- 9. start-up -------------------------------------------------------------------------------
+
+SMALL_FILE = textwrap.dedent(
+    """
+    import sympy as sp
+    from gradcheck_sym import Model
+    x, y, w = sp.symbols("x y w", real=True)
+    linear = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y], domain={"*": (-2, 2)})
+    """
+)
+
+
+def bench_startup(repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "m.py").write_text(SMALL_FILE)
+        verify = [sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--no-cache", "--quiet", "--no-report"]
+        imports = [sys.executable, "-c", "import torch, sympy"]
+
+        def run(cmd: list[str]) -> float:
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=d, check=True, capture_output=True)
+            return time.perf_counter() - t0
+
+        run(verify), run(imports)  # the files in the page cache
+        pairs = [(run(verify), run(imports)) for _ in range(repeats)]
+        code = ("import sys, runpy; sys.argv = ['gradcheck_sym', 'verify', 'm.py', '--no-cache', '--quiet', "
+                "'--no-report']\ntry:\n    runpy.run_module('gradcheck_sym', run_name='__main__')\nexcept SystemExit: pass\n"
+                "print(','.join(sorted(m for m in ('torch', 'sympy', 'matplotlib', 'flint') if m in sys.modules)))")
+        loaded = subprocess.run([sys.executable, "-c", code], cwd=d, capture_output=True, text=True).stdout.strip()
+    return {"ours": statistics.median(a for a, _ in pairs), "theirs": statistics.median(b for _, b in pairs),
+            "ratios": [a / b for a, b in pairs], "loaded": loaded.splitlines()[-1] if loaded else "?"}
+
+
 def _s(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -418,6 +499,19 @@ def second_order_rows(b: dict) -> list[str]:
         lines.append(f"| 7 | mlp-193: build the second-order (Hessian-vector) program against the gradient program | "
                      f"{_s(so['second'])} ({so['slots2']:,} slots) | gradient program: {_s(so['first'])} "
                      f"({so['slots1']:,} slots) | {r7:.2f}× | ≤ 3× | {'yes' if r7 <= 3 else 'NO'} |")
+    if "small" in b:
+        sm = b["small"]
+        r8 = sm["ours"] / sm["theirs"]
+        lines.append(f"| 8 | 2-weight model: {sm['points']} single-point checks through `assert_gradients` (float64 + "
+                     f"float32; {', '.join(sm['sources'])}; exact reference; an impl, so never cached) | {_s(sm['ours'])} "
+                     f"| torch.autograd.gradcheck, float64, the same {sm['points']} points: {_s(sm['theirs'])} | "
+                     f"{r8:.1f}× the time | ≤ 1× | {'yes' if r8 <= 1 else 'NO'} |")
+    if "startup" in b:
+        st = b["startup"]
+        r9 = st["ours"] / st["theirs"]
+        lines.append(f"| 9 | whole-process `python -m gradcheck_sym verify m.py --no-cache` of one small model | "
+                     f"{_s(st['ours'])} | `python -c \"import torch, sympy\"`: {_s(st['theirs'])} | {r9:.2f}× | ≤ 1.5× | "
+                     f"{'yes' if r9 <= 1.5 else 'NO'} |")
     return lines
 
 
@@ -432,6 +526,15 @@ def second_order_notes(b: dict) -> list[str]:
         so = b["second_order"]
         lines.append(f"Benchmark 7: times are medians of {so['repeats']} builds; the full Hessian program of `linear` "
                      f"has {so['hessian_small']} slots (reverse over reverse: one more backward pass per weight).")
+    if "small" in b:
+        sm = b["small"]
+        lines.append(f"Benchmark 8: {sm['checks']} checks per call; the two sides alternate "
+                     f"{len(sm['ratios'])} times (ratios {', '.join(f'{r:.1f}' for r in sm['ratios'])}), the median "
+                     "of each is shown.")
+    if "startup" in b:
+        st = b["startup"]
+        lines.append(f"Benchmark 9: the two commands alternate {len(st['ratios'])} times (ratios "
+                     f"{', '.join(f'{r:.2f}' for r in st['ratios'])}); modules the verify process loads: {st['loaded']}.")
     return lines
 
 
@@ -440,20 +543,23 @@ def merge(old: str, b: dict, only: set[str]) -> str:
     new_rows = second_order_rows(b)
     numbers = {row.split("|")[1].strip() for row in new_rows}
     lines = [line for line in old.splitlines() if not (line.startswith("| ") and line.split("|")[1].strip() in numbers)]
-    lines = [line for line in lines if not line.startswith(("Benchmark 6:", "Benchmark 7:"))]
+    done = tuple(f"Benchmark {n}:" for n in sorted(numbers))
+    lines = [line for line in lines if not line.startswith(done)]
     while lines and lines[-1] == "":
         lines.pop()
     last_row = max(i for i, line in enumerate(lines) if line.startswith("| ") and line.split("|")[1].strip().isdigit())
     lines[last_row + 1:last_row + 1] = new_rows
     notes = second_order_notes(b)
     sections = ",".join(sorted(only))
-    lines += ["", f"Rows 6 and 7 from `python benchmarks/run.py --only {sections}` (same machine)."] if notes else []
+    lines = [line for line in lines if not line.startswith(f"Rows {', '.join(sorted(numbers))} from")]
+    lines += ["", f"Rows {', '.join(sorted(numbers))} from `python benchmarks/run.py --only {sections}` (same "
+              "machine)."] if notes else []
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("hvp", "second-order")  # the sections --only can run alone (rows 6 and 7)
+SECTIONS = ("hvp", "second-order", "small", "startup")  # the sections --only can run alone (rows 6 to 9)
 
 
 def main() -> None:
@@ -476,6 +582,12 @@ def main() -> None:
         if "second-order" in args.only:
             print("7/7 second order", file=sys.stderr)
             b["second_order"] = bench_second_order(11)
+        if "small" in args.only:
+            print("8/9 small", file=sys.stderr)
+            b["small"] = bench_small(20 if args.quick else 100, repeats)
+        if "startup" in args.only:
+            print("9/9 startup", file=sys.stderr)
+            b["startup"] = bench_startup(repeats + 2)
         OUT.write_text(merge(OUT.read_text(), b, args.only))
         print(OUT.read_text())
         return
@@ -493,6 +605,10 @@ def main() -> None:
     b["hvp"] = bench_hvp(20 if args.quick else 100)
     print("7/7 second order", file=sys.stderr)
     b["second_order"] = bench_second_order(11)
+    print("8/9 small", file=sys.stderr)
+    b["small"] = bench_small(20 if args.quick else 100, repeats)
+    print("9/9 startup", file=sys.stderr)
+    b["startup"] = bench_startup(repeats + 2)
     OUT.write_text(render(b, args.quick))
     print(OUT.read_text())
 

@@ -1,4 +1,5 @@
-"""The command line, run as a user runs it: in a subprocess."""
+"""The command line, run as a user runs it: one subprocess per behaviour of the process (exit codes,
+reports written, imports, a closed pipe), the rest through `cli.main` in this process (`run_cli`)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def test_help_lists_commands_options_and_exit_codes(run_cli):
     assert "(default: 5)" in text and "(default: float64,float32)" in text
 
 
-def test_verify_builtin_models_writes_report_and_json(run_cli, tmp_path):
+def test_verify_builtin_models_writes_report_and_json(run_cli_process, tmp_path):
     out = tmp_path / "rep"
-    r = run_cli("verify", "--samples", "2", "--report-dir", str(out), "--json", str(tmp_path / "r.json"))
+    r = run_cli_process("verify", "--samples", "2", "--report-dir", str(out), "--json", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout + r.stderr
     for name in ("linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"):
         assert name in r.stdout
@@ -70,16 +71,16 @@ def test_verify_builtin_models_writes_report_and_json(run_cli, tmp_path):
     assert data["replay"]["lines_float32"][:3] == LECTURE[:3]
 
 
-def test_wrong_gradient_exits_1_and_names_the_entry(run_cli, files):
-    r = run_cli("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
+def test_wrong_gradient_exits_1_and_names_the_entry(run_cli_process, files):
+    r = run_cli_process("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL wrong-linear" in r.stdout
     assert "grad_impl" in r.stdout and "∂loss/∂w" in r.stdout and "wrong:" in r.stdout
     assert "good-linear" in r.stdout
 
 
-def test_unusable_target_exits_2_and_still_checks_the_others(run_cli, files):
-    r = run_cli("verify", str(files / "good.py"), str(files / "broken.py"), str(files / "missing.py"),
+def test_unusable_target_exits_2_and_still_checks_the_others(run_cli_process, files):
+    r = run_cli_process("verify", str(files / "good.py"), str(files / "broken.py"), str(files / "missing.py"),
                 "--report-dir", str(files / "rep"), "--dtypes", "float64")
     assert r.returncode == 2
     assert "good-linear" in r.stdout and "pass" in r.stdout

@@ -273,39 +273,63 @@ def _snippet(out: str) -> str:
     return "\n".join(code)
 
 
-@pytest.mark.parametrize("how", ["fixture with a lambda", "fixture with a function", "gradcheck_models"])
-def test_failure_snippet_reproduces_the_failure_when_pasted(project, how):
+SNIPPET_CASES = {
+    "fixture with a lambda": """
+        import torch
+        from models import layer, BuggyMatmul
+
+        def test_it(gradcheck):
+            gradcheck(layer, impl=lambda W, X: (torch.tanh(BuggyMatmul.apply(W, X)) ** 2).sum(), samples=2)
+    """,
+    "fixture with a function": """
+        from models import layer as my_layer, buggy_layer
+
+        def test_it(gradcheck):
+            gradcheck(my_layer, impl=buggy_layer, samples=2, dtypes="float32")
+    """,
+    "gradcheck_models": """
+        from models import linear, layer, buggy_layer
+
+        gradcheck_models = [linear, layer.with_implementations(impl=buggy_layer)]
+    """,
+}
+
+PASTE = """
+import sys, traceback
+for n, path in enumerate(sys.argv[1:]):
+    print(f"--- snippet {n}", flush=True)
+    print(f"--- snippet {n}", file=sys.stderr, flush=True)
+    try:
+        exec(compile(open(path).read(), path, "exec"), {"__name__": "__main__"})  # a fresh shell's namespace
+    except BaseException:
+        traceback.print_exc()
+        print("FAILED", flush=True)
+"""
+
+
+def test_failure_snippet_reproduces_the_failure_when_pasted(project):
+    """The reproducer of each kind of failing test, pasted into a Python shell of the project (one
+    process runs the three, each in a namespace of its own, so each needs its own imports)."""
     import subprocess
     import sys
 
-    tests = {
-        "fixture with a lambda": """
-            import torch
-            from models import layer, BuggyMatmul
-
-            def test_it(gradcheck):
-                gradcheck(layer, impl=lambda W, X: (torch.tanh(BuggyMatmul.apply(W, X)) ** 2).sum(), samples=2)
-        """,
-        "fixture with a function": """
-            from models import layer as my_layer, buggy_layer
-
-            def test_it(gradcheck):
-                gradcheck(my_layer, impl=buggy_layer, samples=2, dtypes="float32")
-        """,
-        "gradcheck_models": """
-            from models import linear, layer, buggy_layer
-
-            gradcheck_models = [linear, layer.with_implementations(impl=buggy_layer)]
-        """,
-    }
-    project.makepyfile(test_it=tests[how])
-    r = project.runpytest()
-    r.assert_outcomes(passed=1 if how == "gradcheck_models" else 0, failed=1)
-    code = _snippet(r.stdout.str())
-    assert "verify(" in code and ("impl=" in code or how == "gradcheck_models"), code  # the item's model has it
-    run = subprocess.run([sys.executable, "-c", code], cwd=project.path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, code + "\n" + run.stderr
-    assert "source='impl'" in run.stdout and "verdict='mismatch'" in run.stdout and "entry" not in run.stderr, run.stdout
+    paths = []
+    for n, (how, test) in enumerate(SNIPPET_CASES.items()):
+        project.makepyfile(**{f"test_{n}": test})
+        r = project.runpytest(f"test_{n}.py")
+        r.assert_outcomes(passed=1 if how == "gradcheck_models" else 0, failed=1)
+        code = _snippet(r.stdout.str())
+        assert "verify(" in code and ("impl=" in code or how == "gradcheck_models"), code  # the item's model has it
+        (project.path / f"snippet_{n}.py").write_text(code)
+        paths.append(f"snippet_{n}.py")
+    run = subprocess.run([sys.executable, "-c", PASTE, *paths], cwd=project.path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    outs, errs = run.stdout.split("--- snippet ")[1:], run.stderr.split("--- snippet ")[1:]
+    assert len(outs) == len(errs) == len(SNIPPET_CASES), run.stdout + run.stderr
+    for how, out, err in zip(SNIPPET_CASES, outs, errs):
+        assert "FAILED" not in out, (how, err)
+        assert "source='impl'" in out and "verdict='mismatch'" in out and "entry" not in err, (how, out, err)
 
 
 def test_no_report_unless_asked(project):

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,8 +30,8 @@ MODELS = textwrap.dedent(
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gradcheck_sym", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    """The command line, in this process (tests/conftest.py; test_cli.py runs it as a process)."""
+    return run_in_process(*args, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_same_seed_same_bytes(report, tmp_path):
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "models.py").write_text(MODELS)
-        run("verify", "models.py", "--seed", "3", "--report-dir", "rep", cwd=tmp_path / d)
+        run("verify", "models.py", "--seed", "3", "--report-dir", "rep", "--no-cache", cwd=tmp_path / d)
     assert _markdown(tmp_path / "a" / "rep") == _markdown(tmp_path / "b" / "rep")
     assert _markdown(tmp_path / "a" / "rep")
 

@@ -194,6 +194,7 @@ class Model:
             if f is not None and not callable(f):
                 raise ModelError(f"model `{self.name}`: `{label}` must be a callable, got {type(f).__name__}")
         other = copy.copy(self)
+        other._gradcheck_base = getattr(self, "_gradcheck_base", self)  # where `prepare` caches its work
         if impl is not None:
             other.impl = impl
         if grad_impl is not None:

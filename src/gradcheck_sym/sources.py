@@ -13,8 +13,9 @@ order, and the output holds one gradient row per point (one value per entry of
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,23 @@ Point = tuple[float, ...]
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
 FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
 FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
+TINY = 4096  # scalars per call of the user's code below which one intra-op thread is faster
+
+
+@contextlib.contextmanager
+def one_thread_if_tiny(model: Model) -> Iterator[None]:
+    """The user's code called point by point on tensors of a few numbers: one intra-op thread.
+    Waking torch's thread pool costs far more than such an operation (issue 12: `log_softmax` of
+    a 3×4 tensor, 12-15 ms with 2 threads on a busy machine, 0.008 ms with 1)."""
+    threads = torch.get_num_threads()
+    if threads == 1 or sum(v.size for v in model.variables) > TINY:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +160,13 @@ def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
     """Autograd through the user's ``impl``, one call per point."""
     model = subject.model
     assert model.impl is not None
+    with one_thread_if_tiny(model):
+        return _impl(subject, points, dtype)
+
+
+def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    model = subject.model
+    assert model.impl is not None
     grads, losses = [], []
     for k, p in enumerate(points):
         kwargs = _kwargs(model, p, dtype, requires_grad=True)
@@ -179,11 +204,12 @@ def grad_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOu
     assert model.grad_impl is not None
     wrt = _wrt_variables(model)
     grads = []
-    for k, p in enumerate(points):
-        kwargs = _kwargs(model, p, dtype, requires_grad=False)
-        with torch.no_grad():
-            out = _call(model, "grad_impl", model.grad_impl, kwargs, k)
-        grads.append(_gradient_row(model, wrt, out, k))
+    with one_thread_if_tiny(model):
+        for k, p in enumerate(points):
+            kwargs = _kwargs(model, p, dtype, requires_grad=False)
+            with torch.no_grad():
+                out = _call(model, "grad_impl", model.grad_impl, kwargs, k)
+            grads.append(_gradient_row(model, wrt, out, k))
     return SourceOutput(source="grad_impl", grads=grads)
 
 
@@ -225,11 +251,12 @@ def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch
 
     def run(columns: torch.Tensor) -> torch.Tensor:
         out = []
-        for k, p in enumerate(columns.T.tolist()):
-            kwargs = _kwargs(model, tuple(p), dtype, requires_grad=False)
-            with torch.no_grad():
-                r = _call(model, "impl", model.impl, kwargs, k)
-            out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
+        with one_thread_if_tiny(model):
+            for k, p in enumerate(columns.T.tolist()):
+                kwargs = _kwargs(model, tuple(p), dtype, requires_grad=False)
+                with torch.no_grad():
+                    r = _call(model, "impl", model.impl, kwargs, k)
+                out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
         return torch.tensor(out, dtype=torch.float64)
 
     return run

@@ -46,14 +46,31 @@ class Prepared:
         self.layers = layers(model, model.program) or ()
         self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
         self.subject = src.Subject(model)
+        self._texts: dict[str, Any] | None = None
+
+    def texts(self) -> dict[str, Any]:
+        """The report's formulas (loss LaTeX, closed-form gradient as text and LaTeX): they
+        depend only on the model, so they are printed once per model, not once per check."""
+        if self._texts is None:
+            model = self.model
+            cf = closed_form(model.loss, tuple(e.symbol for e in self.entries))
+            self._texts = {
+                "loss_latex": model.latex or (_clip(sp.latex(model.loss)) if self.small else ""),
+                "closed_form": {str(s): str(e) for s, e in cf.items()} if cf else {},
+                "closed_form_latex": {str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
+            }
+        return self._texts
 
 
 def prepare(model: Model) -> Prepared:
-    """Compile ``model`` (cached on the model object)."""
-    cached = getattr(model, "_gradcheck_prepared", None)
+    """Compile ``model`` (cached on the model object, and on the model it was copied from by
+    `Model.with_implementations`, so that checking it with one impl after another compiles once)."""
+    base = getattr(model, "_gradcheck_base", model)
+    cached = getattr(model, "_gradcheck_prepared", None) or getattr(base, "_gradcheck_prepared", None)
     if cached is None:
         cached = Prepared(model)
         model._gradcheck_prepared = cached  # type: ignore[attr-defined]
+        base._gradcheck_prepared = cached
     return cached
 
 
@@ -334,7 +351,7 @@ def _verify(
         summaries += sums
         failed = failed or ch.any_failure(groups)
         source_names = list(outputs) + ["fd"]
-    cf = closed_form(model.loss, tuple(e.symbol for e in prepared.entries))
+    texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
     study = _step_study(prepared, subject, dtypes, exact_points, refs)
     points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
@@ -344,12 +361,12 @@ def _verify(
         target=target,
         description=model.description,
         loss=_loss_text(model),
-        loss_latex=model.latex or (_clip(sp.latex(model.loss)) if prepared.small else ""),
+        loss_latex=texts["loss_latex"] if not model.latex else model.latex,
         variables=_variable_info(model),
         domain=_domain(model),
         n_params=model.n_params,
-        closed_form={str(s): str(e) for s, e in cf.items()} if cf else {},
-        closed_form_latex={str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
+        closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
+        closed_form_latex=dict(texts["closed_form_latex"]),
         notes=model.notes,
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
