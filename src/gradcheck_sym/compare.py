@@ -38,8 +38,23 @@ PROBABLE_FACTOR = 8.0  # observed errors stay below 1.4 σ: eight standard devia
 FLOOR_ULPS = 4.0
 FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the declared order)
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
+SENSITIVITY_FACTOR = 8.0  # times u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ|: rounding every input and summand by u (a careful implementation)
+SENSITIVITY_MAX_VARIABLES = 24  # the exact Hessian behind it is computed for models up to this many variables
+IMPRECISE_FACTOR = 4.0  # times the explained bound (`errorbound.ErrorScales.explained`)
+INCONCLUSIVE_FRACTION = 0.5  # a tolerance above this fraction of |exact| cannot resolve the value
 
-VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise")  # imprecise: the audit's band
+VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise", "inconclusive")
+FAILING = ("mismatch",)  # verdicts that fail a model; with `strict` also "imprecise" and "inconclusive"
+STRICT_FAILING = ("mismatch", "imprecise", "inconclusive")
+
+
+def failing(strict: bool = False) -> tuple[str, ...]:
+    """The verdicts that fail a model.
+
+    >>> failing(), failing(strict=True)
+    (('mismatch',), ('mismatch', 'imprecise', 'inconclusive'))
+    """
+    return STRICT_FAILING if strict else FAILING
 
 
 def ulp(x: float, dtype: str) -> float:
