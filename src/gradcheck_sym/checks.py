@@ -292,6 +292,15 @@ def outside_corner(values: torch.Tensor, ex: ExactArrays, cols: slice, tol: torc
     return judged & ~inside
 
 
+def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+    """Where the declared program cannot be computed in ``dtype``: an instruction overflows it, or
+    its own rounding bound is not small against the exact value (it cancels, or divides 0 by 0)."""
+    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * ex.hi[:, cols].abs())
+    if ex.largest is None:
+        return cancels
+    return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
+
+
 def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
           dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
@@ -321,10 +330,8 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
     within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
     verdict = torch.where(underflow | within, IMPRECISE, verdict)
     note = torch.where(underflow, UNDERFLOW, torch.where(within, EXPLAINED, note))
-    if source == "autograd" and ex.largest is not None:
-        overflows = ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
-        cancels = ~(u * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * hi.abs())  # its own rounding bound
-        lost = valued & (verdict == MISMATCH) & (overflows | cancels)
+    if source == "autograd":
+        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
         note = torch.where(lost, NOT_COMPUTABLE, note)
     return verdict, note
@@ -358,8 +365,13 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
     cols = slice(0, 1)
     cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
     verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    code = torch.where(verdict == 1, 2, 0)
+    if source == "autograd":  # the declared formula itself may not be computable there (`bands`)
+        lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
+        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
+        code = torch.where(lost, NOT_COMPUTABLE, code)
     return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=torch.where(verdict == 1, 2, 0))
+                 verdict=verdict, attribution=code)
 
 
 def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:

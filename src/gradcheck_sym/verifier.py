@@ -475,7 +475,8 @@ def _step_study(
 def verify_all(
     models: Sequence[Model], *, samples: int = 5, seed: int = 0, dtypes: Sequence[str] = DTYPES,
     target: str = "", progress: Progress | None = None, order: int = 1, modes: Sequence[str] = ("rev",),
+    strict: bool = False,
 ) -> list[ModelResult]:
     """`verify` each model; one model's error never stops the others."""
     return [verify(m, samples=samples, seed=seed, dtypes=dtypes, target=target, progress=progress, order=order,
-                   modes=modes) for m in models]
+                   modes=modes, strict=strict) for m in models]
