@@ -168,7 +168,7 @@ def _banded(m: ModelResult) -> list[str]:
         "",
     ]
     rows = [[c.source, c.dtype, code(c.entry), str(c.point), "⚠ " + c.verdict, num(c.exact), num(c.value),
-             ulps(c.ulps), c.note] for c in shown[:LISTED]]
+             ulps(c.ulps) if c.verdict == "imprecise" else "—", c.note] for c in shown[:LISTED]]
     lines += _table(["source", "dtype", "entry", "point", "verdict", "exact", "returned", "ulps", "why"], rows)
     if len(shown) > LISTED:
         lines += ["", f"… and {len(shown) - LISTED} more in `results.json`"]

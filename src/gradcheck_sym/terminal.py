@@ -33,7 +33,8 @@ def describe(c: Check) -> str:
         what = c.quantity_text
     head = f"{c.source} {c.dtype} {what} at point {c.point}"
     if c.verdict in ("imprecise", "inconclusive") and c.exact is not None:
-        return (f"{head}: ⚠ {c.verdict}: exact {num(c.exact, 10)}, got {num(c.value, 10)} ({ulps(c.ulps)} ulps, "
+        size = f"{ulps(c.ulps)} ulps, " if c.verdict == "imprecise" else ""  # (inconclusive: no relative size)
+        return (f"{head}: ⚠ {c.verdict}: exact {num(c.exact, 10)}, got {num(c.value, 10)} ({size}"
                 f"tolerance {num(c.tolerance, 3)}): {c.note}")
     if c.verdict == "mismatch":
         meaningful = c.exact is not None and c.tolerance is not None and abs(c.exact) > c.tolerance
