@@ -140,6 +140,9 @@ def _table(head: list[str], rows: list[tuple]) -> list[str]:
 
 
 def main() -> None:
+    from gradcheck_sym import cache
+
+    cache.disable()  # timings of real runs, never of cached results
     models = builtin_models() + [tanh_net(), mlp((20, 30, 30, 20, 10), name="mlp-20-30-30-20-10")]
     rows, found = correct_and_planted(models)
     functions = torch_functions()
