@@ -51,8 +51,9 @@ class ErrorScales:
 
     worst: Tensor  # (points, outputs): first-order worst case, every error adding up
     probable: Tensor  # (points, outputs): standard deviation if errors are independent
-    explained: Tensor | None = None  # (points, outputs): worst case with every value known only to
-    #   the rounding of the largest sum it enters (`explained_scales`); None unless asked for
+    explained: Tensor | None = None  # (points, outputs): `compare.error_scale` of the worst case and
+    #   standard deviation with every value known only to the rounding of the largest sum it enters
+    #   (`_widening`); None unless asked for
     largest: Tensor | None = None  # (points,): largest |value| of any instruction (inf: overflows
     #   float64), to tell where the declared formula itself is not computable in a dtype
 
@@ -178,7 +179,11 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
         wide = _Pass(prog, batch, widen=_widening(run))
         wide.run()
-        return ErrorScales(worst=w, probable=v.sqrt(), explained=_columns([wide.E[o] for o in prog.outputs], n),
+        from .compare import error_scale
+
+        wide_w = _columns([wide.E[o] for o in prog.outputs], n)
+        wide_v = _columns([wide.V[o] for o in prog.outputs], n)
+        return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
                            largest=largest.to(torch.float64))
 
 
