@@ -46,7 +46,7 @@ FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 SENSITIVITY_FACTOR = 8.0  # times u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ|: rounding every input and summand by u (a careful implementation)
 SENSITIVITY_MAX_VARIABLES = 24  # the exact Hessian behind it is computed for models up to this many variables
-IMPRECISE_FACTOR = 2.0  # times the explained bound (`errorbound.ErrorScales.explained`)
+IMPRECISE_FACTOR = 1.0  # times the explained bound (`errorbound.ErrorScales.explained`)
 INCONCLUSIVE_FRACTION = 0.5  # a tolerance above this fraction of |exact| cannot resolve the value
 
 VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise", "inconclusive")
