@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flint import arb
 
 from .compare import (
     FALLBACK_ULPS,
@@ -204,6 +205,8 @@ def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explain
         for e in (r.loss, *r.grads):
             k.append(_KIND[e.kind])
             hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
+            if e.kind == "value" and isinstance(e.value, arb) and 0 in e.value:
+                hv, lv = 0.0, 0.0  # a certified ball around 0 (narrower than any rounding): the value 0
             h.append(hv)
             l_.append(lv)
             a.append(as_float(e.left) if e.left is not None else nan)
