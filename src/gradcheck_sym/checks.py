@@ -485,8 +485,10 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
 
 
 def _valued(g: Group) -> torch.Tensor:
-    """Checks with an exact value to measure errors against (a corner's mismatch has none)."""
-    return ((g.verdict <= 1) | (g.verdict >= 4)) & (g.attribution != OUTSIDE_CORNER)
+    """Agreements and mismatches with an exact value to measure errors against (a corner's mismatch
+    has none); imprecise and inconclusive checks are counted apart, so a worst error/tolerance
+    above 1 still means a mismatch."""
+    return (g.verdict <= 1) & (g.attribution != OUTSIDE_CORNER)
 
 
 def _of_tolerance(g: Group) -> torch.Tensor:
