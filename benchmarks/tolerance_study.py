@@ -1,9 +1,15 @@
-"""How tight is the tolerance rule?  Run by hand: ``python benchmarks/tolerance_study.py``.
+"""How tight are the verdicts?  Run by hand: ``python benchmarks/tolerance_study.py``.
 
-For correct gradients (torch autograd of each model, float64 and float32, at 30 seeded points)
-it measures how much of the tolerance the real rounding errors use, how often a relative error
-of 1e-3 would hide inside the tolerance, and, side by side in the same run, how many correct
-entries a fixed tolerance (torch.testing's float32 defaults, rtol 1.3e-6, atol 1e-5) would flag.
+1. Correct gradients (torch autograd of each model, float64 and float32, at 30 seeded points):
+   the verdicts (no mismatch allowed), how much of the tolerance the real rounding errors use, and
+   side by side in the same run how many correct entries a fixed tolerance (torch.testing's
+   defaults) would flag.
+2. Planted errors: a ``grad_impl`` returning torch autograd's gradient times (1 + r), r = 1e-6 in
+   float64 and 1e-3 in float32: the share of entries found (not `agree`), and found as a mismatch.
+3. torch's own functions declared in several equivalent ways (tests/corpus.py), −30…30: verdict
+   counts of torch's value (``impl``) per declaration: 0 mismatches is the goal.
+4. A constant wrong in its 11th digit (GELU's 1/√2 as 0.70710678119) in float64.
+
 Writes ``reports/tolerance.md``.
 """
 
@@ -18,6 +24,7 @@ import sympy as sp
 import torch
 
 from gradcheck_sym import Model, verify
+from gradcheck_sym.torch_codegen import TorchForward
 from gradcheck_sym.zoo import builtin_models, mlp
 
 SAMPLES, SEED = 30, 11
@@ -35,9 +42,44 @@ def tanh_net() -> Model:
     return Model(name="tanh-4-8-8-1", loss=loss, params=[W1, W2, W3], inputs=[X, Y], domain={"*": (-1, 1)})
 
 
-def main() -> None:
-    models = builtin_models() + [tanh_net(), mlp((20, 30, 30, 20, 10), name="mlp-20-30-30-20-10")]
-    rows = []
+PLANTED = {"float64": 1e-6, "float32": 1e-3}
+
+
+def _flat(values: object) -> list[float]:
+    if isinstance(values, (list, tuple)):
+        return [v for item in values for v in _flat(item)]
+    if isinstance(values, torch.Tensor):
+        return [float(v) for v in values.reshape(-1)]
+    return [float(values)]  # type: ignore[arg-type]
+
+
+def planted(m: Model, r: float, result: object, dtype: str) -> Model:
+    """``m`` with a ``grad_impl`` returning torch autograd's (correct) gradient of ``result`` at each
+    of its points times (1 + r): a relative error of r planted on a correct gradient."""
+    params = [v for v in m.variables if v.role == "param"]
+    table = {}
+    for i, point in enumerate(result.points[dtype]):  # type: ignore[attr-defined]
+        key = tuple(v for var in m.variables for v in _flat(point[var.name]))
+        grads = {v.name: torch.zeros(v.shape or (), dtype=torch.float64) for v in params}
+        for c in result.checks:  # type: ignore[attr-defined]
+            if c.source == "autograd" and c.quantity == "grad" and c.dtype == dtype and c.point == i:
+                grads[c.param][tuple(c.index or ())] = c.value * (1 + r)
+        table[key] = grads
+
+    def grad_impl(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = tuple(v for var in m.variables for v in _flat(tensors[var.name]))
+        return {name: g.to(tensors[name].dtype) for name, g in table[key].items()}
+
+    return m.with_implementations(grad_impl=grad_impl)
+
+
+def _counts(cs: list) -> str:
+    out = {v: sum(c.verdict == v for c in cs) for v in ("agree", "imprecise", "inconclusive", "mismatch")}
+    return " / ".join(str(out[v]) for v in out)
+
+
+def correct_and_planted(models: list[Model]) -> tuple[list[tuple], list[tuple]]:
+    rows, found = [], []
     for m in models:
         t0 = time.perf_counter()
         r = verify(m, samples=SAMPLES, seed=SEED, all_checks=True)
@@ -45,41 +87,101 @@ def main() -> None:
         for dtype in ("float64", "float32"):
             cs = [c for c in r.checks if c.source == "autograd" and c.dtype == dtype and c.quantity == "grad"
                   and c.exact is not None]
-            used = max(c.abs_error / c.tolerance for c in cs)
-            hidden = sum(c.tolerance > 1e-3 * abs(c.exact) for c in cs)
+            agreeing = [c for c in cs if c.verdict == "agree"]
+            used = max((c.abs_error / c.tolerance for c in agreeing), default=0.0)
             rtol, atol = FIXED[dtype]
             fixed_flags = sum(c.abs_error > atol + rtol * abs(c.exact) for c in cs)
-            fixed_hidden = sum(atol + rtol * abs(c.exact) > 1e-3 * abs(c.exact) for c in cs)
             fd = [c for c in r.checks if c.source == "fd" and c.dtype == dtype]
             fd_bad = sum(c.verdict == "mismatch" for c in fd)
-            rows.append((m.name, m.n_params, dtype, len(cs), r.status, f"{used:.3f}",
-                         f"{hidden} ({100 * hidden / len(cs):.2f}%)", str(fixed_flags),
-                         f"{fixed_hidden} ({100 * fixed_hidden / len(cs):.2f}%)", f"{fd_bad}/{len(fd)}",
-                         f"{seconds:.1f}"))
+            rows.append((m.name, m.n_params, dtype, len(cs), r.status, _counts(cs), f"{used:.3f}", str(fixed_flags),
+                         f"{fd_bad}/{len(fd)}", f"{seconds:.1f}"))
         print(m.name, f"{seconds:.1f} s", file=sys.stderr)
-    head = ["model", "params", "dtype", "entries", "verdict", "max error/tolerance",
-            "1e-3 hidden", "fixed: false alarms", "fixed: 1e-3 hidden", "fd mismatches", "seconds (both dtypes)"]
+        if m.n_params < 20:
+            continue
+        for dtype, rel in PLANTED.items():
+            p = verify(planted(m, rel, r, dtype), samples=SAMPLES, seed=SEED, all_checks=True, dtypes=[dtype])
+            cs = [c for c in p.checks if c.source == "grad_impl" and c.exact not in (None, 0.0)]
+            hit = sum(c.verdict != "agree" for c in cs)
+            wrong = sum(c.verdict == "mismatch" for c in cs)
+            found.append((m.name, dtype, f"{rel:g}", len(cs), f"{hit} ({100 * hit / len(cs):.2f}%)",
+                          f"{wrong} ({100 * wrong / len(cs):.2f}%)", p.status))
+    return rows, found
+
+
+def torch_functions() -> list[tuple]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from corpus import TORCH_FUNCTIONS, torch_function_model
+
+    rows = []
+    for name, (_, declarations) in TORCH_FUNCTIONS.items():
+        for i, expr in enumerate(declarations):
+            r = verify(torch_function_model(name, i), samples=0)
+            for dtype in ("float64", "float32"):
+                cs = [c for c in r.checks if c.source == "impl" and c.quantity == "grad" and c.dtype == dtype]
+                auto = [c for c in r.checks if c.source == "autograd" and c.quantity == "grad" and c.dtype == dtype]
+                rows.append((f"`{name}`", f"`{sp.sstr(expr)}`", dtype, _counts(cs), _counts(auto), r.status))
+    return rows
+
+
+def eleventh_digit() -> tuple:
+    x = sp.Symbol("x", real=True)
+    pts = (-3, -2, -1, -0.5, -0.25, 0.25, 0.5, 1, 2, 3)
+    gelu = Model(name="gelu-constant", loss=x * (1 + sp.erf(x / sp.sqrt(2))) / 2, params=[x],
+                 points=[{x: p} for p in pts],
+                 impl=lambda x: x * (1 + torch.erf(x * 0.70710678119)) / 2)
+    r = verify(gelu, samples=0, dtypes=["float64"])
+    cs = [c for c in r.checks if c.source == "impl" and c.quantity == "grad"]
+    return len(cs), sum(c.verdict == "mismatch" for c in cs), sum(c.verdict != "agree" for c in cs)
+
+
+def _table(head: list[str], rows: list[tuple]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+def main() -> None:
+    from gradcheck_sym import cache
+
+    cache.disable()  # timings of real runs, never of cached results
+    models = builtin_models() + [tanh_net(), mlp((20, 30, 30, 20, 10), name="mlp-20-30-30-20-10")]
+    rows, found = correct_and_planted(models)
+    functions = torch_functions()
+    n, wrong, hit = eleventh_digit()
     lines = [
         "# Tolerance study",
         "",
-        f"`python benchmarks/tolerance_study.py`: torch autograd of each model (a correct gradient), "
-        f"{SAMPLES} points (seed {SEED}) plus explicit points, float64 and float32. Python "
-        f"{platform.python_version()}, torch {torch.__version__}, SymPy {sp.__version__}, "
-        f"{platform.machine()}.",
+        f"`python benchmarks/tolerance_study.py`. Python {platform.python_version()}, torch {torch.__version__}, "
+        f"SymPy {sp.__version__}, {platform.machine()}. Verdict counts are agree / imprecise / inconclusive / "
+        "mismatch (README, \"The verdict\").",
         "",
-        "* *max error/tolerance*: the largest share of its tolerance a correct value used (above 1 would "
-        "be a false alarm);",
-        "* *1e-3 hidden*: entries whose tolerance exceeds 1e-3 of the exact value, where a wrong value off "
-        "by a relative 1e-3 would pass (near-cancellations, where the dtype itself cannot resolve 1e-3);",
-        "* *fixed*: the same counts for a fixed tolerance, `torch.testing.assert_close`'s defaults "
-        "(float64 rtol 1e-7, atol 1e-7; float32 rtol 1.3e-6, atol 1e-5), measured in the same run: "
-        "correct entries it would call wrong, and entries where it would let a 1e-3 error pass;",
+        f"## Correct gradients: torch autograd of each model, {SAMPLES} points (seed {SEED}) plus explicit points",
+        "",
+        "* *max error/tolerance*: the largest share of its tolerance an agreeing correct value used;",
+        "* *fixed: false alarms*: correct entries `torch.testing.assert_close`'s default tolerance (float64 rtol "
+        "1e-7, atol 1e-7; float32 rtol 1.3e-6, atol 1e-5) would call wrong, in the same run;",
         "* *fd mismatches*: finite differences outside their own error estimate (reported as noise).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
+        *_table(["model", "params", "dtype", "entries", "status", "verdicts", "max error/tolerance",
+                 "fixed: false alarms", "fd mismatches", "seconds (both dtypes)"], rows),
+        "",
+        "## Planted relative errors: a `grad_impl` returning torch autograd's gradient times (1 + r)",
+        "",
+        "Entries with a nonzero exact value; *found*: not `agree` (imprecise, inconclusive or mismatch); "
+        "*mismatch*: found as a wrong gradient (a failure without `--strict`).",
+        "",
+        *_table(["model", "dtype", "r", "entries", "found", "mismatch", "status"], found),
+        "",
+        "## torch's own functions, each declared in several equivalent ways, at −30…30",
+        "",
+        "torch's value is the `impl` source (held to the function's own tolerance, the same for every "
+        "declaration); `autograd` evaluates the declared formula itself.",
+        "",
+        *_table(["function", "declared as", "dtype", "impl verdicts", "autograd verdicts", "status"], functions),
+        "",
+        "## A constant wrong in its 11th digit",
+        "",
+        f"GELU with 1/√2 written 0.70710678119, float64, {n} points in −3…3: {wrong} mismatches, {hit} not agree.",
     ]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     out = Path(__file__).resolve().parent.parent / "reports" / "tolerance.md"
     out.write_text("\n".join(lines) + "\n")
     print(out)

@@ -97,4 +97,11 @@ def test_an_error_of_three_tolerances_is_flagged_and_a_third_is_not(dtype, facto
     r = verify(model.with_implementations(grad_impl=off), samples=6, dtypes=[dtype])
     verdicts = [c.verdict for c in r.checks if c.source == "grad_impl"]
     assert len(verdicts) == 6
-    assert verdicts == (["mismatch"] * 6 if caught else ["agree"] * 6), [c.of_tolerance for c in r.checks if c.source == "grad_impl"]
+    ratios = [c.of_tolerance for c in r.checks if c.source == "grad_impl"]
+    if not caught:
+        assert verdicts == ["agree"] * 6, ratios
+        return
+    # beyond the tolerance: a mismatch, or imprecise where rounding the values the gradient is
+    # computed from explains that much; either way `strict` fails it
+    assert set(verdicts) <= {"mismatch", "imprecise"} and "mismatch" in verdicts, (verdicts, ratios)
+    assert verify(model.with_implementations(grad_impl=off), samples=6, dtypes=[dtype], strict=True).status == "fail"

@@ -16,17 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flint import arb
 
 from .compare import (
     FALLBACK_ULPS,
     FD_SIGMAS,
     FLOOR_ULPS,
+    IMPRECISE_FACTOR,
+    INCONCLUSIVE_FRACTION,
+    SENSITIVITY_FACTOR,
     MANTISSA_BITS,
     MIN_EXPONENT,
     UNIT_ROUNDOFF,
     as_float,
     exact_text,
 )
+from .dtypes import DTYPES
 from .model import Entry
 from .reference import ExactValue, PointReference
 from .results import Check, SourceSummary
@@ -54,9 +59,20 @@ class Comparison:
     agree: torch.Tensor  # bool
 
 
-def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, dtype: str) -> Comparison:
-    """`compare.tolerance` applied elementwise (``hi + lo`` is the exact value, `compare.split`)."""
+def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, dtype: str,
+            sensitive: torch.Tensor | None = None, declared: bool = True) -> Comparison:
+    """`compare.tolerance` applied elementwise (``hi + lo`` is the exact value, `compare.split`).
+
+    ``sensitive`` (units of u, NaN where unknown): the function's own sensitivity to rounding its
+    inputs (`errorbound.input_sensitivity`), which does not depend on how the maths is written.
+    Where it is known, a source running unknown code (``declared=False``: impl, grad_impl) is held
+    to it alone; the declaration's own float evaluation (autograd) to the larger of it and the
+    declared program's rounding size ``scale``."""
     spacing = ulp_array(hi, dtype)
+    if sensitive is not None:
+        own = SENSITIVITY_FACTOR * sensitive
+        known = ~torch.isnan(own)
+        scale = torch.where(known, torch.maximum(scale, own) if declared else own, scale)
     tol = torch.where(
         torch.isfinite(scale), torch.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
     )
@@ -76,6 +92,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 
 # attribution codes -> (attribution, note), as data
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
+NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -129,6 +146,9 @@ class ExactArrays:
     right: torch.Tensor
     scale: torch.Tensor  # rounding-error size, units of u
     refs: list[PointReference]  # one per row, for the exact text and the reasons
+    explained: torch.Tensor | None = None  # the explained bound (`errorbound.ErrorScales.explained`), units of u
+    sensitive: torch.Tensor | None = None  # u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ| in units of u (NaN: not computed)
+    largest: torch.Tensor | None = None  # (rows,) the declared program's largest |value| (float64)
 
     def value(self, i: int, j: int) -> ExactValue:
         r = self.refs[i]
@@ -161,12 +181,17 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
         first = getattr(parts[0], name)[:, :1]
         return torch.cat([first, *(getattr(p, name)[:, cols] for p in parts)], dim=1)
 
+    def maybe(name: str) -> torch.Tensor | None:
+        return cat(name) if all(getattr(p, name) is not None for p in parts) else None
+
     width = 1 if values else parts[0].hi.shape[1] - 1
     return StackedArrays(kind=cat("kind"), hi=cat("hi"), lo=cat("lo"), left=cat("left"), right=cat("right"),
-                         scale=cat("scale"), refs=parts[0].refs, parts=list(parts), width=width, values=values)
+                         scale=cat("scale"), refs=parts[0].refs, parts=list(parts), width=width, values=values,
+                         explained=maybe("explained"), sensitive=maybe("sensitive"), largest=parts[0].largest)
 
 
-def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactArrays:
+def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | None = None,
+                 sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
     random point is by both dtypes, is converted once)."""
     from .compare import split
@@ -180,6 +205,8 @@ def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactAr
         for e in (r.loss, *r.grads):
             k.append(_KIND[e.kind])
             hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
+            if e.kind == "value" and isinstance(e.value, arb) and 0 in e.value:
+                hv, lv = 0.0, 0.0  # a certified ball around 0 (narrower than any rounding): the value 0
             h.append(hv)
             l_.append(lv)
             a.append(as_float(e.left) if e.left is not None else nan)
@@ -191,7 +218,8 @@ def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor) -> ExactAr
         return torch.tensor([t[i] for t in table], dtype=dtype).reshape(len(refs), -1)
 
     return ExactArrays(kind=column(0, torch.int8), hi=column(1, torch.float64), lo=column(2, torch.float64),
-                       left=column(3, torch.float64), right=column(4, torch.float64), scale=scale, refs=list(refs))
+                       left=column(3, torch.float64), right=column(4, torch.float64), scale=scale, refs=list(refs),
+                       explained=explained, sensitive=sensitive, largest=largest)
 
 
 @dataclass
@@ -244,7 +272,8 @@ def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
     return out
 
 
-VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined")
+VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise", "inconclusive")
+AGREE, MISMATCH, IMPRECISE, UNRESOLVED_VERDICT = 0, 1, 4, 5
 
 
 def _verdicts(kind: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
@@ -266,12 +295,59 @@ def outside_corner(values: torch.Tensor, ex: ExactArrays, cols: slice, tol: torc
     return judged & ~inside
 
 
+def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+    """Where the declared program cannot be computed in ``dtype``: an instruction overflows it, or
+    its own rounding bound is not small against the exact value (it cancels, or divides 0 by 0)."""
+    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * ex.hi[:, cols].abs())
+    if ex.largest is None:
+        return cancels
+    return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
+
+
+def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
+          dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
+
+    * **inconclusive**: it agrees, but its tolerance is not small against the exact value (over
+      `compare.INCONCLUSIVE_FRACTION` of it, and above the few-ulp floor): the check could not have
+      seen an error as large as the value (an ill-conditioned declaration);
+    * **imprecise**: it disagrees, but by no more than `compare.IMPRECISE_FACTOR` times the explained
+      bound (rounding the values the gradient is computed from, `errorbound`), or the exact value
+      is below the dtype's smallest normal and the error is too (gradual underflow);
+    * the ``autograd`` source (the declaration compiled to torch) disagreeing where the declared
+      program overflows the dtype, or where its own rounding bound exceeds the value: the declared
+      formula is not computable there (**inconclusive**), not torch being wrong."""
+    hi = ex.hi[:, cols]
+    u = UNIT_ROUNDOFF[dtype]
+    note = torch.zeros_like(verdict)
+    valued = ex.kind[:, cols] == VALUE
+    floor = FLOOR_ULPS * ulp_array(hi, dtype)
+    unresolved = valued & (verdict == AGREE) & (hi != 0) & (cmp.tol > INCONCLUSIVE_FRACTION * hi.abs()) & (cmp.tol > floor)
+    verdict = torch.where(unresolved, UNRESOLVED_VERDICT, verdict)
+    note = torch.where(unresolved, UNRESOLVED, note)
+    off = valued & (verdict == MISMATCH)
+    finite = torch.isfinite(values)
+    tiny = DTYPES[dtype].smallest_normal
+    underflow = off & finite & (hi.abs() < tiny) & (cmp.err <= tiny)
+    explained = torch.zeros_like(hi) if ex.explained is None else ex.explained[:, cols]
+    within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
+    verdict = torch.where(underflow | within, IMPRECISE, verdict)
+    note = torch.where(underflow, UNDERFLOW, torch.where(within, EXPLAINED, note))
+    if source == "autograd":
+        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
+        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
+        note = torch.where(lost, NOT_COMPUTABLE, note)
+    return verdict, note
+
+
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
     """A gradient source's values against the exact gradient, attributed with FD's help."""
     cols = slice(1, None)
     hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
-    cmp = compare(values, hi, lo, scale, dtype)
+    cmp = compare(values, hi, lo, scale, dtype, None if ex.sensitive is None else ex.sensitive[:, cols],
+                  declared=source == "autograd")
     verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    verdict, band_note = bands(source, values, ex, cols, cmp, verdict, dtype)
     if fd is None:
         code = torch.where(verdict == 1, 4, 0)
     else:
@@ -279,6 +355,7 @@ def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str,
         ok_exact = fd_agrees_array(fd.values, fd_tol, hi)
         ok_source = fd_agrees_array(fd.values, fd_tol, values)
         code = torch.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source), 0)
+    code = torch.where(band_note > 0, band_note, code)
     corner = outside_corner(values, ex, cols, cmp.tol, dtype)
     verdict = torch.where(corner, 1, verdict)
     code = torch.where(corner, OUTSIDE_CORNER, code)
@@ -291,8 +368,13 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
     cols = slice(0, 1)
     cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
     verdict = _verdicts(ex.kind[:, cols], cmp.agree)
+    code = torch.where(verdict == 1, 2, 0)
+    if source == "autograd":  # the declared formula itself may not be computable there (`bands`)
+        lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
+        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
+        code = torch.where(lost, NOT_COMPUTABLE, code)
     return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=torch.where(verdict == 1, 2, 0))
+                 verdict=verdict, attribution=code)
 
 
 def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
@@ -332,6 +414,8 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
         )
     if verdict == 3:
         return None, e.reason
+    if verdict in (4, 5) and g.source != "fd":
+        return BAND_NOTES[int(g.attribution[i, j])](g, i, j, value)
     if g.source == "fd":
         if verdict == 1:
             if g.noise is not None and bool(g.noise[i, j]):
@@ -351,6 +435,31 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
     return attribution, note or e.reason
 
 
+def _explained_note(g: Group, i: int, j: int, value: float) -> tuple[str | None, str]:
+    tol, rel = float(g.cmp.tol[i, j]), float(g.cmp.rel[i, j])
+    lost = " (all its digits: that way of computing it cannot resolve a value this small)" if rel >= 1 else ""
+    return "imprecise", (f"beyond a careful implementation (tolerance {tol:.3g}) but explained by rounding the values "
+                         "the gradient is computed from (a backward formula in terms of a rounded output, s·(1 − s), "
+                         f"1 − y², or an overflowing intermediate){lost}: not a wrong gradient")
+
+
+def _band_note(text: str, attribution: str | None = None) -> Any:
+    return lambda g, i, j, value: (attribution, text)
+
+
+BAND_NOTES: dict[int, Any] = {
+    EXPLAINED: _explained_note,
+    UNDERFLOW: _band_note("the exact value is below the dtype's smallest normal, and so is the error: lost to "
+                          "gradual underflow, not a wrong gradient", "imprecise"),
+    UNRESOLVED: _band_note("INCONCLUSIVE: the tolerance (the rounding the declared formula allows) is not small "
+                           "against the value, so this check cannot tell a right gradient from a wrong one; declare "
+                           "the model in a better-conditioned form"),
+    NOT_COMPUTABLE: _band_note("the declared formula is not computable in this dtype at this point (an intermediate "
+                               "overflows, or its own rounding exceeds the value): not torch being wrong",
+                               "not_computable"),
+}
+
+
 def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
     ex = g.exact if g.exact is not None else ex
     col = j + g.columns.start
@@ -358,7 +467,7 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     value = float(g.values[i, j])
     attribution, note = _note(g, i, j, e, value)
     verdict = VERDICT_NAMES[int(g.verdict[i, j])]
-    has_value = verdict in ("agree", "mismatch") and int(ex.kind[i, col]) == VALUE
+    has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and int(ex.kind[i, col]) == VALUE
 
     def f(t: torch.Tensor) -> float | None:
         return float(t[i, j]) if has_value else None
@@ -376,7 +485,9 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
 
 
 def _valued(g: Group) -> torch.Tensor:
-    """Checks with an exact value to measure errors against (a corner's mismatch has none)."""
+    """Agreements and mismatches with an exact value to measure errors against (a corner's mismatch
+    has none); imprecise and inconclusive checks are counted apart, so a worst error/tolerance
+    above 1 still means a mismatch."""
     return (g.verdict <= 1) & (g.attribution != OUTSIDE_CORNER)
 
 
@@ -411,6 +522,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             vectors=bool(g.layout and g.layout[0] in ("hvp", "hvps", "vjp")),
             agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
             nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
+            imprecise=int((g.verdict == 4).sum()), inconclusive=int((g.verdict == 5).sum()),
             worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),
             worst_of_tolerance=_max(ratio, valued), worst=worst,
         ))
@@ -423,9 +535,11 @@ def _max(t: torch.Tensor, mask: torch.Tensor) -> float | None:
     return float(torch.nan_to_num(t[mask], nan=math.inf).max())
 
 
-def any_failure(groups: Sequence[Group]) -> bool:
-    """Whether a source (not finite differences) disagrees anywhere."""
-    return any(bool((g.verdict == 1).any()) for g in groups if g.source != "fd")
+def any_failure(groups: Sequence[Group], strict: bool = False) -> bool:
+    """Whether a source (not finite differences) disagrees anywhere; with ``strict`` also where it
+    is imprecise or inconclusive."""
+    codes = (1, 4, 5) if strict else (1,)
+    return any(bool(torch.isin(g.verdict, torch.tensor(codes)).any()) for g in groups if g.source != "fd")
 
 
 def as_tensor(rows: Any) -> torch.Tensor:

@@ -30,7 +30,8 @@ EXIT_WRONG = 1
 EXIT_UNUSABLE = 2
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {
-    EXIT_OK: "every checked source agrees with the exact gradient",
+    EXIT_OK: "every checked source agrees with the exact gradient (imprecise or inconclusive checks, "
+             "shown with ⚠, do not fail unless --strict)",
     EXIT_WRONG: "some source (autograd, impl or grad_impl) disagrees with the exact gradient",
     EXIT_UNUSABLE: "the command, a target or a model could not be used (the others were checked)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): what was finished is printed, the report is left as it was",
@@ -61,6 +62,9 @@ def _argtype(opt: Option) -> Any:
 
 
 def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
+    if opt.switch:
+        parser.add_argument(opt.flag, dest=opt.dest, action="store_true", default=opt.default, help=opt.help)
+        return
     parser.add_argument(opt.flag, dest=opt.dest, metavar=opt.metavar, type=_argtype(opt), default=opt.default, help=opt.help)
 
 
@@ -271,7 +275,7 @@ def _check(m: Model, target: str, args: argparse.Namespace, progress: Any, *, mo
     def run() -> ModelResult:
         return verify(m, samples=args.samples, seed=args.seed, dtypes=args.dtypes, target=target,
                       timeout=args.timeout, progress=lambda msg: progress(f"    {msg}"),
-                      order=args.order, modes=args.modes)
+                      order=args.order, modes=args.modes, strict=args.strict)
 
     return run_isolated(run, name=m.name, timeout=args.timeout, error=lambda msg: _error_result(m, target, msg),
                         more=more)

@@ -1,15 +1,21 @@
 """Errors, ulps, the tolerance rule, verdicts and attribution.
 
 **The tolerance rule** (applied by `checks.compare`, on arrays: its one implementation).  For a
-quantity with exact value ``e``, whose correct computation in a
-dtype with unit roundoff ``u`` has running rounding-error sizes ``E`` (worst case) and ``σ``
-(probable) from `errorbound`, a source's value ``v`` agrees when
+quantity with exact value ``e`` in a dtype with unit roundoff ``u``, a source's value ``v``
+agrees when ``|v − e| ≤ T``:
 
-    |v − e|  ≤  max( min(WORST_FACTOR · u · E,  PROBABLE_FACTOR · u · σ),  FLOOR_ULPS · ulp(e) )
+* for code we cannot see (impl, grad_impl) of a model small enough for its exact Hessian,
+  ``T = max(SENSITIVITY_FACTOR · u · S, FLOOR_ULPS · ulp(e))`` with ``S = Σⱼ |∂gᵢ/∂xⱼ|·|xⱼ|``, what
+  rounding every input by u does to the exact gradient: a property of the function, not of how
+  it is declared;
+* otherwise (and for autograd, the declared formula evaluated by torch, at least that) the
+  declared program's running-error sizes ``E`` (worst case) and ``σ`` (probable) from `errorbound`:
+  ``max( min(WORST_FACTOR · u · E,  PROBABLE_FACTOR · u · σ),  FLOOR_ULPS · ulp(e) )``.
 
-``E`` and ``σ`` grow with the size of the exact value *and* with the cancellation behind it, so a
-correct float32 gradient passes even where it is a small difference of large terms, and a wrong
-one (a missing factor, a sign, a relative error of 1e-3) is caught wherever float32 can see it.
+Beyond ``T`` but within ``T + IMPRECISE_FACTOR · u · X`` (``X``: `errorbound.ErrorScales.explained`,
+rounding the values a gradient is computed from) is **imprecise**; an agreement whose ``T`` exceeds
+``INCONCLUSIVE_FRACTION · |e|`` is **inconclusive**, as is autograd disagreeing where the declared
+formula is not computable in the dtype (`checks.bands`).
 
 **Attribution.**  The exact value is the judge; finite differences (FD) of the same forward tell
 *why* a source disagrees:
@@ -38,8 +44,23 @@ PROBABLE_FACTOR = 8.0  # observed errors stay below 1.4 σ: eight standard devia
 FLOOR_ULPS = 4.0
 FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the declared order)
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
+SENSITIVITY_FACTOR = 8.0  # times u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ|: rounding every input and summand by u (a careful implementation)
+SENSITIVITY_MAX_VARIABLES = 24  # the exact Hessian behind it is computed for models up to this many variables
+IMPRECISE_FACTOR = 1.0  # times the explained bound (`errorbound.ErrorScales.explained`)
+INCONCLUSIVE_FRACTION = 0.5  # a tolerance above this fraction of |exact| cannot resolve the value
 
-VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise")  # imprecise: the audit's band
+VERDICTS = ("agree", "mismatch", "nondifferentiable", "undefined", "imprecise", "inconclusive")
+FAILING = ("mismatch",)  # verdicts that fail a model; with `strict` also "imprecise" and "inconclusive"
+STRICT_FAILING = ("mismatch", "imprecise", "inconclusive")
+
+
+def failing(strict: bool = False) -> tuple[str, ...]:
+    """The verdicts that fail a model.
+
+    >>> failing(), failing(strict=True)
+    (('mismatch',), ('mismatch', 'imprecise', 'inconclusive'))
+    """
+    return STRICT_FAILING if strict else FAILING
 
 
 def ulp(x: float, dtype: str) -> float:

@@ -28,6 +28,7 @@ Any program works the same way: a second-order program's outputs get their error
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +51,11 @@ class ErrorScales:
 
     worst: Tensor  # (points, outputs): first-order worst case, every error adding up
     probable: Tensor  # (points, outputs): standard deviation if errors are independent
+    explained: Tensor | None = None  # (points, outputs): `compare.error_scale` of the worst case and
+    #   standard deviation with every value known only to the rounding of the largest sum it enters
+    #   (`_widening`); None unless asked for
+    largest: Tensor | None = None  # (points,): largest |value| of any instruction (inf: overflows
+    #   float64), to tell where the declared formula itself is not computable in a dtype
 
 
 @lru_cache(maxsize=None)
@@ -73,9 +79,10 @@ class _Pass:
 
     T = torch
 
-    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True) -> None:
+    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None) -> None:
         self.prog = prog
         self.errors = errors  # False: values only (the float64 gradient program, for speed)
+        self.widen = widen  # extra rounding charged to each slot's value (`explained_scales`)
         n = len(prog)
         self._zero = torch.zeros((), dtype=torch.float64)
         self.v: list[Any] = [None] * n
@@ -113,24 +120,71 @@ class _Pass:
                 self.v[k] = self.points[:, data]
             else:
                 spec.rounding(self, k, args, data)
+                if self.widen is not None and self.widen[k] is not None:
+                    self.E[k] = self.E[k] + self.widen[k]
+                    self.V[k] = self.V[k] + self.widen[k] ** 2
 
 
 def _columns(cols: list[Any], n: int) -> Tensor:
     return torch.stack([torch.as_tensor(c, dtype=torch.float64).expand(n) for c in cols], dim=1)
 
 
-def error_scales_batch(gp: Any, points: Sequence[Sequence[float]]) -> ErrorScales:
+def _magnitude(value: Any) -> Tensor | None:
+    """|value| of a float slot (None for booleans), NaN as 0 (an unselected branch's NaN is not
+    computed by anyone), infinities kept."""
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        return None
+    return torch.nan_to_num(value.abs(), nan=0.0, posinf=math.inf)
+
+
+def _widening(run: _Pass) -> list[Any]:
+    """For each computed slot, how much more than its own size its value may be uncertain in an
+    implementation that recovers it from a sum it entered: ``max(|c| − |v|, 0)`` over the ``add``
+    and ``acc`` instructions ``c`` reading it (``1 − s`` from the rounded ``s = 1/(1 + e⁻ˣ)``
+    knows ``e⁻ˣ`` only to ``u·|1 + e⁻ˣ|``)."""
+    prog = run.prog
+    around: list[Any] = [None] * len(prog)
+    for k, (op, args) in enumerate(zip(prog.ops, prog.args)):
+        if op not in ("add", "acc"):
+            continue
+        size = _magnitude(run.v[k])
+        if size is None:
+            continue
+        for a in args:
+            around[a] = size if around[a] is None else torch.maximum(around[a], size)
+    out: list[Any] = [None] * len(prog)
+    for k, op in enumerate(prog.ops):
+        own = _magnitude(run.v[k])
+        if around[k] is None or own is None or REGISTRY[op].leaf or op == "const":
+            continue
+        out[k] = torch.nan_to_num((around[k] - own).clamp_min(0.0), nan=0.0, posinf=math.inf)
+    return out
+
+
+def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False) -> ErrorScales:
     """Running error analysis of every output of a program (or `symbolic.GradientProgram`) at
-    every point (values of its variables), all points in one pass."""
+    every point (values of its variables), all points in one pass; with ``explained`` also the
+    wider bound of `ErrorScales.explained` (a second pass) and each point's largest value."""
     prog = _program(gp)
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
         run = _Pass(prog, batch)
         run.run()
-    n = batch.shape[0]
-    w = _columns([run.E[o] for o in prog.outputs], n)
-    v = _columns([run.V[o] for o in prog.outputs], n)
-    return ErrorScales(worst=w, probable=v.sqrt())
+        n = batch.shape[0]
+        w = _columns([run.E[o] for o in prog.outputs], n)
+        v = _columns([run.V[o] for o in prog.outputs], n)
+        if not explained:
+            return ErrorScales(worst=w, probable=v.sqrt())
+        sizes = [m for m in map(_magnitude, run.v) if m is not None]
+        largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
+        wide = _Pass(prog, batch, widen=_widening(run))
+        wide.run()
+        from .compare import error_scale
+
+        wide_w = _columns([wide.E[o] for o in prog.outputs], n)
+        wide_v = _columns([wide.V[o] for o in prog.outputs], n)
+        return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
+                           largest=largest.to(torch.float64))
 
 
 def program_batch(prog: Program, points: Tensor) -> Tensor:
@@ -160,3 +214,64 @@ def error_scales(gp: Any, point: Sequence[float]) -> ErrorScales:
     [[36.0, 56.0]]
     """
     return error_scales_batch(gp, [point])
+
+
+def _trusted(prog: Program, points: Sequence[Sequence[float]], out: Tensor) -> Tensor:
+    """``out`` (the program in float64) with the rows where its own rounding bound is not small
+    against a value replaced by exact values (a declaration that cancels in float64, such as
+    ``(e²ˣ − 1)/(e²ˣ + 1)`` at x = 30, would make the sensitivity depend on how it is written)."""
+    from flint import fmpq
+
+    from .compare import as_float
+    from .reference import program_values
+
+    es = error_scales_batch(prog, points)
+    unsure = ~(2.0**-53 * es.worst <= 2.0**-10 * out.abs()) & (es.worst != 0)
+    out = out.clone()
+    for r in torch.nonzero(unsure.any(dim=1)).reshape(-1).tolist():
+        try:
+            vals = program_values(prog, [fmpq(*float(q).as_integer_ratio()) for q in points[r]]).values
+        except Exception:  # noqa: BLE001 - no exact value there: keep the float one (a size, not a verdict)
+            continue
+        for c, v in enumerate(vals):
+            if v.kind == "value":
+                out[r, c] = as_float(v.value)
+    return out
+
+
+def input_sensitivity(hessian: Any, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+    """``Σⱼ |∂²loss/∂wᵢ∂xⱼ|·|xⱼ|`` over every variable ``xⱼ``, for each entry ``wᵢ`` of ``wrt`` (column 0,
+    the loss, is NaN): how far the exact gradient moves when every input is rounded by u, which
+    no implementation of the *function* avoids (units of u).  ``hessian``:
+    `higher.hessian_program` over every variable; evaluated in float64 (a size, not a verdict).
+
+    >>> from gradcheck_sym.higher import hessian_program
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> input_sensitivity(hessian_program(x*w**2, (x, w), (x, w)), [w], [[3.0, 2.0]]).tolist()
+    [[nan, 24.0]]
+    """
+    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+    out = _trusted(hessian.program, points, program_batch(hessian.program, batch))
+    n = len(hessian.variables)
+    h = out[:, 1 + n:1 + n + n * n].reshape(-1, n, n)
+    rows = [list(hessian.variables).index(s) for s in wrt]
+    sens = (h[:, rows, :].abs() * batch[:, None, :n].abs()).sum(dim=2)
+    nan = torch.full((len(points), 1), math.nan, dtype=torch.float64)
+    return torch.cat([nan, torch.nan_to_num(sens, nan=math.inf)], dim=1)
+
+
+def output_sensitivity(hessian: Any, points: Sequence[Sequence[float]]) -> Tensor:
+    """For a function of one variable, ``|y|·|y''|/|y'|`` (units of u): how far its derivative
+    moves when computed from its rounded output ``y``, as standard backward formulas do
+    (``1 − y²`` for tanh, ``s·(1 − s)`` for the sigmoid, ``y`` for exp).  Column 0 is 0.
+
+    >>> from gradcheck_sym.higher import hessian_program
+    >>> x = sp.Symbol("x", real=True)
+    >>> output_sensitivity(hessian_program(sp.tanh(x), (x,), (x,)), [[30.0]]).tolist()
+    [[0.0, 2.0]]
+    """
+    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+    out = _trusted(hessian.program, points, program_batch(hessian.program, batch))
+    y, d1, d2 = out[:, 0].abs(), out[:, 1].abs(), out[:, 2].abs()
+    term = torch.where(d2 == 0, torch.zeros_like(y), y * d2 / d1)
+    return torch.stack([torch.zeros_like(y), torch.nan_to_num(term, nan=0.0, posinf=0.0)], dim=1)

@@ -131,7 +131,7 @@ def _key(g: ch.Group) -> tuple[str, str | None, str]:
 
 def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: int, dtypes: tuple[str, ...],
                     factor: float, target: str, all_checks: bool, say: Callable[[str], None], order: int,
-                    modes: tuple[str, ...]) -> ModelResult:
+                    modes: tuple[str, ...], *, strict: bool = False) -> ModelResult:
     """`verifier.verify` for a model declared with ``outputs=``."""
     from .verifier import _domain, _fd_for, _groups, _loss_text, _sources, _variable_info, prepare, references
 
@@ -156,7 +156,7 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
     for c in units + randoms:
         view = scalar_view(model, c)
         prepared = prepare(view)
-        refs, scale = references(prepared, unique, factor)
+        refs, scale, _ = references(prepared, unique, factor)
         scalars.append((view, prepared, refs, scale))
     seconds = []
     if order >= 2:
@@ -193,7 +193,7 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
         kept += made
         summaries += sums
         complete = complete and everything
-        failed = failed or ch.any_failure(combined)
+        failed = failed or ch.any_failure(combined, strict)
     return ModelResult(
         name=model.name, status="fail" if failed else "pass", target=target, description=model.description,
         loss=_loss_text(model), loss_latex=model.latex or (sp.latex(model.loss) if n + m <= 40 else ""),

@@ -64,6 +64,13 @@ def mode_list(text: str) -> tuple[str, ...]:
     return tuple(m for m in MODES if m in items)
 
 
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "yes", "no", "1", "0"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value in ("true", "yes", "1")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Option:
     name: str  # the CLI's long name without dashes
@@ -71,6 +78,7 @@ class Option:
     parse: Callable[[str], Any]
     default: Any
     help: str  # ends with the default, as `--help` shows it
+    switch: bool = False  # a flag without a value (``--strict``); its ini key takes true/false
 
     @property
     def flag(self) -> str:
@@ -119,4 +127,9 @@ MODES_OPTION = Option(
     "JVPs) (default: rev)",
 )
 
-SHARED = (SAMPLES, SEED, DTYPES_OPTION, ORDER, MODES_OPTION, TIMEOUT, REPORT_DIR)
+STRICT = Option(
+    name="strict", metavar="", parse=boolean, default=False, switch=True,
+    help="fail on imprecise and inconclusive checks too, not only on mismatches (default: off)",
+)
+
+SHARED = (SAMPLES, SEED, DTYPES_OPTION, ORDER, MODES_OPTION, STRICT, TIMEOUT, REPORT_DIR)

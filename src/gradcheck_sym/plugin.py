@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import DTYPES_OPTION, MODES_OPTION, ORDER, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, TIMEOUT, Option
+from .options import (DTYPES_OPTION, MODES_OPTION, ORDER, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, STRICT, TIMEOUT,
+                      Option)
 
 if TYPE_CHECKING:
     from .model import Model
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 MARKER = "gradcheck"
 MODELS_NAME = "gradcheck_models"  # a module-level list in a test file: one item per model
-MARKER_ARGS = ("samples", "dtypes", "seed", "tolerance", "order", "modes")
+MARKER_ARGS = ("samples", "dtypes", "seed", "tolerance", "order", "modes", "strict")
 _RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 _WORKER_KEY = "gradcheck_sym_results"
 
@@ -43,8 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for opt in SHARED:
         ini = f"{PREFIX}_{opt.dest}"
         help_text = _help(opt)
-        group.addoption(opt.plugin_flag, dest=ini, metavar=opt.metavar, default=None,
-                        help=help_text.replace("(default:", f"(ini: {ini}; default:"))
+        help_text = help_text.replace("(default:", f"(ini: {ini}; default:")
+        if opt.switch:
+            group.addoption(opt.plugin_flag, dest=ini, action="store_const", const="true", default=None, help=help_text)
+        else:
+            group.addoption(opt.plugin_flag, dest=ini, metavar=opt.metavar, default=None, help=help_text)
         parser.addini(ini, help=help_text, default="")  # unset: the option's default (see _option)
 
 
@@ -59,7 +63,8 @@ def _help(opt: Option) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(samples=N, dtypes='float64,float32', seed=N, tolerance=F, order=1|2, modes='rev,fwd'): "
+        f"{MARKER}(samples=N, dtypes='float64,float32', seed=N, tolerance=F, order=1|2, modes='rev,fwd', "
+        "strict=True|False): "
         "options of the "
         "gradcheck fixture for this test",
     )
@@ -125,7 +130,8 @@ def _run(config: pytest.Config, node: pytest.Item, model: Model, **given: Any) -
 
     settings = {"samples": _option(config, SAMPLES), "seed": _option(config, SEED),
                 "dtypes": _option(config, DTYPES_OPTION), "tolerance": 1.0, "timeout": _option(config, TIMEOUT),
-                "order": _option(config, ORDER), "modes": _option(config, MODES_OPTION)}
+                "order": _option(config, ORDER), "modes": _option(config, MODES_OPTION),
+                "strict": _option(config, STRICT)}
     settings.update(_marker_options(node))
     settings.update({k: v for k, v in given.items() if v is not None and k in MARKER_ARGS})
     impl, grad_impl = given.get("impl"), given.get("grad_impl")
@@ -182,6 +188,7 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., ModelResult]:
         tolerance: float | None = None,
         order: int | None = None,
         modes: Any = None,
+        strict: bool | None = None,
     ) -> ModelResult:
         __tracebackhide__ = True
         if isinstance(dtypes, str):
@@ -191,7 +198,8 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., ModelResult]:
         if modes is not None:
             modes = _parse(MODES_OPTION, modes if isinstance(modes, str) else ",".join(modes))
         return _run(request.config, request.node, model, impl=impl, grad_impl=grad_impl, points=points,
-                    samples=samples, dtypes=dtypes, seed=seed, tolerance=tolerance, order=order, modes=modes)
+                    samples=samples, dtypes=dtypes, seed=seed, tolerance=tolerance, order=order, modes=modes,
+                    strict=strict)
 
     return check
 

@@ -144,7 +144,35 @@ def _special(model: ModelResult) -> list[Check]:
 
 def _icon(model: ModelResult) -> str:
     icon = VERDICT_ICON[model.status]
-    return icon + (" ⚠" if model.status == "pass" and _special(model) else "")
+    icon += " ⚠" if model.status == "pass" and _special(model) else ""
+    return icon + "".join(f" ⚠ {n} {name}" for name, n in _bands(model) if n)
+
+
+def _bands(model: ModelResult) -> list[tuple[str, int]]:
+    """How many checks of a source are imprecise and inconclusive (shown, not failures unless strict)."""
+    return [("imprecise", model.n_imprecise), ("inconclusive", model.n_inconclusive)]
+
+
+def _banded(m: ModelResult) -> list[str]:
+    shown = [c for c in m.checks if c.verdict in ("imprecise", "inconclusive") and c.source != "fd"]
+    if not shown:
+        return []
+    lines = [
+        "## ⚠ Imprecise and inconclusive checks",
+        "",
+        f"{m.n_imprecise} imprecise: beyond what a careful implementation returns, but explained by rounding the "
+        "values the gradient is computed from (a backward formula in terms of a rounded output, an overflowing "
+        f"intermediate); {m.n_inconclusive} inconclusive: the check cannot resolve the value (its tolerance is not "
+        "small against it), or the declared formula is not computable in that dtype there.  Neither fails the "
+        "model unless `--strict`.",
+        "",
+    ]
+    rows = [[c.source, c.dtype, code(c.entry), str(c.point), "⚠ " + c.verdict, num(c.exact), num(c.value),
+             ulps(c.ulps) if c.verdict == "imprecise" else "—", c.note] for c in shown[:LISTED]]
+    lines += _table(["source", "dtype", "entry", "point", "verdict", "exact", "returned", "ulps", "why"], rows)
+    if len(shown) > LISTED:
+        lines += ["", f"… and {len(shown) - LISTED} more in `results.json`"]
+    return lines + [""]
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -182,7 +210,9 @@ def render_index(run: RunResult) -> str:
     lines += [
         "",
         "✅ every source agrees with the exact gradient · ❌ a source is wrong · ⚠ some points are "
-        "non-differentiable or undefined there (reported on the model's page, not failures) · "
+        "non-differentiable or undefined there (reported on the model's page, not failures) · ⚠ N imprecise "
+        "/ inconclusive: checks explained by rounding, or that cannot resolve the value (not failures unless "
+        "`--strict`) · "
         "⚠️ error: the model could not be checked",
     ]
     for e in run.errors:
@@ -486,7 +516,7 @@ def render_model(m: ModelResult, *, have_plot: bool = True, have_heatmap: bool |
         for n in m.notes:
             lines += [markdown(n), ""]
     if m.checks:
-        lines += _sources(m) + _orders(m, have_heatmap) + _worst(m) + _mismatches(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
+        lines += _sources(m) + _orders(m, have_heatmap) + _worst(m) + _mismatches(m) + _banded(m) + _special_points(m) + _step_study(m, have_plot) + _points(m)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -33,8 +33,9 @@ class Check:
     rel_error: float | None = None
     ulps: float | None = None  # |value - exact| in units in the last place of dtype at exact
     tolerance: float | None = None  # the largest error a correct computation may have
-    verdict: str  # "agree" | "mismatch" | "nondifferentiable" | "undefined"
-    attribution: str | None = None  # "wrong" | "forward_mismatch" | "noise" (mismatches only)
+    verdict: str  # "agree" | "mismatch" | "nondifferentiable" | "undefined" | "imprecise" | "inconclusive"
+    attribution: str | None = None  # "wrong" | "forward_mismatch" | "noise" (mismatches); "imprecise",
+    #   "not_computable" (the declared formula overflows or cancels in that dtype) for the two bands
     note: str = ""  # attribution or classification, in words
     left: float | None = None  # one-sided derivatives where nondifferentiable
     right: float | None = None
@@ -147,6 +148,8 @@ class SourceSummary:
     mismatch: int
     nondifferentiable: int
     undefined: int
+    imprecise: int = 0  # beyond a careful implementation, explained by rounding (not a failure unless strict)
+    inconclusive: int = 0  # the check could not resolve the value (not a failure unless strict)
     worst_rel: float | None  # over checks with an exact value
     worst_ulps: float | None
     worst_of_tolerance: float | None  # largest |error| / tolerance: above 1 is a mismatch
@@ -198,6 +201,14 @@ class ModelResult:
     def failed(self) -> tuple[Check, ...]:
         """The disagreements of sources (not finite differences) that are in `checks`."""
         return tuple(c for c in self.checks if c.verdict == "mismatch" and c.source != "fd")
+
+    @property
+    def n_imprecise(self) -> int:
+        return sum(s.imprecise for s in summarize(self) if s.source != "fd")
+
+    @property
+    def n_inconclusive(self) -> int:
+        return sum(s.inconclusive for s in summarize(self) if s.source != "fd")
 
     @property
     def n_checks(self) -> int:
@@ -444,6 +455,8 @@ def summarize(model: ModelResult) -> list[SourceSummary]:
             mismatch=sum(c.verdict == "mismatch" for c in cs),
             nondifferentiable=sum(c.verdict == "nondifferentiable" for c in cs),
             undefined=sum(c.verdict == "undefined" for c in cs),
+            imprecise=sum(c.verdict == "imprecise" for c in cs),
+            inconclusive=sum(c.verdict == "inconclusive" for c in cs),
             worst_rel=max((c.rel_error for c in valued), default=None),  # type: ignore[type-var]
             worst_ulps=worst.ulps if worst else None,
             worst_of_tolerance=max((c.of_tolerance for c in valued), default=None),

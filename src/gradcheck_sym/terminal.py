@@ -32,6 +32,10 @@ def describe(c: Check) -> str:
     else:
         what = c.quantity_text
     head = f"{c.source} {c.dtype} {what} at point {c.point}"
+    if c.verdict in ("imprecise", "inconclusive") and c.exact is not None:
+        size = f"{ulps(c.ulps)} ulps, " if c.verdict == "imprecise" else ""  # (inconclusive: no relative size)
+        return (f"{head}: ⚠ {c.verdict}: exact {num(c.exact, 10)}, got {num(c.value, 10)} ({size}"
+                f"tolerance {num(c.tolerance, 3)}): {c.note}")
     if c.verdict == "mismatch":
         meaningful = c.exact is not None and c.tolerance is not None and abs(c.exact) > c.tolerance
         relative = f"; rel {num(c.rel_error, 3)}, {ulps(c.ulps)} ulps" if meaningful else ""
@@ -87,6 +91,15 @@ def summary(run: RunResult) -> str:
                 lines.append(f"  {describe(c)}")
             if m.n_failed > MAX_LISTED:
                 lines.append(f"  ... and {m.n_failed - min(MAX_LISTED, len(m.failed))} more (see the report)")
+    for m in run.models:
+        if m.status != "error" and (m.n_imprecise or m.n_inconclusive):
+            lines.append(f"\n⚠ {m.name}: " + "; ".join(
+                f"{n} {what}" for n, what in ((m.n_imprecise, "imprecise (explained by rounding, "
+                                              "not a wrong gradient)"),
+                                             (m.n_inconclusive, "INCONCLUSIVE (the check cannot resolve the value)"))
+                if n) + ("" if m.status == "fail" else " — not failures unless --strict"))
+            for c in [c for c in m.checks if c.verdict in ("imprecise", "inconclusive") and c.source != "fd"][:3]:
+                lines.append(f"  {describe(c)}")
     for m in run.models:
         for u in m.unsupported:
             lines.append(f"\nnot supported: {m.name}: {u.source} {UNSUPPORTED_WHAT.get(u.quantity, u.quantity)}: "

@@ -177,13 +177,14 @@ def assert_gradients(
     tolerance: float = 1.0,
     order: int = 1,
     modes: Sequence[str] = ("rev",),
+    strict: bool = False,
 ) -> ModelResult:
     """`verify` ``model`` (with ``impl``/``grad_impl`` if given) and raise
     `GradientCheckFailure` with an actionable message unless every source agrees."""
     __tracebackhide__ = True
     used = model.with_implementations(impl=impl, grad_impl=grad_impl) if (impl or grad_impl) else model
     result = verify(used, samples=samples, seed=seed, dtypes=dtypes, points=points, tolerance=tolerance,
-                    order=order, modes=modes)
+                    order=order, modes=modes, strict=strict)
     if result.status != "pass":
         raise GradientCheckFailure(failure_message(result, seed=seed, reproduce=_reproduce(model, used, result)), result)
     return result

@@ -47,6 +47,7 @@ class Prepared:
         self.small = count_nodes(model.loss) <= LIMIT_MAX_NODES
         self.subject = src.Subject(model)
         self._texts: dict[str, Any] | None = None
+        self._sensitivity: Any = None
 
     def texts(self) -> dict[str, Any]:
         """The report's formulas (loss LaTeX, closed-form gradient as text and LaTeX): they
@@ -60,6 +61,17 @@ class Prepared:
                 "closed_form_latex": {str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
             }
         return self._texts
+
+    def sensitivity_program(self) -> Any:
+        """The exact Hessian over every variable (for `errorbound.input_sensitivity`), for models
+        of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; None for larger ones."""
+        from .compare import SENSITIVITY_MAX_VARIABLES
+        from .higher import hessian_program
+
+        symbols = self.model.symbols
+        if self._sensitivity is None and len(symbols) <= SENSITIVITY_MAX_VARIABLES:
+            self._sensitivity = hessian_program(self.model.loss, symbols, symbols, model=self.model.name)
+        return self._sensitivity
 
 
 def prepare(model: Model) -> Prepared:
@@ -132,6 +144,7 @@ def verify(
     modes: Sequence[str] = ("rev",),
     impl: Callable[..., Any] | None = None,
     grad_impl: Callable[..., Any] | None = None,
+    strict: bool = False,
 ) -> ModelResult:
     """Check every gradient source of ``model`` against its exact gradient, at its explicit
     points (or ``points``, which replace them) and ``samples`` seeded random points; ``impl``
@@ -144,6 +157,8 @@ def verify(
     VJPs), ``"fwd"`` their forward-mode AD (JVPs); ``order=2`` adds second derivatives (double
     backward against the exact Hessian, or exact Hessian-vector products for large models; see
     `orders`).  A source that cannot compute a quantity is listed in ``result.unsupported``.
+    ``strict``: an ``imprecise`` or ``inconclusive`` check fails the model too (by default only a
+    ``mismatch`` does; see README "The verdict").
 
     >>> x, y, w = sp.symbols("x y w", real=True)
     >>> m = Model(name="linear", loss=(x*w - y)**2, params=[w], inputs=[x, y],
@@ -169,7 +184,7 @@ def verify(
         check_affordable(model)  # sizes that cannot be afforded are refused before computing
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
-                                       all_checks, order, modes)
+                                       all_checks, order, modes, strict)
         if cached is not None:
             say(f"{model.name}: unchanged since the last run (cached result)")
             return cached
@@ -178,10 +193,10 @@ def verify(
                 from .operators import verify_operator
 
                 result = verify_operator(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
-                                         all_checks, say, order, modes)
+                                         all_checks, say, order, modes, strict=strict)
             else:
                 result = _verify(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
-                                 all_checks, say, order, modes)
+                                 all_checks, say, order, modes, strict=strict)
         store(result)
         return result
     except TimedOut as exc:
@@ -201,6 +216,7 @@ def verify(
 def _cached_result(
     model: Model, explicit: Sequence[dict[sp.Symbol, Fraction]], samples: int, seed: int, dtypes: tuple[str, ...],
     factor: float, target: str, all_checks: bool, order: int = 1, modes: tuple[str, ...] = ("rev",),
+    strict: bool = False,
 ) -> tuple[ModelResult | None, Callable[[ModelResult], None]]:
     """A stored result for an unchanged model without user code, and how to store a new one."""
     import dataclasses
@@ -214,6 +230,8 @@ def _cached_result(
                "points": [{str(s): str(v) for s, v in p.items()} for p in explicit]}
     if (order, modes) != (1, ("rev",)):
         options.update(order=order, modes=list(modes))
+    if strict:
+        options["strict"] = True
     digest = cache.result_key(model, options)
     data = cache.load_json("results", digest)
     if data is not None:
@@ -292,6 +310,8 @@ def _verify(
     say: Progress,
     order: int = 1,
     modes: tuple[str, ...] = ("rev",),
+    *,
+    strict: bool = False,
 ) -> ModelResult:
     import torch
 
@@ -312,7 +332,7 @@ def _verify(
     per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
-    refs, scale = references(prepared, unique, factor)
+    refs, scale, band = references(prepared, unique, factor)
     row = {p: u for u, p in enumerate(unique)}
     second = None
     if order >= 2:
@@ -323,7 +343,7 @@ def _verify(
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
-        ex = ch.exact_arrays([refs[p] for p in pts], scale[index])
+        ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
         fds = {"model": src.finite_differences(subject, pts, dtype)}
@@ -349,7 +369,7 @@ def _verify(
         kept += made
         complete = complete and everything
         summaries += sums
-        failed = failed or ch.any_failure(groups)
+        failed = failed or ch.any_failure(groups, strict)
         source_names = list(outputs) + ["fd"]
     texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
@@ -384,14 +404,21 @@ def _verify(
 
 
 def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
-               ) -> tuple[dict[tuple[float, ...], PointReference], Any]:
-    """The exact loss and gradient at each of the ``unique`` points, and their tolerance scales
-    (one row per point, in units of u)."""
-    from .errorbound import error_scales_batch
+               ) -> tuple[dict[tuple[float, ...], PointReference], Any, dict[str, Any]]:
+    """The exact loss and gradient at each of the ``unique`` points, their tolerance scales (one
+    row per point, in units of u), and the bands' sizes (`checks.exact_arrays`'s ``explained``,
+    ``sensitive``, ``largest``)."""
+    from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity
 
     symbols = prepared.model.symbols
-    es = error_scales_batch(prepared.gradient, unique)
+    es = error_scales_batch(prepared.gradient, unique, explained=True)
     scale = factor * error_scale(es.worst, es.probable)
+    band = {"explained": factor * es.explained, "largest": es.largest}
+    hessian = prepared.sensitivity_program()
+    if hessian is not None:
+        band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
+        if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
+            band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
     worst_rows = es.worst.tolist()
     refs: dict[tuple[float, ...], PointReference] = {}
     for u, p in enumerate(unique):
@@ -400,7 +427,7 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
             prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
             rational=prepared.gradient.maybe_rational,
         )
-    return refs, scale
+    return refs, scale, band
 
 
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
@@ -465,7 +492,8 @@ def _step_study(
 def verify_all(
     models: Sequence[Model], *, samples: int = 5, seed: int = 0, dtypes: Sequence[str] = DTYPES,
     target: str = "", progress: Progress | None = None, order: int = 1, modes: Sequence[str] = ("rev",),
+    strict: bool = False,
 ) -> list[ModelResult]:
     """`verify` each model; one model's error never stops the others."""
     return [verify(m, samples=samples, seed=seed, dtypes=dtypes, target=target, progress=progress, order=order,
-                   modes=modes) for m in models]
+                   modes=modes, strict=strict) for m in models]

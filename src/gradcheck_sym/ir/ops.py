@@ -287,14 +287,18 @@ def _mul_rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> Non
     ops, v = P.prog.ops, P.v
     xs = [v[a] for a in args]
     p = xs[0]
-    roundings = []
+    rounded = 0
     for j in range(1, len(xs)):
         p = p * xs[j]
         if P.errors and not (ops[args[j]] == "const" and _power_of_two(xs[j])):
-            roundings.append(p)
+            rounded += 1
     v[k] = p
     if not P.errors:
         return
+    # each intermediate rounding is relative to its partial product, and the remaining factors
+    # carry it to the result at the same relative size: |result|·u each, not |partial product|·u
+    # (charging the partial product made y·erfc(wx), with a tiny erfc, 1e23 times too loose)
+    roundings = [p] * rounded
     parts = []
     for i, a in enumerate(args):
         if ops[a] != "const":
