@@ -243,8 +243,12 @@ def _declaration(m: ModelResult) -> list[str]:
     rows = [[code(v.name), v.role, _shape(v.shape), str(math.prod(v.shape) if v.shape else 1)]
             for v in m.variables]
     lines += _table(["variable", "role", "shape", "scalars"], rows)
+    inputs = [v.name for v in m.variables if v.role == "input"
+              and any(c.param == v.name and c.quantity == "grad" for c in m.checks)]
     lines += ["", f"{m.n_params} scalar parameter{'' if m.n_params == 1 else 's'} "
-              f"{'is' if m.n_params == 1 else 'are'} differentiated."]
+              f"{'is' if m.n_params == 1 else 'are'} differentiated"
+              + (f"; the gradients of the inputs ({', '.join(code(n) for n in inputs)}) are checked too "
+                 "(`input_grads=True`)." if inputs else ".")]
     if m.domain:
         lines += ["", "Domain of the random points:", ""]
         lines += _table(["variable", "low", "high"], [[code(k), num(lo), num(hi)] for k, (lo, hi) in m.domain.items()])
