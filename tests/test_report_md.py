@@ -393,9 +393,10 @@ def test_graph_caption_names_the_functions_of_the_model(glitches, report):
     assert "sigmoid" in mlp and "tanh" not in mlp
 
 
-def test_one_parameter_is_singular(report):
-    assert "1 scalar parameter is differentiated." in (report / "reports" / "linear.md").read_text()
-    assert "224 scalar parameters are differentiated." in (report / "reports" / "mlp-193.md").read_text()
+def test_one_parameter_is_singular_and_input_gradients_are_named(report):
+    assert ("1 scalar parameter is differentiated; the gradients of the inputs (`x`, `y`) are checked too"
+            in (report / "reports" / "linear.md").read_text())
+    assert "224 scalar parameters are differentiated;" in (report / "reports" / "mlp-193.md").read_text()
 
 
 def test_a_mismatch_compares_the_error_with_the_tolerance_in_one_unit(report):
