@@ -313,3 +313,32 @@ def test_a_worker_forked_from_a_process_that_ran_torch_does_not_hang(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert time.monotonic() - t0 < 40
+
+
+def test_a_torch_that_refuses_autograd_after_fork_falls_back_to_checking_in_process(monkeypatch):
+    """A CUDA build of torch whose autograd engine ran device threads refuses autograd in a forked
+    child (seen on a GPU machine): the worker then checks the model in-process, and later ones too."""
+    import dataclasses
+
+    from gradcheck_sym import worker
+
+    monkeypatch.setattr(worker, "_NO_FORK", [])
+    parent = os.getpid()
+    good = verify(linear(), samples=1)
+    calls = []
+
+    def run():
+        calls.append(os.getpid() == parent)
+        if os.getpid() != parent:  # what torch says in such a child
+            return dataclasses.replace(good, status="error", error="internal error: RuntimeError: Unable to handle "
+                                       "autograd's threading ... See https://github.com/pytorch/pytorch/wiki/Autograd-and-Fork")
+        return good
+
+    def error(msg):
+        raise AssertionError(msg)
+
+    assert worker.run_isolated(run, name="fork", timeout=30, error=error).status == "pass"
+    assert calls == [True]  # the child's call happened in the child: only the parent's is recorded here
+    assert worker._NO_FORK and not worker.can_isolate()
+    assert worker.run_isolated(run, name="fork", timeout=30, error=error).status == "pass"
+    assert calls == [True, True]  # in-process from now on

@@ -15,7 +15,9 @@ JSON.  Whatever the model's code does, the run goes on and the model gets a clea
 
 Where ``fork`` is not available (Windows), models are checked in-process, as before.  Where the
 calling process imported torch itself (a model file that imports it, a program calling `cli.main`)
-the worker runs torch on one thread: torch's thread pools do not survive a fork.
+the worker runs torch on one thread: torch's thread pools do not survive a fork.  Where the
+calling process has run autograd on a CUDA build's device threads, torch refuses autograd in any
+forked child: that model and every later one are checked in-process (seen on a GPU machine).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _OWN_TORCH: list[bool] = []  # torch was imported here, by `run_isolated`, and h
 
 
 def can_isolate() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    return "fork" in multiprocessing.get_all_start_methods() and not _NO_FORK
 
 
 _HELD = {signal.SIGINT, signal.SIGTERM}
@@ -67,11 +69,15 @@ def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_th
         result = run()
         if result.status == "error" and "MemoryError" in (result.error or ""):
             raise MemoryError
+        if result.status == "error" and _AUTOGRAD_FORK in (result.error or ""):
+            raise _BadFork
         payload = {"result": model_to_dict(result), "torch": "torch" in sys.modules}
     except SystemExit as exc:
         payload = {"error": f"called exit({exc.code!r}) while being checked; a model's code must return, not exit"}
     except MemoryError:
         payload = {"error": "memory"}
+    except _BadFork:
+        payload = {"error": _AUTOGRAD_FORK}
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
         payload = {"error": f"{type(exc).__name__}: {exc}"}
     try:
@@ -80,6 +86,17 @@ def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_th
         pass
     conn.close()
     os._exit(0)  # no atexit handlers, no flushing of the parent's buffers twice
+
+
+# A CUDA build of torch whose autograd engine has started its device threads in this process
+# refuses autograd in a forked child ("Unable to handle autograd's threading in combination with
+# fork-based multiprocessing"): the model is then checked here, and later ones too, in-process.
+_AUTOGRAD_FORK = "Autograd-and-Fork"
+_NO_FORK: list[bool] = []
+
+
+class _BadFork(Exception):
+    pass
 
 
 def _signal_name(code: int) -> str:
@@ -151,6 +168,9 @@ def run_isolated(
         if "result" in payload:
             return model_from_dict(payload["result"])
         message = payload["error"]
+        if message == _AUTOGRAD_FORK:  # the caller's torch ran autograd on device threads: no more forks
+            _NO_FORK.append(True)
+            return run()
         if message == "memory":
             return error(_out_of_memory(name, memory))
         return error(f"model `{name}`: {message}")
