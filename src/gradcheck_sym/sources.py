@@ -82,13 +82,19 @@ def _columns(points: Sequence[Point], dtype: str) -> list[torch.Tensor]:
     return list(t.T)
 
 
-def autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
-    """Autograd through the generated forward of the declared model, all points at once."""
+def _leaf_columns(subject: Subject, points: Sequence[Point], dtype: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The points as one column per variable; the differentiated ones are leaves requiring grad."""
     cols = [c.clone() for c in _columns(points, dtype)]
     leaves = []
     for pos in subject.entry_positions:
         cols[pos] = cols[pos].detach().requires_grad_(True)
         leaves.append(cols[pos])
+    return cols, leaves
+
+
+def autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
+    """Autograd through the generated forward of the declared model, all points at once."""
+    cols, leaves = _leaf_columns(subject, points, dtype)
     with torch.enable_grad():
         loss = subject.forward(cols)
         grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
@@ -370,11 +376,7 @@ def second_autograd(subject: Subject, points: Sequence[Point], dtype: str, *,
                     vectors: Sequence[Sequence[float]] | None = None) -> SourceOutput:
     """Torch's double backward through the generated forward (``create_graph=True`` twice, with
     a cotangent that itself requires grad, as ``gradgradcheck`` does), all points at once."""
-    cols = [c.clone() for c in _columns(points, dtype)]
-    leaves = []
-    for pos in subject.entry_positions:
-        cols[pos] = cols[pos].detach().requires_grad_(True)
-        leaves.append(cols[pos])
+    cols, leaves = _leaf_columns(subject, points, dtype)
     with torch.enable_grad():
         loss = subject.forward(cols)
         v = torch.ones_like(loss).requires_grad_(True)

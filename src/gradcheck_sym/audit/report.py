@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Iterable
 
+from ..formatting import num
 from ..results import Check, ModelResult
 from . import bands
 from .functions import BY_NAME
@@ -42,12 +43,8 @@ def render(audit: Audit) -> dict[str, str | bytes]:
 
 
 def _fmt(v: float | None) -> str:
-    if v is None:
-        return "—"
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
+    if v is None or not math.isfinite(v):
+        return num(v)
     if v == 0 or 1e-3 <= abs(v) < 1e6:
         return f"{v:.4g}"
     return f"{v:.3g}"
