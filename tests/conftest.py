@@ -16,6 +16,21 @@ if os.environ.get("GRADCHECK_SYM_PERTURB"):  # subprocesses started from other f
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "perturb"), os.environ.get("PYTHONPATH", "")])
 
 
+def expressions(leaf, unary, max_leaves: int):
+    """Hypothesis strategy: random expression trees over ``leaf`` with ``unary`` functions, + and ×."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.tuples(unary, inner).map(lambda t: t[0](t[1])),
+            st.tuples(inner, inner).map(lambda t: t[0] + t[1]),
+            st.tuples(inner, inner).map(lambda t: t[0] * t[1]),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
 def mlp_forward(layers: int = 5, matmul=torch.matmul, sigmoid=torch.sigmoid):
     """An implementation of zoo.mlp() as a user would write it: one tensor per weight."""
 

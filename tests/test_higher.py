@@ -13,6 +13,7 @@ from flint import arb, ctx, fmpq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import expressions
 from gradcheck_sym.errorbound import gradient_batch
 from gradcheck_sym.higher import (error_scales, exact_values, float_values, hessian_program, hvp_program,
                                   jacobian_program, jvp_program, vjp_program)
@@ -49,15 +50,7 @@ unary = st.sampled_from([sp.exp, sp.sin, sp.atan, sp.tanh, sp.erf, lambda e: e**
 
 
 def _expr():
-    return st.recursive(
-        leaf,
-        lambda inner: st.one_of(
-            st.tuples(unary, inner).map(lambda t: t[0](t[1])),
-            st.tuples(inner, inner).map(lambda t: t[0] + t[1]),
-            st.tuples(inner, inner).map(lambda t: t[0] * t[1]),
-        ),
-        max_leaves=6,
-    )
+    return expressions(leaf, unary, max_leaves=6)
 
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

@@ -7,6 +7,7 @@ from flint import arb, ctx, fmpq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import expressions
 from gradcheck_sym.graph import count_nodes
 from gradcheck_sym.reference import reference_at
 from gradcheck_sym.symbolic import closed_form, gradient_program
@@ -76,15 +77,7 @@ unary = st.sampled_from([sp.exp, sp.sin, sp.cos, sp.atan, sp.tanh, sp.erf, lambd
 
 
 def _expr():
-    return st.recursive(
-        leaf,
-        lambda inner: st.one_of(
-            st.tuples(unary, inner).map(lambda t: t[0](t[1])),
-            st.tuples(inner, inner).map(lambda t: t[0] + t[1]),
-            st.tuples(inner, inner).map(lambda t: t[0] * t[1]),
-        ),
-        max_leaves=8,
-    )
+    return expressions(leaf, unary, max_leaves=8)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
