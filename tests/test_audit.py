@@ -208,7 +208,10 @@ def test_sigmoids_double_backward_tail_loss_in_float32_is_imprecise_and_a_plante
     (g2,) = torch.autograd.grad(g, x, torch.ones_like(g))
     value = float(g2.item())
     tail = _second_order_band("torch.sigmoid", "float32", 20.0, value)
-    assert value == 0.0 and tail.verdict == "imprecise", tail
+    # the formula over s rounded to 1 gives 0: imprecise; torch's own value (0 here, other last
+    # bits on another CPU or with the results perturbed by an ulp) is never a mismatch
+    assert _second_order_band("torch.sigmoid", "float32", 20.0, 0.0).verdict == "imprecise"
+    assert tail.verdict in ("agree", "imprecise"), tail
     exact2 = float(_Judge(BY_NAME["torch.sigmoid"]).second.value((2.0,), fmt("float32")).rounded)
     assert _second_order_band("torch.sigmoid", "float32", 2.0, -exact2).verdict == "mismatch"
     first = 1 / (1 + math.exp(-2.0)) * (1 - 1 / (1 + math.exp(-2.0)))
