@@ -56,21 +56,29 @@ def not_supported(source: str, quantity: str) -> NotSupported | None:
 def fwd_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Point], dtype: str,
                ex: ch.ExactArrays, fd_for: Callable[[str], ch.Group | None]) -> tuple[list[ch.Group], list[NotSupported]]:
     """Forward-mode JVPs of every source in ``names`` against the exact gradient ``ex``."""
-    groups, unsupported = [], []
+    outs, unsupported = _outputs(names, "jvp", lambda name: JVP_SOURCES[name](subject, pts, dtype))
+    loose = dataclasses.replace(ex, scale=ex.scale * HEADROOM)
+    groups = []
+    for name, out in outs:
+        g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), loose, dtype, fd_for(name))
+        groups.append(dataclasses.replace(g, quantity="jvp", exact=loose))
+    return groups, unsupported
+
+
+def _outputs(names: Sequence[str], quantity: str, call: Callable[[str], src.SourceOutput]
+             ) -> tuple[list[tuple[str, src.SourceOutput]], list[NotSupported]]:
+    """``call(name)`` for each source that can compute ``quantity``; the others, with the reason."""
+    outs, unsupported = [], []
     for name in names:
-        refused = not_supported(name, "jvp")
+        refused = not_supported(name, quantity)
         if refused is not None:
             unsupported.append(refused)
             continue
         try:
-            out = JVP_SOURCES[name](subject, pts, dtype)
+            outs.append((name, call(name)))
         except src.Unsupported as exc:
-            unsupported.append(NotSupported(source=name, quantity="jvp", reason=str(exc)))
-            continue
-        loose = dataclasses.replace(ex, scale=ex.scale * HEADROOM)
-        g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), loose, dtype, fd_for(name))
-        groups.append(dataclasses.replace(g, quantity="jvp", exact=loose))
-    return groups, unsupported
+            unsupported.append(NotSupported(source=name, quantity=quantity, reason=str(exc)))
+    return outs, unsupported
 
 
 @dataclass(frozen=True)
@@ -118,17 +126,10 @@ def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.
     """Every source's double backward against the exact second derivatives."""
     ex = ch.stack_exact([exact_arrays_at(t, rows) for t in exact.tables])
     vectors = None if exact.vectors is None else [[float(c) for c in v] for v in exact.vectors]
-    groups, unsupported = [], []
-    for name in names:
-        refused = not_supported(name, "second")
-        if refused is not None:
-            unsupported.append(refused)
-            continue
-        try:
-            out = SECOND_SOURCES[name](subject, pts, dtype, vectors=vectors)
-        except src.Unsupported as exc:
-            unsupported.append(NotSupported(source=name, quantity="second", reason=str(exc)))
-            continue
+    outs, unsupported = _outputs(names, "second",
+                                 lambda name: SECOND_SOURCES[name](subject, pts, dtype, vectors=vectors))
+    groups = []
+    for name, out in outs:
         values = ch.as_tensor(out.grads).reshape(len(pts), -1)
         g = ch.source_group(name, values, ex, dtype, None)
         if bool((g.verdict == 1).any()):  # attribute: differences of the source's own gradient

@@ -202,21 +202,25 @@ class ModelResult:
         """The disagreements of sources (not finite differences) that are in `checks`."""
         return tuple(c for c in self.checks if c.verdict == "mismatch" and c.source != "fd")
 
+    def _total(self, count: str) -> int:
+        """A count summed over the sources' summaries (not finite differences)."""
+        return sum(getattr(s, count) for s in summarize(self) if s.source != "fd")
+
     @property
     def n_imprecise(self) -> int:
-        return sum(s.imprecise for s in summarize(self) if s.source != "fd")
+        return self._total("imprecise")
 
     @property
     def n_inconclusive(self) -> int:
-        return sum(s.inconclusive for s in summarize(self) if s.source != "fd")
+        return self._total("inconclusive")
 
     @property
     def n_checks(self) -> int:
-        return sum(s.checks for s in summarize(self) if s.source != "fd")
+        return self._total("checks")
 
     @property
     def n_failed(self) -> int:
-        return sum(s.mismatch for s in summarize(self) if s.source != "fd")
+        return self._total("mismatch")
 
 
 @dataclass(frozen=True, kw_only=True)
