@@ -239,6 +239,7 @@ class Group:
     exact: ExactArrays | None = None  # the exact side compared with, when not the dtype's own
     layout: tuple[str, int] | None = None  # columns as (kind, entries): see `_label`
     output: int | None = None  # an operator's output entry, for a group of one output
+    points: tuple[int, ...] | None = None  # the point each row is (None: row i is point i): fd at some points
 
 
 def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
@@ -397,6 +398,8 @@ def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: Exa
     agree = fd_agrees_array(values, fd_tol, hi)
     cmp = Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=fd_tol, agree=agree)
     verdict = _verdicts(ex.kind[:, cols], agree)
+    # no difference could be taken (the forward fails or is not finite on both sides): unavailable
+    verdict = torch.where(values.isnan() & fd_error.isinf() & (verdict == 1), 3, verdict)
     noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
@@ -413,7 +416,7 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
             + (" (between the two: a valid one-sided choice or subgradient)" if between else " (outside both)")
         )
     if verdict == 3:
-        return None, e.reason
+        return None, e.reason if e.kind != "value" else FD_UNAVAILABLE
     if verdict in (4, 5) and g.source != "fd":
         return BAND_NOTES[int(g.attribution[i, j])](g, i, j, value)
     if g.source == "fd":
@@ -433,6 +436,10 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
     return attribution, note or e.reason
+
+
+FD_UNAVAILABLE = ("finite differences unavailable at this point: the forward fails or is not finite on both "
+                  "sides of it within the step (the edge of its domain)")
 
 
 def _explained_note(g: Group, i: int, j: int, value: float) -> tuple[str | None, str]:
@@ -475,7 +482,8 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
     right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
     return Check(
-        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity, point=i,
+        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity,
+        point=i if g.points is None else g.points[i],
         exact=float(ex.hi[i, col]) if has_value else None,
         exact_text=exact_text(e.value) if has_value else None,
         value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),

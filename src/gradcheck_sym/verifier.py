@@ -339,6 +339,8 @@ def _verify(
         say(f"{model.name}: exact second derivatives at {len(unique)} points")
         second = orders.second_exact(model, model.loss, unique, factor, seed)
     kept, summaries, failed, complete, source_names = [], [], False, True, []
+    fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
+    methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
@@ -346,10 +348,15 @@ def _verify(
         ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
-        fds = {"model": src.finite_differences(subject, pts, dtype)}
+        at = fd_points(outputs, ex, dtype, everywhere="fwd" in modes)
+        fd_pts = pts if at is None else [pts[i] for i in at]
+        fds = {"model": src.finite_differences(subject, fd_pts, dtype)}
         if model.impl is not None:
-            fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
-        groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
+            fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl")
+        if at is not None:
+            fd_counts[dtype] = len(at)
+        methods += [o.method for o in (*outputs.values(), *fds.values()) if o.method]
+        groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype], at)
         names = list(outputs)
         if "rev" not in modes:
             groups = [g for g in groups if g.source == "fd" or g.quantity != "grad"]
@@ -400,7 +407,63 @@ def _verify(
         modes=modes,
         second_method=second.method if second is not None else "",
         unsupported=orders.unique_unsupported(unsupported),
+        fd_points=fd_counts,
+        impl_calls=_impl_calls(methods),
     )
+
+
+def _impl_calls(methods: Sequence[str]) -> str:
+    """How the user's impl was called, for the report: batched, or one call per point and why."""
+    from .sources import IMPL_VMAP
+
+    unique = list(dict.fromkeys(methods))
+    looped = [m for m in unique if m != IMPL_VMAP]
+    return looped[0] if looped else (unique[0] if unique else "")
+
+
+FD_SAMPLE = 16  # finite differences at the first this many points of a dtype, and wherever a source disagrees
+
+
+def fd_points(outputs: Mapping[str, Any], ex: Any, dtype: str, *, everywhere: bool = False) -> tuple[int, ...] | None:
+    """The points of one dtype where finite differences add information (issue 12): the first
+    `FD_SAMPLE` (so that their own summary is in the report) and every point where a source's
+    loss or gradient does not agree with the exact value (to attribute it); None: every point.
+
+    Attribution only needs them where a source disagrees, so verdicts do not depend on this."""
+    import torch
+
+    from . import checks as ch
+
+    n = ex.hi.shape[0]
+    if everywhere or n <= FD_SAMPLE:
+        return None
+    off = torch.zeros(n, dtype=torch.bool)
+    for name, o in outputs.items():
+        if o.loss is not None:
+            off |= (ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype).verdict != 0).reshape(-1)
+        g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex, dtype, None)
+        off |= (g.verdict != 0).any(dim=1)
+    off[:FD_SAMPLE] = True
+    rows = tuple(off.nonzero().reshape(-1).tolist())
+    return None if len(rows) == n else rows
+
+
+def rows_of(ex: Any, rows: Sequence[int]) -> Any:
+    """``ex`` (`checks.ExactArrays`) at some of its rows: every per-point field indexed."""
+    import dataclasses
+
+    import torch
+
+    n = ex.hi.shape[0]
+    index = torch.tensor(rows, dtype=torch.long)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(ex):
+        value = getattr(ex, f.name)
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            changes[f.name] = value[index]
+        elif isinstance(value, list) and len(value) == n:
+            changes[f.name] = [value[i] for i in rows]
+    return dataclasses.replace(ex, **changes)
 
 
 def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
@@ -437,17 +500,24 @@ def _fd_for(groups: Sequence[Any], source: str) -> Any:
 
 
 def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutput], ex: Any, dtype: str,
-            u: float) -> list[Any]:
-    """Every source of one dtype compared: forward values, gradients, finite differences."""
+            u: float, at: Sequence[int] | None = None) -> list[Any]:
+    """Every source of one dtype compared: forward values, gradients, finite differences (at the
+    points ``at`` only, when given: `fd_points`)."""
+    import dataclasses
+
     import torch
 
     from . import checks as ch
+
+    full = ex
+    if at is not None:
+        ex = rows_of(full, at)
 
     groups = []
     forward_wrong: dict[str, Any] = {}
     for name, o in outputs.items():
         if o.loss is not None:
-            g = ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype)
+            g = ch.loss_group(name, ch.as_tensor(o.loss), full, dtype)
             forward_wrong[name] = (g.verdict == 1).reshape(-1)
             groups.append(g)
     fd_groups = {}
@@ -458,11 +528,23 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         rounding = torch.where(torch.isfinite(loss_scale), 3 * u * loss_scale / (h / 2),
                                torch.tensor(float("inf"), dtype=torch.float64))
         fd_err = ch.as_tensor(fd.error_estimate) + rounding
-        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
-                                       forward_wrong.get("impl") if fname == "impl" else None)
+        wrong = forward_wrong.get("impl") if fname == "impl" else None
+        if wrong is not None and at is not None:
+            wrong = wrong[list(at)]
+        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads).reshape(len(fd.grads), -1), fd_err, ex, dtype,
+                                       wrong)
+    attributing = dict(fd_groups)
+    if at is not None:  # attribution reads every point's fd (there are some where a source disagrees)
+        for fname, g in fd_groups.items():
+            values = torch.full(full.hi[:, 1:].shape, float("nan"), dtype=torch.float64)
+            error = torch.full_like(values, float("inf"))
+            values[list(at)], error[list(at)] = g.values, g.fd_error
+            attributing[fname] = dataclasses.replace(g, values=values, fd_error=error)
+            fd_groups[fname] = dataclasses.replace(g, exact=ex, points=tuple(at))
     for name, o in outputs.items():
-        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
-        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, same_forward))
+        same_forward = attributing["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else attributing["model"]
+        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), full, dtype,
+                                      same_forward))
     return groups + list(fd_groups.values())
 
 
