@@ -348,7 +348,8 @@ def _verify(
         ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
-        at = fd_points(outputs, ex, dtype, everywhere="fwd" in modes)
+        with src.one_thread():  # elementwise comparisons (see `sources.one_thread`)
+            at, plain = fd_points(outputs, ex, dtype, everywhere="fwd" in modes)
         fd_pts = pts if at is None else [pts[i] for i in at]
         fds = {"model": src.finite_differences(subject, fd_pts, dtype)}
         if model.impl is not None:
@@ -356,7 +357,8 @@ def _verify(
         if at is not None:
             fd_counts[dtype] = len(at)
         methods += [o.method for o in (*outputs.values(), *fds.values()) if o.method]
-        groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype], at)
+        with src.one_thread():
+            groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype], at, plain)
         names = list(outputs)
         if "rev" not in modes:
             groups = [g for g in groups if g.source == "fd" or g.quantity != "grad"]
@@ -372,11 +374,12 @@ def _verify(
             unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
         everything = all_checks or size <= ch.DETAIL_LIMIT
-        made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
+        with src.one_thread():
+            made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
+            failed = failed or ch.any_failure(groups, strict)
         kept += made
         complete = complete and everything
         summaries += sums
-        failed = failed or ch.any_failure(groups, strict)
         source_names = list(outputs) + ["fd"]
     texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
@@ -424,28 +427,31 @@ def _impl_calls(methods: Sequence[str]) -> str:
 FD_SAMPLE = 16  # finite differences at the first this many points of a dtype, and wherever a source disagrees
 
 
-def fd_points(outputs: Mapping[str, Any], ex: Any, dtype: str, *, everywhere: bool = False) -> tuple[int, ...] | None:
+def fd_points(outputs: Mapping[str, Any], ex: Any, dtype: str, *, everywhere: bool = False
+              ) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
     """The points of one dtype where finite differences add information (issue 12): the first
     `FD_SAMPLE` (so that their own summary is in the report) and every point where a source's
     loss or gradient does not agree with the exact value (to attribute it); None: every point.
-
-    Attribution only needs them where a source disagrees, so verdicts do not depend on this."""
+    Also each source's gradient compared without finite differences (for `_groups` to keep where
+    nothing disagrees; attribution needs them only where a source disagrees, so verdicts do not
+    depend on this)."""
     import torch
 
     from . import checks as ch
 
     n = ex.hi.shape[0]
     if everywhere or n <= FD_SAMPLE:
-        return None
+        return None, {}
     off = torch.zeros(n, dtype=torch.bool)
+    plain = {}
     for name, o in outputs.items():
         if o.loss is not None:
             off |= (ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype).verdict != 0).reshape(-1)
-        g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex, dtype, None)
+        plain[name] = g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex, dtype, None)
         off |= (g.verdict != 0).any(dim=1)
     off[:FD_SAMPLE] = True
     rows = tuple(off.nonzero().reshape(-1).tolist())
-    return None if len(rows) == n else rows
+    return (None, {}) if len(rows) == n else (rows, plain)
 
 
 def rows_of(ex: Any, rows: Sequence[int]) -> Any:
@@ -500,9 +506,10 @@ def _fd_for(groups: Sequence[Any], source: str) -> Any:
 
 
 def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutput], ex: Any, dtype: str,
-            u: float, at: Sequence[int] | None = None) -> list[Any]:
+            u: float, at: Sequence[int] | None = None, plain: Mapping[str, Any] | None = None) -> list[Any]:
     """Every source of one dtype compared: forward values, gradients, finite differences (at the
-    points ``at`` only, when given: `fd_points`)."""
+    points ``at`` only, when given: `fd_points`, with ``plain``, the sources compared without
+    finite differences, kept where no value is a mismatch: attribution changes nothing there)."""
     import dataclasses
 
     import torch
@@ -542,6 +549,10 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
             attributing[fname] = dataclasses.replace(g, values=values, fd_error=error)
             fd_groups[fname] = dataclasses.replace(g, exact=ex, points=tuple(at))
     for name, o in outputs.items():
+        kept = (plain or {}).get(name)
+        if kept is not None and not bool((kept.verdict == 1).any()):
+            groups.append(kept)
+            continue
         same_forward = attributing["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else attributing["model"]
         groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), full, dtype,
                                       same_forward))
