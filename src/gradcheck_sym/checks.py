@@ -467,28 +467,62 @@ BAND_NOTES: dict[int, Any] = {
 }
 
 
-def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
+class _Lists:
+    """A group's and its exact side's arrays as nested lists read once (``whole``: indexing a
+    tensor element by element costs a torch call per number, most of a small check's time), or
+    read element by element (a few checks of a large group)."""
+
+    def __init__(self, g: Group, ex: ExactArrays, whole: bool = True) -> None:
+        read = (lambda t: t.tolist()) if whole else _Cells
+        self.values, self.verdict = read(g.values), read(g.verdict)
+        self.err, self.rel, self.ulps, self.tol = (read(t) for t in (g.cmp.err, g.cmp.rel, g.cmp.ulps, g.cmp.tol))
+        self.fd_error = read(g.fd_error) if g.fd_error is not None else None
+        self.kind, self.hi = read(ex.kind), read(ex.hi)
+        self.left, self.right = read(ex.left), read(ex.right)
+
+
+class _Cells:
+    """``t[i][j]`` as the Python number `tolist` would give, one element at a time."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+    def __getitem__(self, i: int) -> Any:
+        return _Row(self.t, i)
+
+
+class _Row:
+    def __init__(self, t: torch.Tensor, i: int) -> None:
+        self.t, self.i = t, i
+
+    def __getitem__(self, j: int) -> Any:
+        return self.t[self.i, j].item()
+
+
+def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays,
+           lists: _Lists | None = None) -> Check:
     ex = g.exact if g.exact is not None else ex
+    t = lists if lists is not None else _Lists(g, ex, whole=False)
     col = j + g.columns.start
     e = ex.value(i, col)
-    value = float(g.values[i, j])
+    value = t.values[i][j]
     attribution, note = _note(g, i, j, e, value)
-    verdict = VERDICT_NAMES[int(g.verdict[i, j])]
-    has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and int(ex.kind[i, col]) == VALUE
+    verdict = VERDICT_NAMES[t.verdict[i][j]]
+    has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and t.kind[i][col] == VALUE
 
-    def f(t: torch.Tensor) -> float | None:
-        return float(t[i, j]) if has_value else None
+    def f(rows: list[list[float]]) -> float | None:
+        return rows[i][j] if has_value else None
 
-    left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
-    right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
+    left = t.left[i][col] if not has_value and t.left[i][col] == t.left[i][col] else None
+    right = t.right[i][col] if not has_value and t.right[i][col] == t.right[i][col] else None
     return Check(
         source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity,
         point=i if g.points is None else g.points[i],
-        exact=float(ex.hi[i, col]) if has_value else None,
+        exact=t.hi[i][col] if has_value else None,
         exact_text=exact_text(e.value) if has_value else None,
-        value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),
+        value=value, abs_error=f(t.err), rel_error=f(t.rel), ulps=f(t.ulps), tolerance=f(t.tol),
         verdict=verdict, attribution=attribution, note=note, left=left, right=right,
-        forward=g.forward, fd_error=float(g.fd_error[i, j]) if g.fd_error is not None else None,
+        forward=g.forward, fd_error=t.fd_error[i][j] if t.fd_error is not None else None,
     )
 
 
@@ -518,7 +552,8 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             special = torch.nonzero(g.verdict > 0)[:SPECIAL_KEPT].tolist()
             top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
-        made = {(i, j): _check(g, i, j, dtype, entries, ex) for i, j in chosen}
+        lists = _Lists(g, g.exact if g.exact is not None else ex, whole=everything)
+        made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
         valued = _valued(g)
         worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None

@@ -56,6 +56,7 @@ class Prepared:
             model = self.model
             cf = closed_form(model.loss, tuple(e.symbol for e in self.entries))
             self._texts = {
+                "loss": _loss_text(model),
                 "loss_latex": model.latex or (_clip(sp.latex(model.loss)) if self.small else ""),
                 "closed_form": {str(s): str(e) for s, e in cf.items()} if cf else {},
                 "closed_form_latex": {str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
@@ -390,7 +391,7 @@ def _verify(
         status="fail" if failed else "pass",
         target=target,
         description=model.description,
-        loss=_loss_text(model),
+        loss=texts["loss"],
         loss_latex=texts["loss_latex"] if not model.latex else model.latex,
         variables=_variable_info(model),
         domain=_domain(model),
