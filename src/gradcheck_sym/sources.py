@@ -244,9 +244,11 @@ def _threads_for(scalars: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """One intra-op thread: for tiny tensors, and for the elementwise comparisons of `checks`,
-    which are memory-bound (on the shared 2-core machine, `isfinite` and `where` over 1,000 × 224
-    doubles took 45-67 ms with 2 threads and 8.9 ms with 1: a second thread waits for a core)."""
+    """One intra-op thread: for tiny tensors, and for the elementwise comparisons of `checks` and
+    the finite differences' forwards, which are memory-bound (on the shared 2-core machine,
+    `isfinite` and `where` over 1,000 × 224 doubles took 45-67 ms with 2 threads and 8.9 ms with
+    1; mlp-193's finite differences at 16 points, 0.67 s and 0.11 s: a second thread waits for a
+    core)."""
     threads = torch.get_num_threads()
     if threads == 1:
         yield

@@ -352,9 +352,10 @@ def _verify(
         with src.one_thread():  # elementwise comparisons (see `sources.one_thread`)
             at, plain = fd_points(outputs, ex, dtype, everywhere="fwd" in modes)
         fd_pts = pts if at is None else [pts[i] for i in at]
-        fds = {"model": src.finite_differences(subject, fd_pts, dtype)}
-        if model.impl is not None:
-            fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl")
+        with src.one_thread():  # elementwise forwards over many rows (see `sources.one_thread`)
+            fds = {"model": src.finite_differences(subject, fd_pts, dtype)}
+            if model.impl is not None:
+                fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl")
         if at is not None:
             fd_counts[dtype] = len(at)
         methods += [o.method for o in (*outputs.values(), *fds.values()) if o.method]
