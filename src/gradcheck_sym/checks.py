@@ -405,8 +405,9 @@ def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: Exa
                  verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
 
 
-def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | None, str]:
-    verdict = int(g.verdict[i, j])
+def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | None = None) -> tuple[str | None, str]:
+    t = t if t is not None else _Lists(g, None, whole=False)
+    verdict = t.verdict[i][j]
     if verdict == 2:
         left, right = as_float(e.left), as_float(e.right)
         lo, hi = min(left, right), max(left, right)
@@ -418,21 +419,21 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
     if verdict == 3:
         return None, e.reason if e.kind != "value" else FD_UNAVAILABLE
     if verdict in (4, 5) and g.source != "fd":
-        return BAND_NOTES[int(g.attribution[i, j])](g, i, j, value)
+        return BAND_NOTES[t.attribution[i][j]](g, i, j, value)
     if g.source == "fd":
         if verdict == 1:
-            if g.noise is not None and bool(g.noise[i, j]):
+            if t.noise is not None and t.noise[i][j]:
                 return "noise", "finite-difference truncation or rounding, not a bug"
             return "forward_mismatch", "differences of a forward that does not compute the model"
         return None, e.reason
     if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
-    if verdict == 1 and int(g.attribution[i, j]) == OUTSIDE_CORNER:
+    if verdict == 1 and t.attribution[i][j] == OUTSIDE_CORNER:
         left, right = as_float(e.left), as_float(e.right)
         return "wrong", (f"{e.reason}: left {left:.17g}, right {right:.17g}; the source returned {value:.17g}, "
                          "outside both: at a corner a source must return a value between the one-sided "
                          "derivatives (a subgradient)")
-    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[int(g.attribution[i, j])]
+    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[t.attribution[i][j]]
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
     return attribution, note or e.reason
@@ -472,13 +473,17 @@ class _Lists:
     tensor element by element costs a torch call per number, most of a small check's time), or
     read element by element (a few checks of a large group)."""
 
-    def __init__(self, g: Group, ex: ExactArrays, whole: bool = True) -> None:
+    def __init__(self, g: Group, ex: ExactArrays | None, whole: bool = True) -> None:
         read = (lambda t: t.tolist()) if whole else _Cells
-        self.values, self.verdict = read(g.values), read(g.verdict)
+        self.values, self.verdict, self.attribution = read(g.values), read(g.verdict), read(g.attribution)
         self.err, self.rel, self.ulps, self.tol = (read(t) for t in (g.cmp.err, g.cmp.rel, g.cmp.ulps, g.cmp.tol))
         self.fd_error = read(g.fd_error) if g.fd_error is not None else None
-        self.kind, self.hi = read(ex.kind), read(ex.hi)
-        self.left, self.right = read(ex.left), read(ex.right)
+        self.noise = read(g.noise) if g.noise is not None else None
+        if ex is not None:
+            self.kind, self.hi = read(ex.kind), read(ex.hi)
+            self.left, self.right = read(ex.left), read(ex.right)
+        self.labels: dict[int, dict[str, Any]] = {}  # column -> `_label`
+        self.texts: dict[int, str] = {}  # id of an exact value -> `exact_text` (shared by a dtype's groups)
 
 
 class _Cells:
@@ -506,7 +511,7 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     col = j + g.columns.start
     e = ex.value(i, col)
     value = t.values[i][j]
-    attribution, note = _note(g, i, j, e, value)
+    attribution, note = _note(g, i, j, e, value, t)
     verdict = VERDICT_NAMES[t.verdict[i][j]]
     has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and t.kind[i][col] == VALUE
 
@@ -516,10 +521,12 @@ def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: E
     left = t.left[i][col] if not has_value and t.left[i][col] == t.left[i][col] else None
     right = t.right[i][col] if not has_value and t.right[i][col] == t.right[i][col] else None
     return Check(
-        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity,
+        source=g.source, dtype=dtype, **(t.labels.get(j) or t.labels.setdefault(j, _label(g, j, entries))),
+        quantity=g.quantity,
         point=i if g.points is None else g.points[i],
         exact=t.hi[i][col] if has_value else None,
-        exact_text=exact_text(e.value) if has_value else None,
+        exact_text=(t.texts.get(id(e.value)) or t.texts.setdefault(id(e.value), exact_text(e.value)))
+        if has_value else None,
         value=value, abs_error=f(t.err), rel_error=f(t.rel), ulps=f(t.ulps), tolerance=f(t.tol),
         verdict=verdict, attribution=attribution, note=note, left=left, right=right,
         forward=g.forward, fd_error=t.fd_error[i][j] if t.fd_error is not None else None,
@@ -543,6 +550,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
     """The checks worth showing, and one summary per group (counting every check)."""
     checks: list[Check] = []
     summaries: list[SourceSummary] = []
+    texts: dict[int, str] = {}  # the exact values live as long as this call: their ids stay theirs
     for g in groups:
         ratio = _of_tolerance(g)
         n, m = g.verdict.shape
@@ -553,6 +561,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
         lists = _Lists(g, g.exact if g.exact is not None else ex, whole=everything)
+        lists.texts = texts
         made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
         valued = _valued(g)
