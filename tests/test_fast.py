@@ -191,3 +191,32 @@ def test_one_sided_difference_is_exact_enough_to_attribute(dtype):
     bad = [c for c in r.failed if c.source == "impl" and c.quantity == "grad"]
     assert bad and all(c.attribution == "wrong" for c in bad)
     assert dataclasses.asdict(bad[0])["point"] == 0
+
+
+# -- item 1: the small-group summary counted in Python is the tensor code's, exactly -------------
+
+
+def summary_models():
+    inf_impl = lambda w, b, x, y: (torch.tanh(w * x) + b - y) ** 2 + torch.where(w > 0, w * 0, 1 / (w * 0))  # noqa: E731
+    return [
+        (tanh_model(impl=tanh_impl), {}),
+        (tanh_model(impl=lambda w, b, x, y: (WrongForPositive.apply(w * x) + b - y) ** 2), {}),  # mismatches
+        (tanh_model(impl=inf_impl), {}),  # inf and NaN values
+        (Model(name="corner", loss=sp.Abs(w) * x, params=[w], inputs=[x], points=[{w: 0, x: 2}, {w: 1, x: 3}],
+               impl=lambda w, x: torch.abs(w) * x), {}),  # a corner
+        (Model(name="edge", loss=sp.log(p) * w, params=[w, p], inputs=[], points=[{p: 0, w: 1}, {p: EDGE, w: 2}]),
+         {}),  # undefined at p = 0
+        (bce_model(impl=bce_impl), {}),
+    ]
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_small_summaries_equal_the_tensor_summaries(monkeypatch, k):
+    from gradcheck_sym import checks
+
+    model, _ = summary_models()[k]
+    fast = verify(model, samples=3, seed=4)
+    monkeypatch.setattr(checks, "SMALL_SUMMARY", -1)
+    slow = verify(model, samples=3, seed=4)
+    assert fast.status == slow.status and fast.status != "error", fast.error
+    assert model_to_dict(fast) == model_to_dict(slow)  # as JSON: NaN is "nan" on both sides

@@ -564,21 +564,70 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
         lists.texts = texts
         made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
-        valued = _valued(g)
-        worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
+        if everything and n * m <= SMALL_SUMMARY:
+            counts, worst_index, worst_rel, worst_ulps, worst_ratio = _small_summary(lists, n, m)
+        else:
+            valued = _valued(g)
+            worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
+            counts = [int((g.verdict == k).sum()) for k in range(len(VERDICT_NAMES))]
+            worst_rel, worst_ulps = _max(g.cmp.rel, valued), _max(g.cmp.ulps, valued)
+            worst_ratio = _max(ratio, valued)
         worst = made.get(worst_index) if worst_index else None
         if worst is None and worst_index is not None:
             worst = _check(g, *worst_index, dtype, entries, ex)
         summaries.append(SourceSummary(
             source=g.source, dtype=dtype, forward=g.forward, quantity=g.quantity, checks=n * m,
             vectors=bool(g.layout and g.layout[0] in ("hvp", "hvps", "vjp")),
-            agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
-            nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
-            imprecise=int((g.verdict == 4).sum()), inconclusive=int((g.verdict == 5).sum()),
-            worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),
-            worst_of_tolerance=_max(ratio, valued), worst=worst,
+            agree=counts[AGREE], mismatch=counts[MISMATCH], nondifferentiable=counts[2], undefined=counts[3],
+            imprecise=counts[IMPRECISE], inconclusive=counts[UNRESOLVED_VERDICT],
+            worst_rel=worst_rel, worst_ulps=worst_ulps, worst_of_tolerance=worst_ratio, worst=worst,
         ))
     return checks, summaries
+
+
+SMALL_SUMMARY = 4096  # checks per group up to which its summary is counted in Python (no torch calls)
+_MOST_NEGATIVE = -1.7976931348623157e308  # what torch.nan_to_num makes of -inf
+
+
+def _small_summary(t: _Lists, n: int, m: int) -> tuple[list[int], tuple[int, int] | None, float | None,
+                                                        float | None, float | None]:
+    """The summary's counts and worsts from the lists of a small group, exactly as the tensor
+    code computes them (`_valued`, `_of_tolerance`, `_max`, ``argmax``: the first largest)."""
+    counts = [0] * len(VERDICT_NAMES)
+    best: tuple[float, int, int] | None = None
+    rel: float | None = None
+    ulps: float | None = None
+    for i in range(n):
+        for j in range(m):
+            v = t.verdict[i][j]
+            counts[v] += 1
+            if not (v <= 1 and t.attribution[i][j] != OUTSIDE_CORNER):
+                continue
+            err, tol = t.err[i][j], t.tol[i][j]
+            if tol == 0:
+                r = math.nan if (err == 0 or math.isnan(err)) else math.inf
+            else:
+                r = err / tol
+            r = 0.0 if math.isnan(r) else (_MOST_NEGATIVE if r == -math.inf else r)
+            if best is None or r > best[0]:
+                best = (r, i, j)
+            a, b = _as_max(t.rel[i][j]), _as_max(t.ulps[i][j])
+            rel = a if rel is None or a > rel else rel
+            ulps = b if ulps is None or b > ulps else ulps
+    if best is None:
+        return counts, None, None, None, None
+    # the tensor code's argmax runs over every check, the unvalued ones at −1: a valued one wins
+    # unless every valued ratio is below −1, which a ratio of non-negative numbers never is
+    return counts, (best[1], best[2]), rel, ulps, _as_max(best[0])
+
+
+def _as_max(x: float) -> float:
+    """What `_max`'s ``nan_to_num(nan=inf)`` makes of one number (±inf become the largest finite)."""
+    if math.isnan(x):
+        return math.inf
+    if math.isinf(x):
+        return -_MOST_NEGATIVE if x > 0 else _MOST_NEGATIVE
+    return x
 
 
 def _max(t: torch.Tensor, mask: torch.Tensor) -> float | None:
