@@ -99,10 +99,13 @@ REGISTRY: dict[str, OpSpec] = {}
 BY_SYMPY: dict[type, list[OpSpec]] = {}
 
 
-def register(spec: OpSpec) -> OpSpec:
+def register(spec: OpSpec, *, first: bool = False) -> OpSpec:
+    """Add ``spec``; ``first``: its SymPy classes try it before the entries registered earlier
+    (a pattern entry, such as softplus for ``log(1 + exp(u))``, ahead of ``log``)."""
     REGISTRY[spec.name] = spec
     for cls in spec.sympy:
-        BY_SYMPY.setdefault(cls, []).append(spec)
+        specs = BY_SYMPY.setdefault(cls, [])
+        specs.insert(0, spec) if first else specs.append(spec)
     return spec
 
 
