@@ -21,6 +21,9 @@ from .graph import count_nodes
 from .model import Model
 from .reference import PointReference, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
+from .dtypes import DTYPES as FLOAT_TYPES
+from .dtypes import FD_NOTE
+from .options import SUPPORTED_DTYPES
 from .sampling import DTYPES, points_for, round_to, rounded
 from .structure import layers
 from .symbolic import GradientProgram, closed_form, gradient_program
@@ -320,8 +323,8 @@ def _verify(
     from . import sources as src
 
     for d in dtypes:
-        if d not in DTYPES:
-            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
+        if d not in SUPPORTED_DTYPES:
+            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(SUPPORTED_DTYPES)}")
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
     subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
@@ -346,9 +349,11 @@ def _verify(
         ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
-        fds = {"model": src.finite_differences(subject, pts, dtype)}
-        if model.impl is not None:
-            fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
+        fds = {}
+        if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16: a note says so (`dtypes.FD_NOTE`)
+            fds["model"] = src.finite_differences(subject, pts, dtype)
+            if model.impl is not None:
+                fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
         groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
         names = list(outputs)
         if "rev" not in modes:
@@ -373,7 +378,9 @@ def _verify(
         source_names = list(outputs) + ["fd"]
     texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
-    study = _step_study(prepared, subject, dtypes, exact_points, refs)
+    with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
+    study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
+    fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
     points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
@@ -387,7 +394,7 @@ def _verify(
         n_params=model.n_params,
         closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
         closed_form_latex=dict(texts["closed_form_latex"]),
-        notes=model.notes,
+        notes=model.notes + fd_notes,
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
@@ -461,7 +468,7 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
                                        forward_wrong.get("impl") if fname == "impl" else None)
     for name, o in outputs.items():
-        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
+        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups.get("model")
         groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, same_forward))
     return groups + list(fd_groups.values())
 
