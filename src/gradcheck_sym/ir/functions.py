@@ -94,13 +94,16 @@ def function(
     transcendental: bool = True,
     label: Callable[[Any], str] | None = None,
     first: bool = False,
+    accuracy: Callable[[Any], float] | None = None,
 ) -> OpSpec:
     """Register a smooth function: exact value from a python-flint method (or ``exact``),
     derivative from SymPy (or ``partial``), torch lowering, error rule from the derivative.  Its
     own rounding is ``ulps · |result|`` in units of u, or ``charge(result, arguments, data)`` where
     torch's implementation is less accurate than that.  ``user=False``: an op that only derivatives
     emit (not a function users call; ``sympy_class`` None); ``first``: tried before the other
-    entries of its SymPy class (a pattern such as ``log(1 + exp(u))``)."""
+    entries of its SymPy class (a pattern such as ``log(1 + exp(u))``); ``accuracy(data)``: a
+    relative error torch's implementation has in every dtype (a truncated series), charged as
+    ``accuracy/u`` units of u, so that it counts in float64 and vanishes in float32."""
 
     def by_arb(A: Any, xs: list[Any], data: Any) -> Any:
         return A.fn(spec, xs, data)
@@ -108,13 +111,16 @@ def function(
     def rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> None:
         xs = [P.v[a] for a in args]
         r = torch(P.T, xs, data, P.T.float64)
-        _float_rounding(P, k, args, r, ulps * r if charge is None else charge(r, xs, data))
+        own = ulps * r if charge is None else charge(r, xs, data)
+        if accuracy is not None:
+            own = own.abs() + (accuracy(data) / P.u) * r.abs()
+        _float_rounding(P, k, args, r, own)
 
     classes = () if sympy_class is None else sympy_class if isinstance(sympy_class, tuple) else (sympy_class,)
     spec = register(OpSpec(
         name=name, exact=exact or by_arb, torch=torch, rounding=rounding, partial=partial, sympy=classes,
         parse=parse, arb=arb, domain=domain, ulps=ulps, function=user, transcendental=transcendental,
-        label=label or (lambda d: name), local_latex=local_latex,
+        label=label or (lambda d: name), local_latex=local_latex, accuracy=accuracy,
     ), first=first)
     return spec
 
@@ -177,15 +183,21 @@ def _polygamma_arb(xs: list[Any], n: int) -> Any:
 def _polygamma_charge(r: Any, xs: list[Any], n: int) -> Any:
     """What torch's polygamma is charged (measured against arb at 300 points in (0.05, 10)):
     digamma is a difference of terms of size about 1, so its error is a few u absolute, not
-    relative, near its root x = 1.4616 (240 relative ulps seen in float32); trigamma is a short
-    series, with relative errors up to 5e-10 in float64 (4e6 ulps); n >= 2 stays within 8 ulps."""
+    relative, near its root x = 1.4616 (240 relative ulps seen in float32); n >= 1 within 16 ulps,
+    besides trigamma's truncated series (`_polygamma_accuracy`)."""
     if n == 0:
         return 4.0 * (r.abs() + 1.0)
-    return (2.0**23 if n == 1 else 16.0) * r
+    return 16.0 * r
+
+
+def _polygamma_accuracy(n: int) -> float:
+    """torch's trigamma is a short asymptotic series after six recurrence steps: relative errors up
+    to 5e-10 whatever the dtype (4e6 ulps of float64, 0.01 of float32's); charged at 1e-9."""
+    return 1e-9 if n == 1 else 0.0
 
 
 function("polygamma", sp.polygamma, torch=lambda T, xs, n, dt: T.polygamma(n, xs[0]), arb=_polygamma_arb,
-         domain=_positive, parse=_parse_polygamma, charge=_polygamma_charge,
+         domain=_positive, parse=_parse_polygamma, charge=_polygamma_charge, accuracy=_polygamma_accuracy,
          partial=lambda prog, k, i: prog.emit("polygamma", prog.args[k], int(prog.data[k]) + 1))
 
 

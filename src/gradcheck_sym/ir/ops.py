@@ -46,6 +46,7 @@ class ErrorPass(Protocol):
     values ``v``, worst-case errors ``E`` and variances ``V`` (in units of u), for a batch."""
 
     prog: Program
+    u: float  # the unit roundoff the sizes are for (float64's unless asked for another dtype)
     errors: bool  # False: values only
     v: list[Any]
     E: list[Any]
@@ -82,6 +83,7 @@ class OpSpec:
     domain: Callable[[Any], bool | None] | None = None  # functions: inside the real domain?
     kink: Callable[[sp.Basic], sp.Basic] | None = None  # corners: the Piecewise the exact side uses
     ulps: float = 0.0  # rounding charged per evaluation, in units of |result| u
+    accuracy: Callable[[Any], float] | None = None  # torch's own relative error, whatever the dtype (from data)
     leaf: bool = False  # reads ``inputs[data]`` (a variable)
     constant: bool = False  # no arguments: its value depends only on ``data``
     test: Callable[[int, Any], bool] | None = None  # a comparison, from the sign of lhs - rhs (a boundary at 0)
