@@ -324,9 +324,9 @@ def _xlogy_partial(log: str) -> Partial:
 
 from ..special import normalized_sinc, xlog1py, xlogy  # noqa: E402 - the SymPy classes users declare with
 
-function("xlogy", xlogy, exact=_xlog_exact("log", _positive), arb=None, partial=_xlogy_partial("log"),
+function("xlogy", xlogy, exact=_xlog_exact("log", _positive), arb=lambda xs, d: xs[0] * xs[1].log(), partial=_xlogy_partial("log"),
          torch=lambda T, xs, d, dt: T.special.xlogy(xs[0], xs[1]), ulps=3.0)
-function("xlog1py", xlog1py, exact=_xlog_exact("log1p", _above_minus_one), arb=None,
+function("xlog1py", xlog1py, exact=_xlog_exact("log1p", _above_minus_one), arb=lambda xs, d: xs[0] * xs[1].log1p(),
          partial=_xlogy_partial("log1p"), torch=lambda T, xs, d, dt: T.special.xlog1py(xs[0], xs[1]), ulps=3.0)
 
 
@@ -537,6 +537,7 @@ for _name, _cls, _method, _lower in (
         name=_name, exact=_rounded_exact(_method), torch=_lower, rounding=_step_rounding(_name == "frac"),
         partial=_frac_partial if _name == "frac" else (lambda prog, k, i: prog.emit("jump", prog.args[k])),
         sympy=(_cls,), function=True, label=(lambda n: lambda d: n)(_name),
+        arb=(lambda m: lambda xs, d: xs[0] - xs[0].floor() if m == "frac" else getattr(xs[0], m)())(_method),
     ))
 
 
