@@ -670,6 +670,16 @@ register(OpSpec(
 STRUCTURAL = ("+", "-", "*", "/", "** (any real power, sqrt)", "Piecewise", "pi", "E")
 
 
+# What to write instead, for functions people reach for that have no entry (by SymPy class name).
+HINTS: dict[str, str] = {
+    "gamma": "for x > 0 write exp(loggamma(x)) (torch: torch.lgamma(x).exp())",
+    "polygamma": "its order must be a whole number >= 0 (polygamma(0, x) is digamma, torch.digamma)",
+    "Mod": "write x - m*floor(x/m) (SymPy's Mod is floor division's remainder, as torch.remainder)",
+    "Derivative": "SymPy could not differentiate something in it; write the derivative out as a formula",
+    "Integral": "integrals are not evaluated; declare the integrated formula",
+}
+
+
 def supported_names() -> list[str]:
     """The function names a model may use, for error messages and the README.
 
