@@ -103,10 +103,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
         try:
             f = expr.subs(line)
             lo, hi = sp.limit(f, t, 0, "-"), sp.limit(f, t, 0, "+")
-        except Exception:  # noqa: BLE001 - sympy.limit fails in many ways; then there is no limit
+            if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
+                return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
+        except Exception:  # noqa: BLE001 - sympy.limit (and mpmath under is_comparable: erfinv(2)) fails in many ways
             return None
-        if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
-            return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
         if isinstance(lo, sp.Rational):
             return fmpq(int(lo.p), int(lo.q))
         old = ctx.prec
