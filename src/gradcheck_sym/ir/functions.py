@@ -417,10 +417,14 @@ def _nsinc_arb(x: Any, n: int) -> Any:
 
 def _sinc_charge(pi: float) -> Callable[[Any, list[Any], Any], Any]:
     """A few ulps of the result, and the argument's rounding (π·x for the normalised one, and
-    x ± jπ/2 in Leibniz's rule) times |x|·|f⁽ⁿ⁺¹⁾| <= |x|·πⁿ⁺¹/(n + 2): absolute near the zeros."""
+    x ± jπ/2 in Leibniz's rule) times |x|·|f⁽ⁿ⁺¹⁾| <= |x|·πⁿ⁺¹/(n + 2): absolute near the zeros;
+    for a derivative (n >= 1), Leibniz's terms (up to n!·e, cancelling near |x| = 1) rounded:
+    16·n!·πⁿ absolute (measured on 4000 points of (-30, 30): at most 0.4 of this charge in float64
+    and float32 for n = 0, 1, 2; 2.9 times the charge without the last term for n = 2)."""
 
     def charge(r: Any, xs: list[Any], n: int) -> Any:
-        return 4.0 * r.abs() + (2.0 + 2.0 * n) * xs[0].abs() * pi ** (n + 1) / (n + 2)
+        leibniz = 16.0 * math.factorial(n) * pi**n if n else 0.0
+        return 4.0 * r.abs() + (2.0 + 2.0 * n) * xs[0].abs() * pi ** (n + 1) / (n + 2) + leibniz
 
     return charge
 
