@@ -121,3 +121,28 @@ def test_cli_checks_bfloat16_and_float16(run_cli_process, tmp_path):
     assert "Finite differences are not run in bfloat16" in page and "float16" in page
     bad_option = run_cli_process("verify", "m.py", "--dtypes", "float8", cwd=tmp_path)
     assert bad_option.returncode == 2 and "bfloat16" in bad_option.stderr
+
+
+def test_plugin_checks_bfloat16_from_the_marker_and_the_option(pytester):
+    pytester.makepyfile(test_it="""
+        import pytest, sympy as sp, torch
+        from gradcheck_sym import Model
+        w, x = sp.symbols("w x", real=True)
+        model = Model(name="sq", loss=w**2 * x, params=[w], inputs=[x], domain={w: (-2, 2), x: (0.5, 2)})
+
+        def wrong(w, x):
+            y = w**2 * x
+            return y + 0.1 * (y - y.detach())
+
+        @pytest.mark.gradcheck(dtypes="bfloat16")
+        def test_right(gradcheck):
+            result = gradcheck(model, impl=lambda w, x: w**2 * x)
+            assert {c.dtype for c in result.checks} == {"bfloat16"}
+
+        def test_wrong(gradcheck):
+            gradcheck(model, impl=wrong)
+    """)
+    r = pytester.runpytest("-p", "no:xdist", "--gradcheck-dtypes", "float16,bfloat16")
+    r.assert_outcomes(passed=1, failed=1)
+    r.stdout.fnmatch_lines(["*impl * float16: 0 agree, 5 mismatch*", "*impl * bfloat16: 0 agree, 5 mismatch*",
+                            "worst error/tolerance in bfloat16: *", "worst error/tolerance in float16: *"])
