@@ -82,7 +82,7 @@ def function(
     sympy_class: type | tuple[type, ...] | None,
     *,
     torch: Lower,
-    arb: Callable[[list[Any], Any], Any],
+    arb: Callable[[list[Any], Any], Any] | None,
     domain: Callable[[Any], bool | None] | None = None,
     partial: Partial = _sympy_partial,
     parse: Parse | None = None,
@@ -392,14 +392,14 @@ class _SincN:
                 @staticmethod
                 def backward(ctx: Any, g: Any) -> Any:
                     (x,) = ctx.saved_tensors
-                    return g * SincN.apply(x, ctx.n + 1), None
+                    return g * SincN.apply(x, ctx.n + 1), None  # type: ignore[no-untyped-call]
 
             cls.cls = SincN
         return cls.cls
 
 
 def _sinc_torch(T: Any, xs: list[Any], n: int, dtype: Any) -> Any:
-    return _SincN.get().apply(xs[0], n)
+    return _SincN.get().apply(xs[0], n)  # the class is built on first use: torch is imported then
 
 
 def _nsinc_torch(T: Any, xs: list[Any], n: int, dtype: Any) -> Any:
