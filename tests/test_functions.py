@@ -198,6 +198,14 @@ def test_digamma_resolves_in_float32():
     assert {c.verdict for c in _checks(r, source="impl")} <= {"agree", "imprecise"}
 
 
+def test_loggamma_second_derivatives_resolve_in_float32():
+    """∂²loggamma is trigamma: its float32 double backward is held to float32's own units too."""
+    m = Model(name="lgamma2", loss=sp.loggamma(w * x) * x, params=[w], inputs=[x], domain={w: (0.3, 3), x: (0.9, 1.1)})
+    r = verify(m, samples=6, seed=2, order=2)
+    for dtype in ("float64", "float32"):
+        assert [c.verdict for c in _checks(r, quantity="second", dtype=dtype)] == ["agree"] * 6
+
+
 # -- no registry entry: a readable error at declaration -----------------------------------------
 
 
