@@ -206,6 +206,40 @@ def test_loggamma_second_derivatives_resolve_in_float32():
         assert [c.verdict for c in _checks(r, quantity="second", dtype=dtype)] == ["agree"] * 6
 
 
+# -- subtly wrong backwards are caught -----------------------------------------------------------
+
+WRONG = {  # loss, the torch forward whose gradient is scaled, domain
+    "sinc": (sp.sinc(w * x), lambda w, x: torch.sin(w * x) / (w * x), {w: (-30, 30), x: (0.9, 1.1)}),
+    "normalized_sinc": (normalized_sinc(w * x), lambda w, x: torch.special.sinc(w * x), {w: (-30, 30), x: (0.9, 1.1)}),
+    "erfinv": (sp.erfinv(w * x), lambda w, x: torch.special.erfinv(w * x), {w: (-0.999, 0.999), x: (0.99, 1)}),
+    "softplus": (sp.log(1 + sp.exp(w * x)), lambda w, x: torch.nn.functional.softplus(w * x), {w: (-15, 15), x: (0.9, 1.1)}),
+    "xlogy": (xlogy(w, x), lambda w, x: torch.special.xlogy(w, x), {w: (-3, 3), x: (0.01, 5)}),
+    "xlog1py": (xlog1py(w, x), lambda w, x: torch.special.xlog1py(w, x), {w: (-3, 3), x: (-0.99, 5)}),
+    "frac": (sp.frac(w * x) * x, lambda w, x: (w * x - torch.floor(w * x)) * x, {w: (-5, 5), x: (0.9, 1.1)}),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG))
+def test_a_relative_error_in_the_backward_is_caught(name):
+    """A backward off by 1e-6 (float64) or 1e-3 (float32) relative: never agrees; a mismatch at
+    every point in float64 and at most points in float32 (torch.special.sinc's is `imprecise` at
+    some: its derivative near the zeros of sin(πx) is ill-conditioned for |x| up to 30)."""
+    loss, f, domain = WRONG[name]
+    for dtype, eps in (("float64", 1e-6), ("float32", 1e-3)):
+        def impl(w, x, f=f, eps=eps):
+            y = f(w, x)
+            return y + eps * (y - y.detach())  # the value is right, its gradient (1 + eps) times the truth
+
+        r = verify(Model(name=name, loss=loss, params=[w], inputs=[x], domain=domain, impl=impl),
+                   samples=12, seed=7, dtypes=[dtype])
+        verdicts = [c.verdict for c in _checks(r, source="impl", dtype=dtype)]
+        assert len(verdicts) == 12 and set(verdicts) <= {"mismatch", "imprecise"}, (dtype, verdicts)
+        assert verdicts.count("mismatch") >= (12 if dtype == "float64" else 6), (dtype, verdicts)
+        right = verify(Model(name=name, loss=loss, params=[w], inputs=[x], domain=domain, impl=f), samples=12, seed=7,
+                       dtypes=[dtype])
+        assert not [c for c in right.checks if c.verdict == "mismatch" and c.source != "fd"], dtype
+
+
 # -- no registry entry: a readable error at declaration -----------------------------------------
 
 
