@@ -146,3 +146,21 @@ def test_plugin_checks_bfloat16_from_the_marker_and_the_option(pytester):
     r.assert_outcomes(passed=1, failed=1)
     r.stdout.fnmatch_lines(["*impl * float16: 0 agree, 5 mismatch*", "*impl * bfloat16: 0 agree, 5 mismatch*",
                             "worst error/tolerance in bfloat16: *", "worst error/tolerance in float16: *"])
+
+
+def test_an_operator_is_checked_in_bfloat16_without_finite_differences():
+    a, c = sp.symbols("a c", real=True)
+
+    def op(a, c, factor=1.0):
+        y = torch.stack([a * c, a + torch.sin(c)])
+        return y + (factor - 1) * (y - y.detach())
+
+    def model(factor):
+        return Model(name="op", outputs=sp.Matrix([a * c, a + sp.sin(c)]), params=[a, c], domain={"*": (0.5, 2)},
+                     impl=lambda a, c: op(a, c, factor))
+
+    right = verify(model(1.0), samples=4, dtypes=["bfloat16"])
+    assert right.status == "pass" and [n for n in right.notes if "not run in bfloat16" in n]
+    assert {c.dtype for c in right.checks} == {"bfloat16"} and not [c for c in right.checks if c.source == "fd"]
+    wrong = verify(model(1.25), samples=4, dtypes=["bfloat16"])
+    assert wrong.status == "fail" and {c.source for c in wrong.failed} == {"impl"}
