@@ -154,7 +154,8 @@ def verify(
     and ``grad_impl``, when given, replace the model's own.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
-    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
+    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.  ``dtypes``: any of
+    float64, float32, bfloat16, float16 (the last two without finite differences, `dtypes.FD_NOTE`).
 
     ``modes``: ``"rev"`` checks the sources' backward (reverse mode: gradients, an operator's
     VJPs), ``"fwd"`` their forward-mode AD (JVPs); ``order=2`` adds second derivatives (double
