@@ -58,9 +58,6 @@ class xlogy(sp.Function):  # noqa: N801 - SymPy function classes are named as us
         x, y = self.args
         return (x * sp.log(y))._eval_evalf(prec) if not x.is_zero else sp.S.Zero
 
-    def _eval_is_real(self) -> bool | None:
-        return None
-
 
 class xlog1py(sp.Function):  # noqa: N801
     """``x·log(1 + y)``, and 0 where ``x = 0`` whatever ``y`` (``torch.special.xlog1py``); its
