@@ -268,3 +268,13 @@ def test_unsupported_function_in_a_model_file_is_reported_by_the_cli(run_cli_pro
     assert r.returncode == 2, r.stdout + r.stderr
     out = r.stdout + r.stderr
     assert "bad-gamma" in out and "`gamma`" in out and "loggamma" in out and "Traceback" not in out
+
+
+def test_new_functions_can_be_typed_on_the_command_line(run_cli, tmp_path):
+    r = run_cli("verify", "--expr", "xlogy(w, x) + sinc(w) + normalized_sinc(w*x) + erfinv(w/3) + floor(w*x)*w "
+                "+ polygamma(1, x)*w + log(1 + exp(w*x))", "--params", "w", "--domain", "w=-2:2", "--domain", "x=0.5:2",
+                "--samples", "3", "--no-report", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "expr" in r.stdout and "pass" in r.stdout
+    bad = run_cli("verify", "--expr", "xlogy(w)", "--params", "w", "--domain", "w=1:2", "--no-report", cwd=tmp_path)
+    assert bad.returncode == 2 and "`xlogy` takes 2 arguments, got 1" in bad.stderr
