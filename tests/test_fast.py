@@ -220,3 +220,18 @@ def test_small_summaries_equal_the_tensor_summaries(monkeypatch, k):
     slow = verify(model, samples=3, seed=4)
     assert fast.status == slow.status and fast.status != "error", fast.error
     assert model_to_dict(fast) == model_to_dict(slow)  # as JSON: NaN is "nan" on both sides
+
+
+def test_a_timeout_inside_the_impls_finite_differences_is_not_swallowed():
+    import time
+
+    def slow(w, x):
+        if not torch.is_grad_enabled():  # the finite differences' rows (vmap refuses OldStyle: one call each)
+            time.sleep(0.05)
+        return OldStyle.apply(w * x)
+
+    m = Model(name="slow", loss=(w * x) ** 2, params=[w], inputs=[x], domain={"*": (-2, 2)}, impl=slow)
+    t0 = time.perf_counter()
+    r = verify(m, samples=SAMPLES, seed=1, timeout=1.0)
+    assert r.status == "error" and "timed out" in (r.error or "")
+    assert time.perf_counter() - t0 < 3.0  # it stopped at the budget, not after every row

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .budget import TimedOut
 from .dtypes import UNIT_ROUNDOFF
 from .errors import ImplError
 from .model import Model, Variable
@@ -278,6 +279,8 @@ def _vmap_losses(subject: Subject, dtype: str, columns: torch.Tensor) -> torch.T
             out = vmap(lambda kw: _scalar(model, dtype, kw))(_batched(model, columns.T))
         if out.shape != (columns.shape[1],):
             raise _NotBatchable(f"a batch of {columns.shape[1]} rows gave shape {tuple(out.shape)}")
+    except TimedOut:
+        raise
     except Exception as exc:  # noqa: BLE001 - the user's code under vmap: any failure means "loop"
         _refuse(subject, exc)
         return None
@@ -352,6 +355,8 @@ def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch
                 try:
                     with torch.no_grad():
                         r = model.impl(**kwargs)  # type: ignore[misc]
+                except TimedOut:
+                    raise
                 except Exception:  # noqa: BLE001 - it ran at the point itself; a step outside its domain
                     r = None
                 out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
