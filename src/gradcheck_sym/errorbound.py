@@ -237,7 +237,8 @@ def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple
     is kept (`input_sensitivity` and `output_sensitivity` of a one-variable model ask twice)."""
     key = (id(prog), tuple(map(tuple, points)))
     if _LAST_PASS and _LAST_PASS[0] == key and _LAST_PASS[1] is prog:
-        return _LAST_PASS[2]
+        kept: tuple[Tensor, Tensor] = _LAST_PASS[2]
+        return kept
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
         run = _Pass(prog, batch)
