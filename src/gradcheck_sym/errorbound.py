@@ -245,8 +245,11 @@ def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple
         run.run()
         n = batch.shape[0]
         out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
-    _LAST_PASS[:] = [key, prog, out]
+    _LAST_PASS[:] = [key, prog, out] if n <= _KEPT_POINTS else []
     return out
+
+
+_KEPT_POINTS = 256  # a larger answer is not kept (a few MiB at most stay alive between checks)
 
 
 _LAST_PASS: list[Any] = []
