@@ -100,13 +100,21 @@ def test_dotted_module_target_and_list(run_cli, files):
     assert r.returncode == 0 and (files / "rep" / "good-linear.md").is_file()
 
 
-def test_help_does_not_import_torch(run_cli):
+def test_help_and_a_cached_result_import_no_torch(run_cli, tmp_path):
+    """`--help` needs neither torch nor SymPy; a model whose result is in the cache needs no torch
+    (torch is imported only when a float source runs)."""
     import subprocess
     import sys
 
-    code = "import sys, gradcheck_sym.cli as c; c.main(['--help']); print('torch' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.stdout.strip().endswith("False")
+    (tmp_path / "plain.py").write_text(GOOD.replace(", grad_impl=lambda w, x, y: 2*x*(x*w - y))", ")"))
+    first = run_cli("verify", "plain.py", "--no-report", "--quiet", "--samples", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    code = ("import sys, gradcheck_sym.cli as c; c.main(['--help']); print('after help:', 'torch' in sys.modules, 'sympy' in sys.modules)\n"
+            "code = c.main(['verify', 'plain.py', '--no-report', '--samples', '1'])\n"
+            "print('after verify:', code, 'torch' in sys.modules, 'matplotlib' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "after help: False False" in r.stdout and "after verify: 0 False False" in r.stdout, r.stdout + r.stderr
+    assert "unchanged since the last run (cached result)" in r.stderr
 
 
 def test_list_builtin_models(run_cli):
