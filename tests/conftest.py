@@ -48,6 +48,17 @@ def mlp_forward(layers: int = 5, matmul=torch.matmul, sigmoid=torch.sigmoid):
     return impl
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The fixtures of a module or session (set up before `private_cache`) get a cache of this
+    session: no test reads or writes the user's cache, so none passes on a result stored by an
+    earlier run."""
+    with pytest.MonkeyPatch.context() as m:
+        path = tmp_path_factory.mktemp("session-cache")
+        m.setenv("GRADCHECK_SYM_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Every test gets an empty cache of its own (subprocesses inherit the variable)."""

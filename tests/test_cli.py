@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: one subprocess per behaviour of the process (exit codes,
-reports written, imports, a closed pipe), the rest through `cli.main` in this process (`run_cli`)."""
+imports, a closed pipe), the rest through `cli.main` in this process (`run_cli`).  The whole
+built-in run, as a process, is read by test_report_md.py (its report is compared with the committed one)."""
 
 from __future__ import annotations
 
@@ -50,29 +51,8 @@ def test_help_lists_commands_options_and_exit_codes(run_cli):
     assert "(default: 5)" in text and "(default: float64,float32)" in text
 
 
-def test_verify_builtin_models_writes_report_and_json(run_cli_process, tmp_path):
-    out = tmp_path / "rep"
-    r = run_cli_process("verify", "--samples", "2", "--report-dir", str(out), "--json", str(tmp_path / "r.json"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"):
-        assert name in r.stdout
-        assert (out / f"{name}.md").is_file()
-    assert "193 weights, 31 biases" in r.stderr  # progress states the lecture's count
-    assert (out / "index.md").is_file() and (out / "results.json").is_file()
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert [m["status"] for m in data["models"]] == ["pass"] * 6
-    mlp = next(m for m in data["models"] if m["name"] == "mlp-193")
-    check = next(c for c in mlp["checks"] if c["param"] == "W3" and c["quantity"] == "grad")
-    for key in ("source", "dtype", "param", "index", "point", "exact", "value", "abs_error", "rel_error",
-                "ulps", "verdict"):
-        assert key in check
-    assert check["index"] == [0, 0] and check["source"] in ("autograd", "fd")
-    assert set(data["models"][0]["points"]) == {"float64", "float32"}
-    assert data["replay"]["lines_float32"][:3] == LECTURE[:3]
-
-
-def test_wrong_gradient_exits_1_and_names_the_entry(run_cli_process, files):
-    r = run_cli_process("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
+def test_wrong_gradient_exits_1_and_names_the_entry(run_cli, files):
+    r = run_cli("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL wrong-linear" in r.stdout
     assert "grad_impl" in r.stdout and "∂loss/∂w" in r.stdout and "wrong:" in r.stdout
@@ -80,10 +60,11 @@ def test_wrong_gradient_exits_1_and_names_the_entry(run_cli_process, files):
 
 
 def test_unusable_target_exits_2_and_still_checks_the_others(run_cli_process, files):
-    r = run_cli_process("verify", str(files / "good.py"), str(files / "broken.py"), str(files / "missing.py"),
-                "--report-dir", str(files / "rep"), "--dtypes", "float64")
+    """The process's exit code (2 before 1: a target could not be used, another model is wrong)."""
+    r = run_cli_process("verify", str(files / "good.py"), str(files / "wrong.py"), str(files / "broken.py"),
+                        str(files / "missing.py"), "--report-dir", str(files / "rep"), "--dtypes", "float64")
     assert r.returncode == 2
-    assert "good-linear" in r.stdout and "pass" in r.stdout
+    assert "good-linear" in r.stdout and "pass" in r.stdout and "FAIL wrong-linear" in r.stdout
     assert "model `bad`" in r.stderr and "neither a param nor an input" in r.stderr
     assert "missing.py`: no such file" in r.stderr
     assert "Traceback" not in r.stderr
