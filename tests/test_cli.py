@@ -83,7 +83,8 @@ def test_dotted_module_target_and_list(run_cli, files):
 
 def test_help_and_a_cached_result_import_no_torch(run_cli, tmp_path):
     """`--help` needs neither torch nor SymPy; a model whose result is in the cache needs no torch
-    (torch is imported only when a float source runs)."""
+    (torch is imported only when a float source runs); after a worker that ended without a word,
+    the command imports torch once for the workers that follow (they inherit it)."""
     import subprocess
     import sys
 
@@ -92,10 +93,17 @@ def test_help_and_a_cached_result_import_no_torch(run_cli, tmp_path):
     assert first.returncode == 0, first.stderr
     code = ("import sys, gradcheck_sym.cli as c; c.main(['--help']); print('after help:', 'torch' in sys.modules, 'sympy' in sys.modules)\n"
             "code = c.main(['verify', 'plain.py', '--no-report', '--samples', '1'])\n"
-            "print('after verify:', code, 'torch' in sys.modules, 'matplotlib' in sys.modules)")
+            "print('after verify:', code, 'torch' in sys.modules, 'matplotlib' in sys.modules)\n"
+            # a worker that crashes says nothing: torch is imported for the workers after it only
+            "import os, signal; from gradcheck_sym.worker import run_isolated\n"
+            "crash = lambda: os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "for more in (False, True):\n"
+            "    said = run_isolated(crash, name='c', timeout=None, error=lambda m: m, more=more)\n"
+            "    print('after a crash:', more, 'SIGSEGV' in said, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "after help: False False" in r.stdout and "after verify: 0 False False" in r.stdout, r.stdout + r.stderr
     assert "unchanged since the last run (cached result)" in r.stderr
+    assert "after a crash: False True False" in r.stdout and "after a crash: True True True" in r.stdout, r.stdout
 
 
 def test_list_builtin_models(run_cli):
