@@ -246,7 +246,7 @@ ISOLATION = textwrap.dedent("""
 ENDINGS = {  # what each model's code does, and what the run says of it
     "exits": "called exit(3)",
     "crashes": "ended by SIGSEGV",
-    "hangs": "did not finish within its time budget of 8 s and was stopped",
+    "hangs": "did not finish within its time budget of 15 s and was stopped",
     "eats_memory": "ran out of memory (limit of 2.0 GiB",
 }
 
@@ -257,9 +257,11 @@ def test_what_a_models_code_does_ends_only_that_model(tmp_path):
     import os
 
     (tmp_path / "m.py").write_text(ISOLATION)
+    # --timeout 15: the first model's budget holds its worker's import of torch; with 8 s, `exits`
+    # timed out before reaching its exit on a loaded machine under the one-ulp perturbation (tests/perturb)
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--report-dir", "rep", "--samples", "1",
-                        "--dtypes", "float64", "--timeout", "8", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                        "--dtypes", "float64", "--timeout", "15", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=180, env={**os.environ, "GRADCHECK_SYM_MEMORY_GB": "2"})
     assert r.returncode == 2, r.stdout + r.stderr
     for which, words in ENDINGS.items():
@@ -271,7 +273,7 @@ def test_what_a_models_code_does_ends_only_that_model(tmp_path):
     for good in ("first", "fine"):
         assert any(good in line and "pass" in line for line in r.stdout.splitlines()), r.stdout
         assert (tmp_path / "rep" / f"{good}.md").is_file()
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 120
 
 
 @pytest.mark.parametrize(("expr", "words"), [
