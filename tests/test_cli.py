@@ -124,7 +124,7 @@ def test_replay_prints_the_lecture_output(run_cli):
     ("args", "message"),
     [
         (("verify", "--samples", "-1"), "expected a number >= 0"),
-        (("verify", "--dtypes", "float16"), "comma-separated list of float64, float32"),
+        (("verify", "--dtypes", "float8"), "comma-separated list of float64, float32, bfloat16, float16"),
         (("verify", "--seed", "x"), "expected a whole number"),
         (("frobnicate",), "invalid choice"),
     ],

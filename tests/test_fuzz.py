@@ -19,6 +19,7 @@ from gradcheck_sym.cli import main
 from gradcheck_sym.compare import VERDICTS
 from gradcheck_sym.functions import FUNCTIONS
 from sympy.codegen.cfunctions import expm1, log1p
+from gradcheck_sym.special import normalized_sinc, xlog1py, xlogy
 from gradcheck_sym.text import TextError, parse_expression
 
 w, v, x = sp.symbols("w v x", real=True)
@@ -37,6 +38,10 @@ SMOOTH = {
     "Heaviside": lambda u: sp.Heaviside(u) * u, "sqrt": lambda u: sp.sqrt(1 + u**2),
     "log1p": lambda u: log1p(u**2), "expm1": lambda u: expm1(u / 4),
     "loggamma": lambda u: sp.loggamma(1 + u**2), "polygamma": lambda u: sp.polygamma(0, 1 + u**2),
+    "erfinv": lambda u: sp.erfinv(sp.tanh(u) / 2), "softplus": lambda u: sp.log(1 + sp.exp(u)),
+    "xlogy": lambda u: xlogy(u, 1 + u**2), "xlog1py": lambda u: xlog1py(u, u**2), "sinc": sp.sinc,
+    "normalized_sinc": normalized_sinc, "floor": lambda u: sp.floor(u) * u, "ceiling": lambda u: sp.ceiling(u) * u,
+    "frac": sp.frac,
 }
 assert {spec.name for spec in FUNCTIONS.values()} <= set(SMOOTH)  # every table row is fuzzed
 
@@ -65,7 +70,9 @@ def test_random_smooth_models_agree_everywhere(expr, seed):
     assert not bad, (loss, bad[:2])
 
 
-RAW = {spec.name: f for f, spec in FUNCTIONS.items() if f not in (sp.atan2, sp.Max, sp.Min, sp.Heaviside, sp.polygamma)}
+RAW = {spec.name: f for f, spec in FUNCTIONS.items()
+       if f not in (sp.atan2, sp.Max, sp.Min, sp.Heaviside, sp.polygamma, xlogy, xlog1py)}
+RAW.update({"xlogy": lambda u: xlogy(u, w), "xlog1py": lambda u: xlog1py(w, u)})
 RAW.update({"digamma": lambda u: sp.polygamma(0, u), "sqrt": sp.sqrt, "inv": lambda u: 1 / u, "Max": lambda u: sp.Max(u, 0), "Heaviside": sp.Heaviside})
 
 

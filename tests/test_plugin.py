@@ -117,7 +117,7 @@ def test_marker_errors_name_the_argument(project):
         def test_positional(gradcheck):
             gradcheck(linear)
 
-        @pytest.mark.gradcheck(dtypes="float16")
+        @pytest.mark.gradcheck(dtypes="float8")
         def test_dtype(gradcheck):
             gradcheck(linear)
     """)

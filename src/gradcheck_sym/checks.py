@@ -93,6 +93,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 # attribution codes -> (attribution, note), as data
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
+OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -304,6 +305,16 @@ def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
     return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
 
 
+def out_of_range(values: torch.Tensor, ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+    """Where the exact value is beyond the dtype's largest finite number (float16's 65504) and the
+    source returned that dtype's rounding of it (an infinity of its sign, or its largest number):
+    no value of the dtype can hold it, so there is nothing to check (every source, not only the
+    declared formula's own evaluation)."""
+    hi = ex.hi[:, cols]
+    big = DTYPES[dtype].max
+    return (ex.kind[:, cols] == VALUE) & (hi.abs() > big) & (torch.sign(values) == torch.sign(hi)) & (values.abs() >= big)
+
+
 def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
           dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
@@ -337,7 +348,8 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
         lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
         note = torch.where(lost, NOT_COMPUTABLE, note)
-    return verdict, note
+    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype)
+    return torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, note)
 
 
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
@@ -373,6 +385,8 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
         lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
         code = torch.where(lost, NOT_COMPUTABLE, code)
+    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype)
+    verdict, code = torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, code)
     return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
 
@@ -457,6 +471,9 @@ BAND_NOTES: dict[int, Any] = {
     NOT_COMPUTABLE: _band_note("the declared formula is not computable in this dtype at this point (an intermediate "
                                "overflows, or its own rounding exceeds the value): not torch being wrong",
                                "not_computable"),
+    OUT_OF_RANGE: _band_note("the exact value is beyond this dtype's largest finite number: no value of the dtype "
+                             "can hold it (an infinity is its rounding), so there is nothing to check here",
+                             "not_computable"),
 }
 
 

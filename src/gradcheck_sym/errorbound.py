@@ -79,8 +79,10 @@ class _Pass:
 
     T = torch
 
-    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None) -> None:
+    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None,
+                 u: float = 2.0**-53) -> None:
         self.prog = prog
+        self.u = u  # the unit roundoff the sizes are for: only an op's `accuracy` term depends on it
         self.errors = errors  # False: values only (the float64 gradient program, for speed)
         self.widen = widen  # extra rounding charged to each slot's value (`explained_scales`)
         n = len(prog)
@@ -161,14 +163,17 @@ def _widening(run: _Pass) -> list[Any]:
     return out
 
 
-def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False) -> ErrorScales:
+def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False,
+                       u: float = 2.0**-53) -> ErrorScales:
     """Running error analysis of every output of a program (or `symbolic.GradientProgram`) at
     every point (values of its variables), all points in one pass; with ``explained`` also the
-    wider bound of `ErrorScales.explained` (a second pass) and each point's largest value."""
+    wider bound of `ErrorScales.explained` (a second pass) and each point's largest value.  ``u``:
+    the unit roundoff of the dtype, which matters only for programs with an op whose torch
+    implementation has an error of its own in no dtype's units (`dtype_dependent`)."""
     prog = _program(gp)
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
-        run = _Pass(prog, batch)
+        run = _Pass(prog, batch, u=u)
         run.run()
         n = batch.shape[0]
         w = _columns([run.E[o] for o in prog.outputs], n)
@@ -177,7 +182,7 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
             return ErrorScales(worst=w, probable=v.sqrt())
         sizes = [m for m in map(_magnitude, run.v) if m is not None]
         largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
-        wide = _Pass(prog, batch, widen=_widening(run))
+        wide = _Pass(prog, batch, widen=_widening(run), u=u)
         wide.run()
         from .compare import error_scale
 
@@ -185,6 +190,12 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         wide_v = _columns([wide.V[o] for o in prog.outputs], n)
         return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
                            largest=largest.to(torch.float64))
+
+
+def dtype_dependent(gp: Any) -> bool:
+    """Whether some op of the program has an error independent of the dtype (`ir.ops.OpSpec.accuracy`,
+    torch's trigamma): its error sizes in units of u then differ from one dtype to another."""
+    return any(REGISTRY[op].accuracy is not None for op in _program(gp).ops)
 
 
 def program_batch(prog: Program, points: Tensor) -> Tensor:

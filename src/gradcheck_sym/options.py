@@ -15,7 +15,8 @@ from .errors import GradcheckError
 
 
 PREFIX = "gradcheck"
-DTYPES = ("float64", "float32")  # every float type gradcheck_sym checks, in default order
+DTYPES = ("float64", "float32")  # the float types checked by default, in order
+SUPPORTED_DTYPES = ("float64", "float32", "bfloat16", "float16")  # every one `--dtypes` may name (`dtypes.DTYPES`)
 
 
 def positive_int(text: str) -> int:
@@ -42,9 +43,9 @@ def seconds(text: str) -> float | None:
 
 def dtype_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [t for t in items if t not in DTYPES]
+    bad = [t for t in items if t not in SUPPORTED_DTYPES]
     if bad or not items:
-        raise ValueError(f"expected a comma-separated list of {', '.join(DTYPES)}, got {text!r}")
+        raise ValueError(f"expected a comma-separated list of {', '.join(SUPPORTED_DTYPES)}, got {text!r}")
     return items
 
 
@@ -118,7 +119,8 @@ SEED = Option(
 )
 DTYPES_OPTION = Option(
     name="dtypes", metavar="LIST", parse=dtype_list, default=DTYPES,
-    help="float types to check, comma-separated (default: float64,float32)",
+    help="float types to check, comma-separated, of float64, float32, bfloat16, float16 (bfloat16 and float16 "
+    "without finite differences) (default: float64,float32)",
 )
 REPORT_DIR = Option(
     name="report-dir", metavar="DIR", parse=str, default="reports",

@@ -110,17 +110,17 @@ def second_exact(model: Model, f: sp.Expr, unique: Sequence[tuple[float, ...]], 
     return SecondExact(tables=[so.hvp(v, points, factor) for v in vectors], layout=("hvp", n), vectors=vectors)
 
 
-def exact_arrays_at(table: ExactTable, rows: Sequence[int]) -> ch.ExactArrays:
+def exact_arrays_at(table: ExactTable, rows: Sequence[int], dtype: str = "float64") -> ch.ExactArrays:
     """A table's exact values at the given unique-point rows (one per point of a dtype)."""
     index = torch.tensor(list(rows), dtype=torch.long)
-    return ch.exact_arrays([table.refs[r] for r in rows], table.scale[index])
+    return ch.exact_arrays([table.refs[r] for r in rows], table.by_dtype.get(dtype, table.scale)[index])
 
 
 def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Point], dtype: str,
                   exact: SecondExact, rows: Sequence[int], *, output: int | None = None
                   ) -> tuple[list[ch.Group], list[NotSupported]]:
     """Every source's double backward against the exact second derivatives."""
-    ex = ch.stack_exact([exact_arrays_at(t, rows) for t in exact.tables])
+    ex = ch.stack_exact([exact_arrays_at(t, rows, dtype) for t in exact.tables])
     vectors = None if exact.vectors is None else [[float(c) for c in v] for v in exact.vectors]
     outs, unsupported = _outputs(names, "second",
                                  lambda name: SECOND_SOURCES[name](subject, pts, dtype, vectors=vectors))

@@ -30,7 +30,7 @@ Point = tuple[float, ...]
 
 # Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
-FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
+FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5, "bfloat16": 2.0**-2, "float16": 2.0**-2}  # last two: noise
 FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
 TINY = 4096  # scalars per call of the user's code below which one intra-op thread is faster
 

@@ -21,6 +21,9 @@ from .graph import count_nodes
 from .model import Model
 from .reference import PointReference, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
+from .dtypes import DTYPES as FLOAT_TYPES
+from .dtypes import FD_NOTE
+from .options import SUPPORTED_DTYPES
 from .sampling import DTYPES, points_for, round_to, rounded
 from .structure import layers
 from .symbolic import GradientProgram, closed_form, gradient_program
@@ -100,10 +103,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
         try:
             f = expr.subs(line)
             lo, hi = sp.limit(f, t, 0, "-"), sp.limit(f, t, 0, "+")
-        except Exception:  # noqa: BLE001 - sympy.limit fails in many ways; then there is no limit
+            if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
+                return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
+        except Exception:  # noqa: BLE001 - sympy.limit (and mpmath under is_comparable: erfinv(2)) fails in many ways
             return None
-        if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
-            return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
         if isinstance(lo, sp.Rational):
             return fmpq(int(lo.p), int(lo.q))
         old = ctx.prec
@@ -151,7 +154,8 @@ def verify(
     and ``grad_impl``, when given, replace the model's own.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
-    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
+    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.  ``dtypes``: any of
+    float64, float32, bfloat16, float16 (the last two without finite differences, `dtypes.FD_NOTE`).
 
     ``modes``: ``"rev"`` checks the sources' backward (reverse mode: gradients, an operator's
     VJPs), ``"fwd"`` their forward-mode AD (JVPs); ``order=2`` adds second derivatives (double
@@ -320,8 +324,8 @@ def _verify(
     from . import sources as src
 
     for d in dtypes:
-        if d not in DTYPES:
-            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
+        if d not in SUPPORTED_DTYPES:
+            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(SUPPORTED_DTYPES)}")
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
     subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
@@ -343,12 +347,15 @@ def _verify(
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
-        ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
+        ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]),
+                             **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
-        fds = {"model": src.finite_differences(subject, pts, dtype)}
-        if model.impl is not None:
-            fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
+        fds = {}
+        if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16: a note says so (`dtypes.FD_NOTE`)
+            fds["model"] = src.finite_differences(subject, pts, dtype)
+            if model.impl is not None:
+                fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
         groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
         names = list(outputs)
         if "rev" not in modes:
@@ -373,7 +380,9 @@ def _verify(
         source_names = list(outputs) + ["fd"]
     texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
-    study = _step_study(prepared, subject, dtypes, exact_points, refs)
+    with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
+    study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
+    fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
     points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
@@ -387,7 +396,7 @@ def _verify(
         n_params=model.n_params,
         closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
         closed_form_latex=dict(texts["closed_form_latex"]),
-        notes=model.notes,
+        notes=model.notes + fd_notes,
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
@@ -430,6 +439,18 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     return refs, scale, band
 
 
+def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: str, factor: float, shared: Any) -> Any:
+    """The error sizes for ``dtype``: the shared ones (float64's u), unless an op's torch error is
+    the same in every dtype (trigamma's series, `errorbound.dtype_dependent`), then redone with
+    this dtype's u (charging float64's 4e6 ulps in float32 made polygamma inconclusive there)."""
+    from .errorbound import dtype_dependent, error_scales_batch
+
+    if dtype == "float64" or not dtype_dependent(prepared.gradient):
+        return shared
+    es = error_scales_batch(prepared.gradient, pts, u=UNIT_ROUNDOFF[dtype])
+    return factor * error_scale(es.worst, es.probable)
+
+
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
     """The finite differences of the forward ``source`` runs (the user's for impl)."""
     fds = {g.forward: g for g in groups if g.source == "fd"}
@@ -461,7 +482,7 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
                                        forward_wrong.get("impl") if fname == "impl" else None)
     for name, o in outputs.items():
-        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
+        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups.get("model")
         groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, same_forward))
     return groups + list(fd_groups.values())
 
