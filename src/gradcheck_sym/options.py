@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import GradcheckError
+
 
 PREFIX = "gradcheck"
 DTYPES = ("float64", "float32")  # the float types checked by default, in order
@@ -63,6 +65,19 @@ def mode_list(text: str) -> tuple[str, ...]:
     if bad or not items:
         raise ValueError(f"expected a comma-separated list of {', '.join(MODES)}, got {text!r}")
     return tuple(m for m in MODES if m in items)
+
+
+def check_settings(order: Any, modes: Any) -> tuple[int, tuple[str, ...]]:
+    """``order`` and ``modes`` validated, as `verify` takes them."""
+    if isinstance(order, bool) or order not in ORDERS:
+        raise GradcheckError(f"`order` must be 1 or 2, got {order!r}")
+    if isinstance(modes, str):
+        modes = tuple(m.strip() for m in modes.split(",") if m.strip())
+    modes = tuple(modes)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise GradcheckError(f"`modes` must be a non-empty list of {', '.join(MODES)}, got {modes!r}")
+    return int(order), tuple(m for m in MODES if m in modes)
 
 
 def boolean(text: str) -> bool:

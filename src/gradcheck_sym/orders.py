@@ -19,7 +19,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import sympy as sp
 import torch
@@ -38,9 +37,6 @@ HESSIAN_MAX_ENTRIES = 30  # larger models are checked with Hessian-vector produc
 # A wrong formula (a lost term, a detached factor) is off by far more.
 HEADROOM = 8.0
 HVP_VECTORS = 2  # seeded random ±1 vectors per model and output
-
-MODES = ("rev", "fwd")
-ORDERS = (1, 2)
 
 JVP_SOURCES: dict[str, Callable[..., src.SourceOutput]] = {"autograd": src.jvp_autograd, "impl": src.jvp_impl}
 SECOND_SOURCES: dict[str, Callable[..., src.SourceOutput]] = {"autograd": src.second_autograd, "impl": src.second_impl}
@@ -147,18 +143,3 @@ def unique_unsupported(items: Sequence[NotSupported]) -> tuple[NotSupported, ...
     for u in items:
         seen.setdefault((u.source, u.quantity), u)
     return tuple(seen.values())
-
-
-def check_settings(order: Any, modes: Any) -> tuple[int, tuple[str, ...]]:
-    """``order`` and ``modes`` validated, as `verify` takes them."""
-    from .errors import GradcheckError
-
-    if isinstance(order, bool) or order not in ORDERS:
-        raise GradcheckError(f"`order` must be 1 or 2, got {order!r}")
-    if isinstance(modes, str):
-        modes = tuple(m.strip() for m in modes.split(",") if m.strip())
-    modes = tuple(modes)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise GradcheckError(f"`modes` must be a non-empty list of {', '.join(MODES)}, got {modes!r}")
-    return int(order), tuple(m for m in MODES if m in modes)

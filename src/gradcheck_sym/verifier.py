@@ -181,7 +181,7 @@ def verify(
             progress(msg)
 
     try:
-        from .orders import check_settings
+        from .options import check_settings  # torch-free: a cached result needs no torch
 
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
