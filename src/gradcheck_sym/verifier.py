@@ -181,6 +181,7 @@ def verify(
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         order, modes = check_settings(order, modes)
+        dtypes = model.checked_dtypes(dtypes)  # the model's own `dtypes=` narrows the run's
         check_affordable(model)  # sizes that cannot be afforded are refused before computing
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
@@ -339,6 +340,7 @@ def _verify(
         say(f"{model.name}: exact second derivatives at {len(unique)} points")
         second = orders.second_exact(model, model.loss, unique, factor, seed)
     kept, summaries, failed, complete, source_names = [], [], False, True, []
+    notes: list[str] = []
     unsupported: list[Any] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
@@ -346,6 +348,7 @@ def _verify(
         ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
+        notes += computed_notes(model, outputs, dtype)
         fds = {"model": src.finite_differences(subject, pts, dtype)}
         if model.impl is not None:
             fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
@@ -387,7 +390,7 @@ def _verify(
         n_params=model.n_params,
         closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
         closed_form_latex=dict(texts["closed_form_latex"]),
-        notes=model.notes,
+        notes=model.notes + tuple(notes),
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
@@ -408,6 +411,8 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     """The exact loss and gradient at each of the ``unique`` points, their tolerance scales (one
     row per point, in units of u), and the bands' sizes (`checks.exact_arrays`'s ``explained``,
     ``sensitive``, ``largest``)."""
+    import torch
+
     from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity
 
     symbols = prepared.model.symbols
@@ -419,6 +424,10 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
         if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
             band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
+    unreached = getattr(prepared.model, "unreached", frozenset())
+    if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
+        zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
+        band["zero"] = zero.expand(len(unique), -1)
     worst_rows = es.worst.tolist()
     refs: dict[tuple[float, ...], PointReference] = {}
     for u, p in enumerate(unique):
@@ -428,6 +437,22 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
             rational=prepared.gradient.maybe_rational,
         )
     return refs, scale, band
+
+
+def _judged_in(outputs: dict[str, src.SourceOutput], name: str, dtype: str) -> str:
+    """The dtype a source's values are judged in: where its code returns another dtype than it is
+    given (`sources.computed_dtype`), the less precise of the two (a float32 loss cast to float64
+    at the end still carries float32's rounding; float32 inputs carry float32's)."""
+    o = outputs.get(name)
+    other = o.computed_in if o is not None else None
+    return other if other is not None and UNIT_ROUNDOFF[other] > UNIT_ROUNDOFF[dtype] else dtype
+
+
+def computed_notes(model: Model, outputs: dict[str, src.SourceOutput], dtype: str) -> list[str]:
+    """A note per source whose code computes in another dtype than it is given."""
+    return [f"`{name}` returns {o.computed_in} for {dtype} inputs: its {dtype} checks are judged in "
+            f"{_judged_in(outputs, name, dtype)}, the less precise of the two (the rounding of that dtype, inputs "
+            "included, is allowed)" for name, o in outputs.items() if o.computed_in]
 
 
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
@@ -447,7 +472,7 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
     forward_wrong: dict[str, Any] = {}
     for name, o in outputs.items():
         if o.loss is not None:
-            g = ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype)
+            g = ch.loss_group(name, ch.as_tensor(o.loss), ex, _judged_in(outputs, name, dtype))
             forward_wrong[name] = (g.verdict == 1).reshape(-1)
             groups.append(g)
     fd_groups = {}
@@ -455,14 +480,16 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         assert fd.error_estimate is not None and fd.steps is not None
         h = ch.as_tensor(fd.steps)
         loss_scale = ex.scale[:, :1]
-        rounding = torch.where(torch.isfinite(loss_scale), 3 * u * loss_scale / (h / 2),
+        fd_dtype = _judged_in(outputs, "impl", dtype) if fname == "impl" else dtype
+        rounding = torch.where(torch.isfinite(loss_scale), 3 * UNIT_ROUNDOFF[fd_dtype] * loss_scale / (h / 2),
                                torch.tensor(float("inf"), dtype=torch.float64))
         fd_err = ch.as_tensor(fd.error_estimate) + rounding
-        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
+        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, fd_dtype,
                                        forward_wrong.get("impl") if fname == "impl" else None)
     for name, o in outputs.items():
         same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
-        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, same_forward))
+        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex,
+                                      _judged_in(outputs, name, dtype), same_forward))
     return groups + list(fd_groups.values())
 
 
