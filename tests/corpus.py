@@ -248,3 +248,61 @@ def layer_model(name: str) -> Model:
     expr, f, _ = LAYERS[name]
     return Model(name=name.rsplit(".", 1)[1], loss=expr, params=[x], points=[{x: p} for p in LAYER_POINTS],
                  impl=lambda x: f(x))
+
+
+# -- the 5-6-7-7-6-5 sigmoid network (mlp-193), declared in equivalent ways ------------------------
+
+MLP_LAYERS = (5, 6, 7, 7, 6, 5)
+SIGMOIDS: dict[str, Callable[[sp.Expr], sp.Expr]] = {
+    "1/(1+exp(-z))": lambda z: 1 / (1 + _e(-z)),
+    "exp(z)/(1+exp(z))": lambda z: _e(z) / (1 + _e(z)),
+}
+
+
+def mlp_network(form: str, *, weights: float = 1.0, impl: str | None = None, slip: float = 0.0) -> Model:
+    """mlp-193 with the sigmoid written as ``form`` (a key of `SIGMOIDS`) and weights and biases in
+    ±``weights``; ``impl``: ``"torch"`` (a `torch.sigmoid` network through autograd as `impl`),
+    ``"numpy"`` (textbook backprop as `grad_impl`, the derivative as s·(1 − s), times 1 + ``slip``),
+    ``"both"`` or None."""
+    sigma = SIGMOIDS[form]
+    X, Y = matrix("X", MLP_LAYERS[0]), matrix("Y", MLP_LAYERS[-1])
+    a: sp.Matrix = X
+    params = []
+    for k, (n_in, n_out) in enumerate(zip(MLP_LAYERS, MLP_LAYERS[1:]), start=1):
+        W, b = matrix(f"W{k}", (n_out, n_in)), matrix(f"b{k}", n_out)
+        params += [W, b]
+        a = nn.dense(W, a, b).applyfunc(sigma)
+    kw: dict[str, object] = {}
+    if impl in ("torch", "both"):
+        kw["impl"] = _torch_mlp
+    if impl in ("numpy", "both"):
+        kw["grad_impl"] = lambda **t: {k: g * (1 + slip) for k, g in _numpy_mlp(**t).items()}
+    return Model(name="mlp-sigmoid", loss=nn.sse(a, Y),  # one name: the same seeded points
+                 params=params, inputs=[X, Y], domain={X: (-1, 1), Y: (0, 1), "*": (-weights, weights)}, **kw)
+
+
+def _layers(t: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(t[f"W{k}"], t[f"b{k}"]) for k in range(1, len(MLP_LAYERS))]
+
+
+def _torch_mlp(**t: torch.Tensor) -> torch.Tensor:
+    a = t["X"]
+    for W, b in _layers(t):
+        a = torch.sigmoid(W @ a + b)
+    return ((a - t["Y"]) ** 2).sum()
+
+
+def _numpy_mlp(**t: torch.Tensor) -> dict[str, np.ndarray]:
+    """Textbook backprop in NumPy: forward keeping each layer's output, backward with σ' = s(1 − s)."""
+    acts = [t["X"].numpy()]
+    layers = [(W.numpy(), b.numpy()) for W, b in _layers(t)]
+    for W, b in layers:
+        acts.append(1 / (1 + np.exp(-(W @ acts[-1] + b))))
+    delta = 2 * (acts[-1] - t["Y"].numpy())
+    out = {}
+    for k in range(len(layers), 0, -1):
+        s = acts[k]
+        dz = delta * s * (1 - s)
+        out[f"W{k}"], out[f"b{k}"] = dz @ acts[k - 1].T, dz
+        delta = layers[k - 1][0].T @ dz
+    return out

@@ -64,13 +64,16 @@ class Prepared:
 
     def sensitivity_program(self) -> Any:
         """The exact Hessian over every variable (for `errorbound.input_sensitivity`), for models
-        of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; None for larger ones."""
+        of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; for larger ones the
+        Hessian-vector program it is computed from column by column (`errorbound.sensitivity_by_columns`)."""
         from .compare import SENSITIVITY_MAX_VARIABLES
-        from .higher import hessian_program
+        from .higher import hessian_program, hvp_program
 
         symbols = self.model.symbols
-        if self._sensitivity is None and len(symbols) <= SENSITIVITY_MAX_VARIABLES:
-            self._sensitivity = hessian_program(self.model.loss, symbols, symbols, model=self.model.name)
+        small = len(symbols) <= SENSITIVITY_MAX_VARIABLES
+        if self._sensitivity is None and (small or not self.model.is_operator):
+            build = hessian_program if small else hvp_program
+            self._sensitivity = build(self.model.loss, symbols, symbols, model=self.model.name)
         return self._sensitivity
 
 
@@ -333,14 +336,19 @@ def _verify(
     per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
+    notes: list[str] = []
     refs, scale, band = references(prepared, unique, factor)
+    if "sensitive" not in band:
+        notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
+                     f"sensitivity of a model of {len(symbols)} variables at {len(unique)} points costs more than "
+                     "this run affords (`compare.SENSITIVITY_MAX_WORK`), so an equivalent declaration may judge "
+                     "differently; check fewer points for the declaration-independent tolerance.")
     row = {p: u for u, p in enumerate(unique)}
     second = None
     if order >= 2:
         say(f"{model.name}: exact second derivatives at {len(unique)} points")
         second = orders.second_exact(model, model.loss, unique, factor, seed)
     kept, summaries, failed, complete, source_names = [], [], False, True, []
-    notes: list[str] = []
     unsupported: list[Any] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
@@ -413,13 +421,15 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     ``sensitive``, ``largest``)."""
     import torch
 
-    from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity
+    from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity, sensitivity_affordable
 
     symbols = prepared.model.symbols
     es = error_scales_batch(prepared.gradient, unique, explained=True)
     scale = factor * error_scale(es.worst, es.probable)
     band = {"explained": factor * es.explained, "largest": es.largest}
     hessian = prepared.sensitivity_program()
+    if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
+        hessian = None  # the declared program's bound only (`_verify` says so in a note)
     if hessian is not None:
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
         if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
