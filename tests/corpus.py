@@ -306,3 +306,51 @@ def _numpy_mlp(**t: torch.Tensor) -> dict[str, np.ndarray]:
         out[f"W{k}"], out[f"b{k}"] = dz @ acts[k - 1].T, dz
         delta = layers[k - 1][0].T @ dz
     return out
+
+
+# -- a 4-6-6-3 tanh network, tanh declared three ways, checked against torch.tanh -----------------
+
+TANH_LAYERS = (4, 6, 6, 3)
+TANHS: dict[str, Callable[[sp.Expr], sp.Expr]] = {
+    "tanh(z)": sp.tanh,
+    "(exp(2z)-1)/(exp(2z)+1)": lambda z: (_e(2 * z) - 1) / (_e(2 * z) + 1),
+    "1-2/(exp(2z)+1)": lambda z: 1 - 2 / (_e(2 * z) + 1),
+}
+
+
+class _TanhSlipped(torch.autograd.Function):
+    """tanh whose backward is (1 − y²)(1 + slip): a wrong derivative by a relative ``slip``."""
+
+    @staticmethod
+    def forward(ctx, z, slip):  # type: ignore[no-untyped-def]
+        y = torch.tanh(z)
+        ctx.save_for_backward(y)
+        ctx.slip = slip
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * (1 + ctx.slip), None
+
+
+def tanh_network(form: str, *, weights: float = 4.0, slip: float = 0.0) -> Model:
+    """The network with tanh written as ``form`` (a key of `TANHS`), weights and biases in
+    ±``weights``, and a torch.tanh network as `impl` (its backward off by ``slip`` if nonzero)."""
+    X, Y = matrix("X", TANH_LAYERS[0]), matrix("Y", TANH_LAYERS[-1])
+    a: sp.Matrix = X
+    params = []
+    for k, (n_in, n_out) in enumerate(zip(TANH_LAYERS, TANH_LAYERS[1:]), start=1):
+        W, b = matrix(f"W{k}", (n_out, n_in)), matrix(f"b{k}", n_out)
+        params += [W, b]
+        a = nn.dense(W, a, b).applyfunc(TANHS[form])
+
+    def impl(**t: torch.Tensor) -> torch.Tensor:
+        a = t["X"]
+        for k in range(1, len(TANH_LAYERS)):
+            z = t[f"W{k}"] @ a + t[f"b{k}"]
+            a = _TanhSlipped.apply(z, slip) if slip else torch.tanh(z)
+        return ((a - t["Y"]) ** 2).sum()
+
+    return Model(name="tanh-net", loss=nn.sse(a, Y), params=params, inputs=[X, Y],
+                 domain={X: (-1, 1), Y: (-1, 1), "*": (-weights, weights)}, impl=impl)

@@ -320,3 +320,130 @@ def sensitivity_by_columns(hvp: Any, wrt: Sequence[sp.Symbol], points: Sequence[
         sens.index_add_(0, p, out[:, cols].abs())
     nan = torch.full((len(points), 1), math.nan, dtype=torch.float64)
     return torch.cat([nan, torch.nan_to_num(sens, nan=math.inf)], dim=1)
+
+
+def activations(prog: Program) -> list[tuple[int, int]]:
+    """The elementwise functions in a forward program, as ``(y, z)`` slot pairs: ``y`` is computed
+    from ``z`` alone (however it is written: ``1/(1 + e^(−z))``, ``e^z/(1 + e^z)``, ``tanh z``,
+    ``1 − 2/(e^(2z) + 1)`` are all one function of ``z``), and is the largest such value (something
+    reading it also reads something else, or it is the output)."""
+    base: list[int | None] = [None] * len(prog)  # the one slot a computed slot is a function of
+    for k, (op, args) in enumerate(zip(prog.ops, prog.args)):
+        spec = REGISTRY[op]
+        if spec.leaf or op == "const":
+            continue
+        roots = {a if base[a] is None else base[a] for a in args if prog.ops[a] != "const"}
+        if len(roots) == 1:
+            base[k] = roots.pop()
+    read_apart = [False] * len(prog)
+    for k, args in enumerate(prog.args):
+        for a in args:
+            if base[a] is not None and base[k] != base[a]:
+                read_apart[a] = True
+    outputs = set(prog.outputs)
+    return [(k, z) for k, z in enumerate(base) if z is not None and (read_apart[k] or k in outputs)
+            and prog.ops[k] not in ("const",) and _floating(prog, k)]
+
+
+def _offsets(prog: Program, k: int) -> list[float]:
+    """The constants added to slot ``k`` where it is read (SymPy merges ``(1 − 2/(e^(2z) + 1)) − y``
+    into one sum, so the function's output ``1 − 2/(…)`` is ``k`` plus the sum's constants)."""
+    out = [0.0]
+    for c, (op, args) in enumerate(zip(prog.ops, prog.args)):
+        if op in ("add", "acc") and k in args:
+            consts = [float(prog.data[a]) for a in args if prog.ops[a] == "const" and not isinstance(prog.data[a], bool)]
+            if consts:
+                out.append(sum(consts))
+    return out
+
+
+def _floating(prog: Program, k: int) -> bool:
+    return not REGISTRY[prog.ops[k]].boolean
+
+
+def _chain(prog: Program, y: int, z: int) -> tuple[Program, tuple[Any, ...]]:
+    """``y`` as a program of one variable ``t`` (the slot ``z``), with its first and second
+    derivatives: outputs ``f(t)``, ``f'(t)``, ``f''(t)``; and a key for programs of the same shape."""
+    from .ir.derive import backward
+
+    needed: set[int] = set()
+    stack = [y]
+    while stack:
+        k = stack.pop()
+        if k in needed or k == z:
+            continue
+        needed.add(k)
+        stack.extend(prog.args[k])
+    sub = Program(variables=(sp.Dummy("t"),))
+    new = {z: sub.emit("var", (), 0)}
+    for k in sorted(needed):
+        new[k] = sub.emit(prog.ops[k], tuple(new[a] for a in prog.args[k]), prog.data[k])
+    d1 = backward(sub, {new[y]: sub.emit("const", (), sp.Integer(1))}, (0,))[0]
+    d2 = backward(sub, {d1: sub.emit("const", (), sp.Integer(1))}, (0,))[0]
+    sub.outputs = [new[y], d1, d2]
+    key = tuple(zip(sub.ops, sub.args, map(repr, sub.data)))
+    return sub, key
+
+
+def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) -> Tensor:
+    """``|f(z)|·|f''(z)|/|f'(z)|`` at each float ``z``, from exact values (0 where f' = 0 or
+    where there is no exact value); ``|f(z)|`` is the largest ``|f(z) + c|`` over ``offsets``."""
+    from flint import fmpq
+
+    from .compare import as_float
+    from .reference import program_values
+
+    out = torch.zeros_like(zs)
+    for i, z in enumerate(zs.tolist()):
+        if not math.isfinite(z):
+            continue
+        try:
+            vals = program_values(sub, [fmpq(*float(z).as_integer_ratio())]).values
+        except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
+            continue
+        if all(v.kind == "value" for v in vals):
+            y, d1, d2 = (as_float(v.value) for v in vals)
+            size = max(abs(y + c) for c in offsets)
+            out[i] = 0.0 if d1 == 0 else size * abs(d2) / abs(d1)
+    return torch.nan_to_num(out, nan=0.0, posinf=0.0)
+
+
+def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+    """How far the gradient moves when every elementwise function's derivative is computed from
+    its rounded output, as standard backward formulas do (``s·(1 − s)`` for a sigmoid layer,
+    ``1 − y²`` for tanh), in units of u, column 0 (the loss) 0: for each function ``y = f(z)``
+    (`activations`), the derivative's error ``|y|·|f''(z)|/|f'(z)|`` (times u) reaches gradient
+    entry ``wᵢ`` as ``|∂loss/∂y|·|∂z/∂wᵢ|``.  A property of the functions, not of how they are
+    written; evaluated in float64 with torch autograd (a size, not a verdict).
+
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> from gradcheck_sym.graph import compile_expr
+    >>> prog = compile_expr(sp.tanh(w * x), (w, x), rewrite_kinks=False)
+    >>> [round(v, 6) for v in activation_sensitivity(prog, [w], [[1.0, 30.0]])[0].tolist()]
+    [0.0, 60.0]
+    """
+    pairs = activations(prog)
+    n = len(points)
+    out = torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
+    if not pairs:
+        return out
+    leaves = torch.tensor(points, dtype=torch.float64).reshape(n, -1).requires_grad_(True)
+    cols = [list(prog.variables).index(s) for s in wrt]
+    chains: dict[tuple[Any, ...], Program] = {}
+    with torch.enable_grad():
+        run = _Pass(prog, leaves, errors=False)
+        run.run()
+        loss = run.v[prog.outputs[0]]
+        ys = [run.v[y] for y, _ in pairs]
+        adjoint = torch.autograd.grad(loss.sum(), ys, retain_graph=True, allow_unused=True)
+        for (y, z), adj in zip(pairs, adjoint):
+            vz = run.v[z]
+            if adj is None or not isinstance(vz, Tensor) or not vz.requires_grad:
+                continue
+            sub, key = _chain(prog, y, z)
+            sub = chains.setdefault(key, sub)
+            err = _output_errors(sub, vz.detach().expand(n).to(torch.float64), _offsets(prog, y))
+            (dz,) = torch.autograd.grad(vz.sum(), leaves, retain_graph=True)
+            size = (adj.detach().abs().expand(n) * err).reshape(-1, 1)
+            out[:, 1:] += size * dz[:, cols].abs()
+    return torch.nan_to_num(out, nan=0.0, posinf=math.inf)

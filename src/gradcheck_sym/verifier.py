@@ -421,7 +421,8 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     ``sensitive``, ``largest``)."""
     import torch
 
-    from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity, sensitivity_affordable
+    from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
+                             sensitivity_affordable)
 
     symbols = prepared.model.symbols
     es = error_scales_batch(prepared.gradient, unique, explained=True)
@@ -434,6 +435,9 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
         if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
             band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
+    if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
+        band["explained"] = band["explained"] + factor * activation_sensitivity(
+            prepared.model.program, [e.symbol for e in prepared.entries], unique)
     unreached = getattr(prepared.model, "unreached", frozenset())
     if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
         zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
