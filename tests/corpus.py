@@ -1,7 +1,11 @@
 """Corpora of code we did not write, for calibrating verdicts (issue 10).
 
 * `TORCH_FUNCTIONS`: torch's own functions, each declared in several mathematically equivalent
-  ways; checked at `TAIL_POINTS` (−30…30), torch is right, so every verdict must be a pass.
+  ways; checked at `TAIL_POINTS` (−30…30), torch is right, so every verdict must be a pass
+  (except where torch documents an approximation that is not rounding: F.softplus above its
+  threshold; `test_corpus.KNOWN_APPROXIMATIONS` names the checks, which must be mismatches).
+* `mlp_network`, `tanh_network`: sigmoid and tanh networks with the activation declared in
+  equivalent ways, against torch's functions and textbook backprop.
 * `CASES`: real-style custom `torch.autograd.Function`s and textbook NumPy backprop, each with
   a correct and a subtly wrong version; a wrong one must fail on exactly the named source and
   parameters, a correct one must pass.
