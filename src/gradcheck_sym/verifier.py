@@ -62,6 +62,14 @@ class Prepared:
             }
         return self._texts
 
+    def forward_program(self) -> Any:
+        """The loss as a program with its corners rewritten (as error analysis reads them)."""
+        from .graph import compile_expr
+
+        if getattr(self, "_forward", None) is None:
+            self._forward = compile_expr(self.model.loss, self.model.symbols, rewrite_kinks=True, model=self.model.name)
+        return self._forward
+
     def sensitivity_program(self) -> Any:
         """The exact Hessian over every variable (for `errorbound.input_sensitivity`), for models
         of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; for larger ones the
@@ -437,7 +445,7 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
             band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
     if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
         band["explained"] = band["explained"] + factor * activation_sensitivity(
-            prepared.model.program, [e.symbol for e in prepared.entries], unique)
+            prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
     unreached = getattr(prepared.model, "unreached", frozenset())
     if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
         zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
