@@ -306,8 +306,9 @@ def sensitivity_by_columns(hvp: Any, wrt: Sequence[sp.Symbol], points: Sequence[
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     variables = list(hvp.variables)
     n, b = len(variables), batch.shape[0]
-    cols = 1 + n + torch.tensor([list(hvp.wrt).index(s) for s in wrt])
-    seeded = torch.tensor([variables.index(s) for s in hvp.wrt])  # the vector's entries, as variables
+    place, position = {s: i for i, s in enumerate(hvp.wrt)}, {s: i for i, s in enumerate(variables)}
+    cols = 1 + n + torch.tensor([place[s] for s in wrt])
+    seeded = torch.tensor([position[s] for s in hvp.wrt])  # the vector's entries, as variables
     point = torch.arange(b).repeat_interleave(n)  # row r: point r // n, variable r % n
     which = torch.arange(n).repeat(b)
     sens = torch.zeros((b, len(wrt)), dtype=torch.float64)
@@ -428,7 +429,8 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
     if not pairs:
         return out
     leaves = torch.tensor(points, dtype=torch.float64).reshape(n, -1).requires_grad_(True)
-    cols = [list(prog.variables).index(s) for s in wrt]
+    position = {s: i for i, s in enumerate(prog.variables)}
+    cols = [position[s] for s in wrt]
     chains: dict[tuple[Any, ...], Program] = {}
     with torch.enable_grad():
         run = _Pass(prog, leaves, errors=False)
@@ -436,14 +438,19 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
         loss = run.v[prog.outputs[0]]
         ys = [run.v[y] for y, _ in pairs]
         adjoint = torch.autograd.grad(loss.sum(), ys, retain_graph=True, allow_unused=True)
-        for (y, z), adj in zip(pairs, adjoint):
-            vz = run.v[z]
-            if adj is None or not isinstance(vz, Tensor) or not vz.requires_grad:
-                continue
+        used = [(y, z, adj) for (y, z), adj in zip(pairs, adjoint)
+                if adj is not None and isinstance(run.v[z], Tensor) and run.v[z].requires_grad]
+        if not used:
+            return out
+        sizes = []
+        for y, z, adj in used:
             sub, key = _chain(prog, y, z)
             sub = chains.setdefault(key, sub)
-            err = _output_errors(sub, vz.detach().expand(n).to(torch.float64), _offsets(prog, y))
-            (dz,) = torch.autograd.grad(vz.sum(), leaves, retain_graph=True)
-            size = (adj.detach().abs().expand(n) * err).reshape(-1, 1)
-            out[:, 1:] += size * dz[:, cols].abs()
+            err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), _offsets(prog, y))
+            sizes.append(adj.detach().abs().expand(n) * err)
+        for (_, z, _), size in zip(used, sizes):  # one backward pass per function (batched ones were slower)
+            (dz,) = torch.autograd.grad(run.v[z].sum(), leaves, retain_graph=True)
+            out[:, 1:] += size.reshape(-1, 1) * dz[:, cols].abs()
     return torch.nan_to_num(out, nan=0.0, posinf=math.inf)
+
+
