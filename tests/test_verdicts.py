@@ -356,3 +356,20 @@ def test_tanh_network_a_slipped_backward_is_still_a_mismatch(dtype, slip):
     r = verify(tanh_network("tanh(z)", weights=1.0, slip=slip), samples=3, seed=2, dtypes=[dtype])
     cs = [c for c in _impl(r) if c.exact not in (None, 0.0)]
     assert len(cs) == 3 * 93 and sum(c.verdict == "mismatch" for c in cs) >= 0.95 * len(cs)
+
+
+def test_cli_report_says_the_impl_computes_in_float32(tmp_path):
+    (tmp_path / "models.py").write_text(textwrap.dedent("""
+        import sympy as sp
+        import torch
+        from gradcheck_sym import Model
+
+        w, x = sp.symbols("w x", real=True)
+        cast = Model(name="cast", loss=sp.log(1 + sp.exp(w*x)), params=[w], inputs=[x], domain={"*": (-3, 3)},
+                     impl=lambda w, x: torch.nn.functional.softplus((w*x).float()))
+    """))
+    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "models.py", "--samples", "3",
+                        "--dtypes", "float64"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = (tmp_path / "reports" / "cast.md").read_text()
+    assert "`impl` returns float32 for float64 inputs: its float64 checks are judged in float32" in page
