@@ -373,3 +373,12 @@ def test_cli_report_says_the_impl_computes_in_float32(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     page = (tmp_path / "reports" / "cast.md").read_text()
     assert "`impl` returns float32 for float64 inputs: its float64 checks are judged in float32" in page
+
+
+def test_beyond_the_sensitivity_budget_the_result_says_the_declared_bound_is_used(monkeypatch):
+    import gradcheck_sym.compare as compare
+
+    monkeypatch.setattr(compare, "SENSITIVITY_MAX_WORK", 0)
+    r = verify(mlp_network("1/(1+exp(-z))", impl="torch"), samples=1, dtypes=["float64"])
+    assert r.status == "pass"
+    assert any("declared program's rounding bound" in n and "234 variables" in n for n in r.notes)

@@ -346,7 +346,7 @@ def _verify(
     say(f"{model.name}: exact gradient at {len(unique)} points")
     notes: list[str] = []
     refs, scale, band = references(prepared, unique, factor)
-    if "sensitive" not in band:
+    if "sensitive" not in band and (model.impl is not None or model.grad_impl is not None):
         notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
                      f"sensitivity of a model of {len(symbols)} variables at {len(unique)} points costs more than "
                      "this run affords (`compare.SENSITIVITY_MAX_WORK`), so an equivalent declaration may judge "
