@@ -428,12 +428,13 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
     out = torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
     if not pairs:
         return out
-    leaves = torch.tensor(points, dtype=torch.float64).reshape(n, -1).requires_grad_(True)
+    batch = torch.tensor(points, dtype=torch.float64).reshape(n, -1)
+    columns = [c.clone().requires_grad_(True) for c in batch.T]  # one leaf per variable: no scatter
     position = {s: i for i, s in enumerate(prog.variables)}
-    cols = [position[s] for s in wrt]
+    wanted = [columns[position[s]] for s in wrt]
     chains: dict[tuple[Any, ...], Program] = {}
     with torch.enable_grad():
-        run = _Pass(prog, leaves, errors=False)
+        run = _Pass(prog, _ByColumn(columns), errors=False)  # type: ignore[arg-type]
         run.run()
         loss = run.v[prog.outputs[0]]
         ys = [run.v[y] for y, _ in pairs]
@@ -449,8 +450,20 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
             err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), _offsets(prog, y))
             sizes.append(adj.detach().abs().expand(n) * err)
         for (_, z, _), size in zip(used, sizes):  # one backward pass per function (batched ones were slower)
-            (dz,) = torch.autograd.grad(run.v[z].sum(), leaves, retain_graph=True)
-            out[:, 1:] += size.reshape(-1, 1) * dz[:, cols].abs()
+            dz = torch.autograd.grad(run.v[z].sum(), wanted, retain_graph=True, allow_unused=True)
+            for i, d in enumerate(dz):
+                if d is not None:
+                    out[:, 1 + i] += size * d.abs()
     return torch.nan_to_num(out, nan=0.0, posinf=math.inf)
+
+
+class _ByColumn:
+    """Points as one tensor per variable, indexed as ``points[:, j]`` (what `_Pass` reads)."""
+
+    def __init__(self, columns: list[Tensor]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, key: tuple[slice, int]) -> Tensor:
+        return self.columns[key[1]]
 
 
