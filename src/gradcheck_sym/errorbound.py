@@ -423,6 +423,14 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
     >>> [round(v, 6) for v in activation_sensitivity(prog, [w], [[1.0, 30.0]])[0].tolist()]
     [0.0, 60.0]
     """
+    n = len(points)
+    try:
+        return _activation_sensitivity(prog, wrt, points)
+    except RuntimeError:  # an op torch cannot differentiate: no explanation (a size, never the model's error)
+        return torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
+
+
+def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
     pairs = activations(prog)
     n = len(points)
     out = torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
@@ -437,10 +445,11 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
         run = _Pass(prog, _ByColumn(columns), errors=False)  # type: ignore[arg-type]
         run.run()
         loss = run.v[prog.outputs[0]]
-        ys = [run.v[y] for y, _ in pairs]
-        adjoint = torch.autograd.grad(loss.sum(), ys, retain_graph=True, allow_unused=True)
-        used = [(y, z, adj) for (y, z), adj in zip(pairs, adjoint)
-                if adj is not None and isinstance(run.v[z], Tensor) and run.v[z].requires_grad]
+        pairs = [(y, z) for y, z in pairs if all(isinstance(run.v[k], Tensor) and run.v[k].requires_grad for k in (y, z))]
+        if not pairs or not (isinstance(loss, Tensor) and loss.requires_grad):
+            return out  # constants, or functions torch does not differentiate (sign): nothing to explain
+        adjoint = torch.autograd.grad(loss.sum(), [run.v[y] for y, _ in pairs], retain_graph=True, allow_unused=True)
+        used = [(y, z, adj) for (y, z), adj in zip(pairs, adjoint) if adj is not None]
         if not used:
             return out
         sizes = []
