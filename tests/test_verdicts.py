@@ -382,3 +382,23 @@ def test_beyond_the_sensitivity_budget_the_result_says_the_declared_bound_is_use
     r = verify(mlp_network("1/(1+exp(-z))", impl="torch"), samples=1, dtypes=["float64"])
     assert r.status == "pass"
     assert any("declared program's rounding bound" in n and "234 variables" in n for n in r.notes)
+
+
+def test_plugin_intersects_its_dtypes_with_the_model_s(pytester):
+    pytester.makepyfile(models="""
+        import sympy as sp
+        from gradcheck_sym import Model
+
+        w = sp.Symbol("w", real=True)
+        only64 = Model(name="only64", loss=sp.sin(w) * w, params=[w], domain={w: (-1, 1)}, dtypes=["float64"])
+    """)
+    pytester.makepyfile(test_it="""
+        from models import only64
+
+        def test_it(gradcheck):
+            assert {c.dtype for c in gradcheck(only64, samples=2).checks} == {"float64"}
+    """)
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    other = pytester.runpytest("-p", "no:randomly", "--gradcheck-dtypes", "float32")
+    other.assert_outcomes(failed=1)
+    assert "nothing is left to check" in other.stdout.str()
