@@ -1,7 +1,11 @@
 """Corpora of code we did not write, for calibrating verdicts (issue 10).
 
 * `TORCH_FUNCTIONS`: torch's own functions, each declared in several mathematically equivalent
-  ways; checked at `TAIL_POINTS` (−30…30), torch is right, so every verdict must be a pass.
+  ways; checked at `TAIL_POINTS` (−30…30), torch is right, so every verdict must be a pass
+  (except where torch documents an approximation that is not rounding: F.softplus above its
+  threshold; `test_corpus.KNOWN_APPROXIMATIONS` names the checks, which must be mismatches).
+* `mlp_network`, `tanh_network`: sigmoid and tanh networks with the activation declared in
+  equivalent ways, against torch's functions and textbook backprop.
 * `CASES`: real-style custom `torch.autograd.Function`s and textbook NumPy backprop, each with
   a correct and a subtly wrong version; a wrong one must fail on exactly the named source and
   parameters, a correct one must pass.
@@ -248,3 +252,109 @@ def layer_model(name: str) -> Model:
     expr, f, _ = LAYERS[name]
     return Model(name=name.rsplit(".", 1)[1], loss=expr, params=[x], points=[{x: p} for p in LAYER_POINTS],
                  impl=lambda x: f(x))
+
+
+# -- the 5-6-7-7-6-5 sigmoid network (mlp-193), declared in equivalent ways ------------------------
+
+MLP_LAYERS = (5, 6, 7, 7, 6, 5)
+SIGMOIDS: dict[str, Callable[[sp.Expr], sp.Expr]] = {
+    "1/(1+exp(-z))": lambda z: 1 / (1 + _e(-z)),
+    "exp(z)/(1+exp(z))": lambda z: _e(z) / (1 + _e(z)),
+}
+
+
+def mlp_network(form: str, *, weights: float = 1.0, impl: str | None = None, slip: float = 0.0) -> Model:
+    """mlp-193 with the sigmoid written as ``form`` (a key of `SIGMOIDS`) and weights and biases in
+    ±``weights``; ``impl``: ``"torch"`` (a `torch.sigmoid` network through autograd as `impl`),
+    ``"numpy"`` (textbook backprop as `grad_impl`, the derivative as s·(1 − s), times 1 + ``slip``),
+    ``"both"`` or None."""
+    sigma = SIGMOIDS[form]
+    X, Y = matrix("X", MLP_LAYERS[0]), matrix("Y", MLP_LAYERS[-1])
+    a: sp.Matrix = X
+    params = []
+    for k, (n_in, n_out) in enumerate(zip(MLP_LAYERS, MLP_LAYERS[1:]), start=1):
+        W, b = matrix(f"W{k}", (n_out, n_in)), matrix(f"b{k}", n_out)
+        params += [W, b]
+        a = nn.dense(W, a, b).applyfunc(sigma)
+    kw: dict[str, object] = {}
+    if impl in ("torch", "both"):
+        kw["impl"] = _torch_mlp
+    if impl in ("numpy", "both"):
+        kw["grad_impl"] = lambda **t: {k: g * (1 + slip) for k, g in _numpy_mlp(**t).items()}
+    return Model(name="mlp-sigmoid", loss=nn.sse(a, Y),  # one name: the same seeded points
+                 params=params, inputs=[X, Y], domain={X: (-1, 1), Y: (0, 1), "*": (-weights, weights)}, **kw)
+
+
+def _layers(t: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(t[f"W{k}"], t[f"b{k}"]) for k in range(1, len(MLP_LAYERS))]
+
+
+def _torch_mlp(**t: torch.Tensor) -> torch.Tensor:
+    a = t["X"]
+    for W, b in _layers(t):
+        a = torch.sigmoid(W @ a + b)
+    return ((a - t["Y"]) ** 2).sum()
+
+
+def _numpy_mlp(**t: torch.Tensor) -> dict[str, np.ndarray]:
+    """Textbook backprop in NumPy: forward keeping each layer's output, backward with σ' = s(1 − s)."""
+    acts = [t["X"].numpy()]
+    layers = [(W.numpy(), b.numpy()) for W, b in _layers(t)]
+    for W, b in layers:
+        acts.append(1 / (1 + np.exp(-(W @ acts[-1] + b))))
+    delta = 2 * (acts[-1] - t["Y"].numpy())
+    out = {}
+    for k in range(len(layers), 0, -1):
+        s = acts[k]
+        dz = delta * s * (1 - s)
+        out[f"W{k}"], out[f"b{k}"] = dz @ acts[k - 1].T, dz
+        delta = layers[k - 1][0].T @ dz
+    return out
+
+
+# -- a 4-6-6-3 tanh network, tanh declared three ways, checked against torch.tanh -----------------
+
+TANH_LAYERS = (4, 6, 6, 3)
+TANHS: dict[str, Callable[[sp.Expr], sp.Expr]] = {
+    "tanh(z)": sp.tanh,
+    "(exp(2z)-1)/(exp(2z)+1)": lambda z: (_e(2 * z) - 1) / (_e(2 * z) + 1),
+    "1-2/(exp(2z)+1)": lambda z: 1 - 2 / (_e(2 * z) + 1),
+}
+
+
+class _TanhSlipped(torch.autograd.Function):
+    """tanh whose backward is (1 − y²)(1 + slip): a wrong derivative by a relative ``slip``."""
+
+    @staticmethod
+    def forward(ctx, z, slip):  # type: ignore[no-untyped-def]
+        y = torch.tanh(z)
+        ctx.save_for_backward(y)
+        ctx.slip = slip
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * (1 + ctx.slip), None
+
+
+def tanh_network(form: str, *, weights: float = 4.0, slip: float = 0.0) -> Model:
+    """The network with tanh written as ``form`` (a key of `TANHS`), weights and biases in
+    ±``weights``, and a torch.tanh network as `impl` (its backward off by ``slip`` if nonzero)."""
+    X, Y = matrix("X", TANH_LAYERS[0]), matrix("Y", TANH_LAYERS[-1])
+    a: sp.Matrix = X
+    params = []
+    for k, (n_in, n_out) in enumerate(zip(TANH_LAYERS, TANH_LAYERS[1:]), start=1):
+        W, b = matrix(f"W{k}", (n_out, n_in)), matrix(f"b{k}", n_out)
+        params += [W, b]
+        a = nn.dense(W, a, b).applyfunc(TANHS[form])
+
+    def impl(**t: torch.Tensor) -> torch.Tensor:
+        a = t["X"]
+        for k in range(1, len(TANH_LAYERS)):
+            z = t[f"W{k}"] @ a + t[f"b{k}"]
+            a = _TanhSlipped.apply(z, slip) if slip else torch.tanh(z)
+        return ((a - t["Y"]) ** 2).sum()
+
+    return Model(name="tanh-net", loss=nn.sse(a, Y), params=params, inputs=[X, Y],
+                 domain={X: (-1, 1), Y: (-1, 1), "*": (-weights, weights)}, impl=impl)

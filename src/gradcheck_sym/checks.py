@@ -94,6 +94,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
 OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
+NOT_ZERO = 11  # a weight that does not reach the loss got a gradient other than exactly 0
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -104,6 +105,8 @@ ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     ),
     INCONCLUSIVE: ("wrong", "finite differences agree with neither (inconclusive); the exact value decides"),
     UNCONFIRMED: ("wrong", "no finite differences to confirm"),
+    NOT_ZERO: ("wrong", "this weight does not occur in the declared loss, so its exact gradient is 0: a source "
+               "must return exactly 0 (or no gradient) for it"),
 }
 
 
@@ -150,6 +153,7 @@ class ExactArrays:
     explained: torch.Tensor | None = None  # the explained bound (`errorbound.ErrorScales.explained`), units of u
     sensitive: torch.Tensor | None = None  # u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ| in units of u (NaN: not computed)
     largest: torch.Tensor | None = None  # (rows,) the declared program's largest |value| (float64)
+    zero: torch.Tensor | None = None  # bool, True where the entry does not reach the loss (exactly 0)
 
     def value(self, i: int, j: int) -> ExactValue:
         r = self.refs[i]
@@ -192,7 +196,8 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
 
 
 def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | None = None,
-                 sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None) -> ExactArrays:
+                 sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None,
+                 zero: torch.Tensor | None = None) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
     random point is by both dtypes, is converted once)."""
     from .compare import split
@@ -232,7 +237,7 @@ def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explain
 
     return ExactArrays(kind=column(0, torch.int8), hi=column(1, torch.float64), lo=column(2, torch.float64),
                        left=column(3, torch.float64), right=column(4, torch.float64), scale=scale, refs=list(refs),
-                       explained=explained, sensitive=sensitive, largest=largest)
+                       explained=explained, sensitive=sensitive, largest=largest, zero=zero)
 
 
 @dataclass
@@ -384,8 +389,23 @@ def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str,
     corner = outside_corner(values, ex, cols, cmp.tol, dtype)
     verdict = torch.where(corner, 1, verdict)
     code = torch.where(corner, OUTSIDE_CORNER, code)
+    if ex.zero is not None:
+        verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp)
     return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
+
+
+def unreached(values: torch.Tensor, zero: torch.Tensor, verdict: torch.Tensor, code: torch.Tensor,
+              cmp: Comparison) -> tuple[torch.Tensor, torch.Tensor, Comparison]:
+    """Entries that do not reach the loss (``zero``) agree when the source returns exactly 0 (a
+    missing gradient is read as 0), and anything else, however small, is a mismatch: no rounding
+    can make a gradient out of a weight that is never used."""
+    zero = zero.expand_as(values)
+    off = zero & (values != 0)  # NaN too
+    verdict = torch.where(zero, torch.where(off, MISMATCH, AGREE), verdict)
+    code = torch.where(zero, torch.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
+    tol = torch.where(zero, torch.zeros_like(cmp.tol), cmp.tol)
+    return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & ~off)
 
 
 def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:

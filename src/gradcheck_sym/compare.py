@@ -4,10 +4,11 @@
 quantity with exact value ``e`` in a dtype with unit roundoff ``u``, a source's value ``v``
 agrees when ``|v − e| ≤ T``:
 
-* for code we cannot see (impl, grad_impl) of a model small enough for its exact Hessian,
+* for code we cannot see (impl, grad_impl),
   ``T = max(SENSITIVITY_FACTOR · u · S, FLOOR_ULPS · ulp(e))`` with ``S = Σⱼ |∂gᵢ/∂xⱼ|·|xⱼ|``, what
   rounding every input by u does to the exact gradient: a property of the function, not of how
-  it is declared;
+  it is declared (from the exact Hessian up to `SENSITIVITY_MAX_VARIABLES` variables, column by
+  column above, while that costs under `SENSITIVITY_MAX_WORK`);
 * otherwise (and for autograd, the declared formula evaluated by torch, at least that) the
   declared program's running-error sizes ``E`` (worst case) and ``σ`` (probable) from `errorbound`:
   ``max( min(WORST_FACTOR · u · E,  PROBABLE_FACTOR · u · σ),  FLOOR_ULPS · ulp(e) )``.
@@ -46,6 +47,8 @@ FALLBACK_ULPS = 64.0  # where the error analysis itself overflows (a pole of the
 FD_SIGMAS = 3.0  # FD agrees when within this many of its own error estimates
 SENSITIVITY_FACTOR = 8.0  # times u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ|: rounding every input and summand by u (a careful implementation)
 SENSITIVITY_MAX_VARIABLES = 24  # the exact Hessian behind it is computed for models up to this many variables
+SENSITIVITY_MAX_WORK = 3e8  # above: variables × instructions × points of its column-by-column form (mlp-193:
+#   234 × 3722 × 344 points, about 35 s measured), the declared program's bound is used instead, with a note
 IMPRECISE_FACTOR = 1.0  # times the explained bound (`errorbound.ErrorScales.explained`)
 INCONCLUSIVE_FRACTION = 0.5  # a tolerance above this fraction of |exact| cannot resolve the value
 

@@ -102,6 +102,8 @@ class Model:
     * ``points``: explicit points ``[{symbol, matrix or name: value}]`` (no domain needed);
     * ``impl``: ``impl(**tensors) -> loss tensor``, a torch implementation to check;
     * ``grad_impl``: ``grad_impl(**tensors) -> {name: gradient}``, a hand-written gradient;
+    * ``dtypes``: the float dtypes this model is checked in (default: every one a run asks for);
+      a run's ``--dtypes`` is intersected with it;
     * ``description``, ``notes`` (Markdown) and ``latex`` (the loss as you would typeset it, for
       models too large for SymPy's own LaTeX) go into the reports.
 
@@ -127,6 +129,7 @@ class Model:
         description: str = "",
         notes: Sequence[str] = (),
         latex: str = "",
+        dtypes: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _MODEL_NAME.match(name):
             raise ModelError(
@@ -182,6 +185,29 @@ class Model:
                 )
         self.impl = impl
         self.grad_impl = grad_impl
+        self.dtypes = _dtypes(name, dtypes)
+
+    def checked_dtypes(self, run: Sequence[str]) -> tuple[str, ...]:
+        """The dtypes this model is checked in for a run asking for ``run`` (`verify`'s ``dtypes``,
+        the CLI's ``--dtypes``, the plugin's option or marker): those of ``run`` that the model's
+        own ``dtypes=`` allows, in ``run``'s order.  Nothing left is an error, never a vacuous pass.
+
+        >>> x, w = sp.symbols("x w", real=True)
+        >>> m = Model(name="m", loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (-1, 1)}, dtypes=["float64"])
+        >>> m.checked_dtypes(("float64", "float32"))
+        ('float64',)
+        """
+        run = tuple(run)
+        if self.dtypes is None:
+            return run
+        kept = tuple(d for d in run if d in self.dtypes)
+        if not kept:
+            raise ModelError(
+                f"model `{self.name}` is declared for {_names(self.dtypes)} (`dtypes=`) and this run asks for "
+                f"{_names(run)}: nothing is left to check; run it with --dtypes {','.join(self.dtypes)}, or widen "
+                "the model's `dtypes=`"
+            )
+        return kept
 
     def with_implementations(self, *, impl: Callable[..., Any] | None = None,
                              grad_impl: Callable[..., Any] | None = None) -> Model:
@@ -277,12 +303,32 @@ class Model:
         else:
             self.program = compile_expr(self.loss, self.symbols, rewrite_kinks=False, model=self.name)
         unused = [s for v in self.params for s in v.symbols if s not in used]
-        if unused:
-            what = "any output" if self.outputs else "the loss"
+        if unused and self.outputs:
             raise ModelError(
-                f"model `{self.name}`: param {_names(unused)} does not occur in {what}, so its "
-                f"gradient is identically zero; remove it from `params` or fix {what}"
+                f"model `{self.name}`: param {_names(unused)} does not occur in any output, so its "
+                "gradient is identically zero; remove it from `params` or fix the outputs"
             )
+        # a weight that does not reach the loss (padding, a masked-out row, an ignored class) has
+        # the exact gradient 0: every source must return exactly 0 there, or no gradient (None)
+        self.unreached: frozenset[sp.Symbol] = frozenset(unused)
+
+
+def _dtypes(model: str, dtypes: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``dtypes=`` checked: known float dtype names (`dtypes.DTYPES`), at least one."""
+    from .dtypes import DTYPES
+
+    if dtypes is None:
+        return None
+    if isinstance(dtypes, str):
+        dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
+    out = tuple(dict.fromkeys(dtypes))
+    bad = [d for d in out if d not in DTYPES]
+    if bad or not out:
+        raise ModelError(
+            f"model `{model}`: `dtypes=` {_names(bad) if bad else 'is empty'}"
+            f"{' is not a dtype gradcheck_sym checks' if bad else ''}; give a list of {_names(DTYPES)}"
+        )
+    return out
 
 
 def _clip(text: str, limit: int = 80) -> str:

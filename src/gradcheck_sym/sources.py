@@ -63,6 +63,7 @@ class SourceOutput:
     error_estimate: list[list[float]] | None = None  # fd only: its own error estimate
     steps: list[list[float]] | None = None  # fd only: the step h used
     method: str = ""  # fd of the impl: how the user's code was called (`IMPL_VMAP`, or `IMPL_LOOP` and why)
+    computed_in: str | None = None  # the dtype the user's code computes in, where it is not the one given
 
 
 class Subject:
@@ -152,7 +153,7 @@ def _check_loss(model: Model, out: Any, dtype: str, k: int) -> torch.Tensor:
         )
     if out.numel() != 1:
         raise ImplError(f"{where} returned a tensor of shape {tuple(out.shape)}; the loss must be a scalar")
-    if out.dtype != TORCH_DTYPES[dtype]:
+    if out.dtype != TORCH_DTYPES[dtype] and computed_dtype(out) is None:
         raise ImplError(
             f"{where} returned {str(out.dtype).replace('torch.', '')} for {dtype} inputs; compute "
             f"in the inputs' dtype (a silent up- or down-cast hides the {dtype} behaviour being checked)"
@@ -163,6 +164,24 @@ def _check_loss(model: Model, out: Any, dtype: str, k: int) -> torch.Tensor:
             "`torch.no_grad()` or a new tensor built from numbers); return the tensor computed from the inputs"
         )
     return out.reshape(())
+
+
+def computed_dtype(t: Any) -> str | None:
+    """The name of a checked float dtype that tensor ``t`` holds (None for anything else)."""
+    return next((name for name, d in TORCH_DTYPES.items() if isinstance(t, torch.Tensor) and t.dtype == d), None)
+
+
+def _computed_in(model: Model, label: str, found: set[str], dtype: str) -> str | None:
+    """The one dtype the user's code computed in, where it is not the ``dtype`` it was given (an
+    ``impl`` that casts to float32 inside, as real losses often do): its checks are then judged in
+    that dtype, with a note, rather than refused."""
+    other = found - {dtype}
+    if not other:
+        return None
+    if len(found) > 1:
+        raise ImplError(f"model `{model.name}`: `{label}` returned {' and '.join(sorted(found))} for {dtype} inputs "
+                        "at different points; compute in one dtype")
+    return other.pop()
 
 
 def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
@@ -180,11 +199,12 @@ def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
 def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
     model = subject.model
     assert model.impl is not None
-    grads, losses = [], []
+    grads, losses, found = [], [], set()
     for k, p in enumerate(points):
         kwargs = _kwargs(model, p, dtype, requires_grad=True)
         with torch.enable_grad():
             out = _check_loss(model, _call(model, "impl", model.impl, kwargs, k), dtype, k)
+            found.add(computed_dtype(out) or dtype)
             wrt = [v for v in _wrt_variables(model)]
             try:
                 gs = torch.autograd.grad(out, [kwargs[v.name] for v in wrt], allow_unused=True)
@@ -195,6 +215,8 @@ def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput
                 ) from exc
         row: list[float] = []
         for v, g in zip(wrt, gs):
+            if g is None and _unreached(model, v):  # no gradient for a weight the loss does not use: 0
+                g = torch.zeros(v.shape)
             if g is None:
                 raise ImplError(
                     f"model `{model.name}`: the loss returned by `impl` does not depend on `{v.name}` "
@@ -204,7 +226,12 @@ def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput
             row.extend(g.double().reshape(-1).tolist())
         grads.append(row)
         losses.append(float(out.detach()))
-    return SourceOutput(source="impl", grads=grads, loss=losses)
+    return SourceOutput(source="impl", grads=grads, loss=losses, computed_in=_computed_in(model, "impl", found, dtype))
+
+
+def _unreached(model: Model, v: Variable) -> bool:
+    """Whether no entry of ``v`` occurs in the declared loss (its exact gradient is 0)."""
+    return all(s in getattr(model, "unreached", ()) for s in v.symbols)
 
 
 # -- the user's code batched with torch.func.vmap (finite differences) ---------------------------
@@ -296,24 +323,27 @@ def grad_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOu
     model = subject.model
     assert model.grad_impl is not None
     wrt = _wrt_variables(model)
-    grads = []
+    grads, found = [], set()
     with one_thread_if_tiny(model):
         for k, p in enumerate(points):
             kwargs = _kwargs(model, p, dtype, requires_grad=False)
             with torch.no_grad():
                 out = _call(model, "grad_impl", model.grad_impl, kwargs, k)
             grads.append(_gradient_row(model, wrt, out, k))
-    return SourceOutput(source="grad_impl", grads=grads)
+            values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (list, tuple)) else [out]
+            found.update(d for d in map(computed_dtype, values) if d is not None)
+    computed = _computed_in(model, "grad_impl", found, dtype) if found else None
+    return SourceOutput(source="grad_impl", grads=grads, computed_in=computed)
 
 
 def _gradient_row(model: Model, wrt: list[Variable], out: Any, k: int) -> list[float]:
     where = f"model `{model.name}`: `grad_impl` (at point {k})"
     if isinstance(out, Mapping):
         by_name = {getattr(key, "name", key): value for key, value in out.items()}
-        missing = [v.name for v in wrt if v.name not in by_name]
+        missing = [v.name for v in wrt if v.name not in by_name and not _unreached(model, v)]
         if missing:
             raise ImplError(f"{where} returned no gradient for {', '.join(f'`{m}`' for m in missing)}")
-        values = [by_name[v.name] for v in wrt]
+        values = [by_name.get(v.name) for v in wrt]
     elif len(wrt) == 1 and not isinstance(out, (list, tuple)):
         values = [out]
     elif isinstance(out, (list, tuple)) and len(out) == len(wrt):
@@ -325,6 +355,8 @@ def _gradient_row(model: Model, wrt: list[Variable], out: Any, k: int) -> list[f
         )
     row: list[float] = []
     for v, value in zip(wrt, values):
+        if value is None and _unreached(model, v):  # no gradient for a weight the loss does not use: 0
+            value = [0.0] * v.size
         try:
             flat = torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist()
         except (TypeError, ValueError, RuntimeError) as exc:

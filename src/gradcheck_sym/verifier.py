@@ -66,15 +66,26 @@ class Prepared:
             }
         return self._texts
 
+    def forward_program(self) -> Any:
+        """The loss as a program with its corners rewritten (as error analysis reads them)."""
+        from .graph import compile_expr
+
+        if getattr(self, "_forward", None) is None:
+            self._forward = compile_expr(self.model.loss, self.model.symbols, rewrite_kinks=True, model=self.model.name)
+        return self._forward
+
     def sensitivity_program(self) -> Any:
         """The exact Hessian over every variable (for `errorbound.input_sensitivity`), for models
-        of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; None for larger ones."""
+        of at most `compare.SENSITIVITY_MAX_VARIABLES` variables; for larger ones the
+        Hessian-vector program it is computed from column by column (`errorbound.sensitivity_by_columns`)."""
         from .compare import SENSITIVITY_MAX_VARIABLES
-        from .higher import hessian_program
+        from .higher import hessian_program, hvp_program
 
         symbols = self.model.symbols
-        if self._sensitivity is None and len(symbols) <= SENSITIVITY_MAX_VARIABLES:
-            self._sensitivity = hessian_program(self.model.loss, symbols, symbols, model=self.model.name)
+        small = len(symbols) <= SENSITIVITY_MAX_VARIABLES
+        if self._sensitivity is None and (small or not self.model.is_operator):
+            build = hessian_program if small else hvp_program
+            self._sensitivity = build(self.model.loss, symbols, symbols, model=self.model.name)
         return self._sensitivity
 
 
@@ -186,6 +197,7 @@ def verify(
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
         order, modes = check_settings(order, modes)
+        dtypes = model.checked_dtypes(dtypes)  # the model's own `dtypes=` narrows the run's
         check_affordable(model)  # sizes that cannot be afforded are refused before computing
         explicit = model.parse_points(points) if points is not None else model.points
         cached, store = _cached_result(model, explicit, samples, seed, tuple(dtypes), float(tolerance), target,
@@ -337,7 +349,13 @@ def _verify(
     per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
+    notes: list[str] = []
     refs, scale, band = references(prepared, unique, factor)
+    if "sensitive" not in band and (model.impl is not None or model.grad_impl is not None):
+        notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
+                     f"sensitivity of a model of {len(symbols)} variables at {len(unique)} points costs more than "
+                     "this run affords (`compare.SENSITIVITY_MAX_WORK`), so an equivalent declaration may judge "
+                     "differently; check fewer points for the declaration-independent tolerance.")
     row = {p: u for u, p in enumerate(unique)}
     second = None
     if order >= 2:
@@ -354,6 +372,7 @@ def _verify(
                              **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
+        notes += computed_notes(model, outputs, dtype)
         fds = {}
         at, plain = None, {}
         if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16: a note says so (`dtypes.FD_NOTE`)
@@ -408,7 +427,7 @@ def _verify(
         n_params=model.n_params,
         closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
         closed_form_latex=dict(texts["closed_form_latex"]),
-        notes=model.notes + fd_notes,
+        notes=model.notes + fd_notes + tuple(notes),
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
@@ -457,8 +476,10 @@ def fd_points(outputs: Mapping[str, Any], ex: Any, dtype: str, *, everywhere: bo
     plain = {}
     for name, o in outputs.items():
         if o.loss is not None:
-            off |= (ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype).verdict != 0).reshape(-1)
-        plain[name] = g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex, dtype, None)
+            off |= (ch.loss_group(name, ch.as_tensor(o.loss), ex, _judged_in(outputs, name, dtype)).verdict != 0
+                    ).reshape(-1)
+        plain[name] = g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex,
+                                          _judged_in(outputs, name, dtype), None)
         off |= (g.verdict != 0).any(dim=1)
     off[:FD_SAMPLE] = True
     rows = tuple(off.nonzero().reshape(-1).tolist())
@@ -488,17 +509,29 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     """The exact loss and gradient at each of the ``unique`` points, their tolerance scales (one
     row per point, in units of u), and the bands' sizes (`checks.exact_arrays`'s ``explained``,
     ``sensitive``, ``largest``)."""
-    from .errorbound import error_scales_batch, input_sensitivity, output_sensitivity
+    import torch
+
+    from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
+                             sensitivity_affordable)
 
     symbols = prepared.model.symbols
     es = error_scales_batch(prepared.gradient, unique, explained=True)
     scale = factor * error_scale(es.worst, es.probable)
     band = {"explained": factor * es.explained, "largest": es.largest}
     hessian = prepared.sensitivity_program()
+    if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
+        hessian = None  # the declared program's bound only (`_verify` says so in a note)
     if hessian is not None:
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
         if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
             band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
+    if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
+        band["explained"] = band["explained"] + factor * activation_sensitivity(
+            prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
+    unreached = getattr(prepared.model, "unreached", frozenset())
+    if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
+        zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
+        band["zero"] = zero.expand(len(unique), -1)
     worst_rows = es.worst.tolist()
     refs: dict[tuple[float, ...], PointReference] = {}
     for u, p in enumerate(unique):
@@ -520,6 +553,22 @@ def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: st
         return shared
     es = error_scales_batch(prepared.gradient, pts, u=UNIT_ROUNDOFF[dtype])
     return factor * error_scale(es.worst, es.probable)
+
+
+def _judged_in(outputs: dict[str, src.SourceOutput], name: str, dtype: str) -> str:
+    """The dtype a source's values are judged in: where its code returns another dtype than it is
+    given (`sources.computed_dtype`), the less precise of the two (a float32 loss cast to float64
+    at the end still carries float32's rounding; float32 inputs carry float32's)."""
+    o = outputs.get(name)
+    other = o.computed_in if o is not None else None
+    return other if other is not None and UNIT_ROUNDOFF[other] > UNIT_ROUNDOFF[dtype] else dtype
+
+
+def computed_notes(model: Model, outputs: dict[str, src.SourceOutput], dtype: str) -> list[str]:
+    """A note per source whose code computes in another dtype than it is given."""
+    return [f"`{name}` returns {o.computed_in} for {dtype} inputs: its {dtype} checks are judged in "
+            f"{_judged_in(outputs, name, dtype)}, the less precise of the two (the rounding of that dtype, inputs "
+            "included, is allowed)" for name, o in outputs.items() if o.computed_in]
 
 
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
@@ -547,7 +596,7 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
     forward_wrong: dict[str, Any] = {}
     for name, o in outputs.items():
         if o.loss is not None:
-            g = ch.loss_group(name, ch.as_tensor(o.loss), full, dtype)
+            g = ch.loss_group(name, ch.as_tensor(o.loss), full, _judged_in(outputs, name, dtype))
             forward_wrong[name] = (g.verdict == 1).reshape(-1)
             groups.append(g)
     fd_groups = {}
@@ -555,13 +604,14 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         assert fd.error_estimate is not None and fd.steps is not None
         h = ch.as_tensor(fd.steps)
         loss_scale = ex.scale[:, :1]
-        rounding = torch.where(torch.isfinite(loss_scale), 3 * u * loss_scale / (h / 2),
+        fd_dtype = _judged_in(outputs, "impl", dtype) if fname == "impl" else dtype
+        rounding = torch.where(torch.isfinite(loss_scale), 3 * UNIT_ROUNDOFF[fd_dtype] * loss_scale / (h / 2),
                                torch.tensor(float("inf"), dtype=torch.float64))
         fd_err = ch.as_tensor(fd.error_estimate) + rounding
         wrong = forward_wrong.get("impl") if fname == "impl" else None
         if wrong is not None and at is not None:
             wrong = wrong[list(at)]
-        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads).reshape(len(fd.grads), -1), fd_err, ex, dtype,
+        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads).reshape(len(fd.grads), -1), fd_err, ex, fd_dtype,
                                        wrong)
     attributing = dict(fd_groups)
     if at is not None:  # attribution reads every point's fd (there are some where a source disagrees)
@@ -577,8 +627,8 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
             groups.append(kept)
             continue
         same_forward = attributing["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else attributing.get("model")
-        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), full, dtype,
-                                      same_forward))
+        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), full,
+                                      _judged_in(outputs, name, dtype), same_forward))
     return groups + list(fd_groups.values())
 
 
