@@ -31,7 +31,8 @@ Point = tuple[float, ...]
 # Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
 FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
-FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
+FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call, at most (see `fd_batch_rows`)
+FD_BATCH_BYTES = 1 << 29  # memory one finite-difference forward call may hold (512 MiB)
 TINY = 4096  # scalars per call of the user's code below which one intra-op thread is faster
 
 
@@ -276,6 +277,21 @@ def _model_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torc
     return run
 
 
+def fd_batch_rows(subject: Subject) -> int:
+    """Perturbed points per finite-difference forward call: as many as fit `FD_BATCH_BYTES`,
+    given that a call holds every symbol's column and every slot of the forward program for each
+    row (so a 20,000-parameter model gets about a thousand rows, not a 14 GB block), at most
+    `FD_BATCH_ROWS`.
+
+    >>> import sympy as sp
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> fd_batch_rows(Subject(Model(name="m", loss=(x*w)**2, params=[w], inputs=[x], domain={"*": (-1, 1)})))
+    65536
+    """
+    per_row = 8 * (len(subject.symbols) + len(subject.forward.program))
+    return max(1, min(FD_BATCH_ROWS, FD_BATCH_BYTES // per_row))
+
+
 def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
@@ -292,17 +308,19 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     h = FD_STEP[dtype] * size
     steps = torch.stack([h, -h, h / 2, -h / 2], dim=-1)  # (N, P, 4)
     moved = (x.unsqueeze(-1) + steps).to(tdtype).to(torch.float64)  # rounded to the dtype
-    values = torch.empty(n, p, 4, dtype=torch.float64)
+    values = torch.empty(n * p * 4, dtype=torch.float64)  # row r: point r // 4p, entry (r % 4p) // 4
     per_point = 4 * p
-    chunk = max(1, FD_BATCH_ROWS // per_point)  # points per forward call
     columns = pos.repeat_interleave(4)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        k = stop - start
+    flat, by_symbol = moved.reshape(-1).to(tdtype), base.T.to(tdtype)  # (N*4p,), (S, N)
+    chunk = fd_batch_rows(subject)
+    for start in range(0, n * per_point, chunk):
+        stop = min(n * per_point, start + chunk)
+        r = torch.arange(start, stop)
         # one contiguous row per symbol (elementwise torch ops are much slower on strided columns)
-        cols = base[start:stop].T.to(tdtype).repeat_interleave(per_point, dim=1)  # (S, k * 4p)
-        cols[columns.repeat(k), torch.arange(k * per_point)] = moved[start:stop].reshape(-1).to(tdtype)
-        values[start:stop] = f(cols).reshape(k, p, 4)
+        cols = by_symbol[:, r // per_point]  # (S, rows)
+        cols[columns[r % per_point], torch.arange(stop - start)] = flat[start:stop]
+        values[start:stop] = f(cols)
+    values = values.reshape(n, p, 4)
     fp, fm, fp2, fm2 = values.unbind(-1)
     d1 = (fp - fm) / (moved[..., 0] - moved[..., 1])
     d2 = (fp2 - fm2) / (moved[..., 2] - moved[..., 3])
