@@ -4,12 +4,14 @@
     python benchmarks/run.py --quick         # fewer repeats and points, for a smoke test
     python benchmarks/run.py --only hvp,second-order   # some sections; the other rows are kept
     python benchmarks/run.py --only small,startup      # rows 8 and 9
+    python benchmarks/run.py --only check,small,impl   # rows 2, 8 and 8b (issue 12, items 1-3)
+    python benchmarks/run.py --only cold-warm          # row 4
     python benchmarks/run.py --only build,scaling,throughput,large   # rows 1, 3, 5, 11 and the scaling table
 
 1. building mlp-193's exact gradient: ours against sympy.diff per weight + lambdify(cse=True);
 2. checking mlp-193 at 1,000 points (float64 and float32, autograd and finite differences,
    programs compiled) against torch.autograd.gradcheck (default, float64) at the same points;
-3. scaling of the symbolic stage from 224 to 2,390 parameters: time and peak memory;
+3. scaling of the symbolic stage from 224 to 20,760 parameters: time and peak memory;
 4. a whole `python -m gradcheck_sym verify` of the built-in models, cold cache then warm;
 5. throughput at 100,000 points of a small model: the float64 gradient program against
    torch.func.vmap(torch.func.grad(...));
@@ -21,6 +23,8 @@
    against torch.autograd.gradcheck on the same 100 points (issue 12, item 1);
 9. start-up: a whole `python -m gradcheck_sym verify` of one small model file (no cache) against
    `python -c "import torch, sympy"` (issue 12, item 5);
+8b. mlp-193 with a custom `impl` (plain torch), checked at 20 points (both dtypes, every source)
+   against torch.autograd.gradcheck of that impl at the same points (issue 12, item 2);
 11. a 20,760-parameter MLP built with `gradcheck_sym.nn`: the model, its gradient program and the
    exact gradient at 5 points in a fresh process, time and peak RSS; then a whole `verify` of it
    (issue 12, item 4).
@@ -119,8 +123,6 @@ def bench_check(points: int, repeats: int, gradcheck_repeats: int) -> dict:
     cache.disable()  # no stored results: every run checks; the program stays compiled in memory
     m = mlp()
     prepare(m)
-    result = {}
-    ours = median_time(lambda: result.setdefault("r", verify(m, samples=points, seed=1)), repeats)
     r = verify(m, samples=points, seed=1)
     pts = rounded(points_for(m, points, 1), m.symbols, "float64")
 
@@ -143,8 +145,14 @@ def bench_check(points: int, repeats: int, gradcheck_repeats: int) -> dict:
             ws = [tensors[v.name].requires_grad_(True) for v in m.params]
             assert torch.autograd.gradcheck(lambda *w: f(*w, X=tensors["X"], Y=tensors["Y"]), tuple(ws))
 
-    theirs = median_time(gradcheck_all, gradcheck_repeats)
-    return {"ours": ours, "theirs": theirs, "points": points, "status": r.status, "checks": r.n_checks}
+    # alternated (ours, theirs, ours, ...) so that the load of a shared machine falls on both
+    ours_times = [median_time(lambda: verify(m, samples=points, seed=1), 1)]
+    theirs_times = []
+    for _ in range(gradcheck_repeats):
+        theirs_times.append(median_time(gradcheck_all, 1))
+        ours_times += [median_time(lambda: verify(m, samples=points, seed=1), 1) for _ in range(max(1, repeats - 1))]
+    return {"ours": statistics.median(ours_times), "theirs": statistics.median(theirs_times), "points": points,
+            "status": r.status, "checks": r.n_checks, "fd_points": dict(r.fd_points), "ours_times": ours_times}
 
 
 # -- 3. scaling -----------------------------------------------------------------------------------
@@ -260,11 +268,32 @@ def bench_cold_warm(repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as work:
             env = {**os.environ, "GRADCHECK_SYM_CACHE": cache_dir}
             for bucket in (cold, warm):
-                t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "--quiet"], cwd=work, env=env,
-                               check=True, capture_output=True)
-                bucket.append(time.perf_counter() - t0)
-    return {"cold": statistics.median(cold), "warm": statistics.median(warm)}
+                bucket.append(_timed([sys.executable, "-m", "gradcheck_sym", "verify", "--quiet"], work, env))
+    return {"cold": statistics.median(w for w, _ in cold), "warm": statistics.median(w for w, _ in warm),
+            "cold_cpu": statistics.median(c for _, c in cold), "warm_cpu": statistics.median(c for _, c in warm),
+            "repeats": repeats}
+
+
+def cold_warm_row(cw: dict) -> str:
+    r4 = cw["warm"] / cw["cold"]
+    return (f"| 4 | `python -m gradcheck_sym verify`, whole process: warm cache against cold | {_s(cw['warm'])} | "
+            f"cold: {_s(cw['cold'])} | {r4:.2f}× | ≤ 0.3× | {'yes' if r4 <= 0.3 else 'NO'} |")
+
+
+def cold_warm_note(cw: dict) -> str:
+    return (f"Row 4 from `python benchmarks/run.py --only cold-warm` (same machine): medians of {cw['repeats']} "
+            f"cold/warm pairs; CPU time (user + system) {_s(cw['warm_cpu'])} warm against {_s(cw['cold_cpu'])} cold "
+            f"({cw['warm_cpu'] / cw['cold_cpu']:.2f}×). A warm run imports neither torch nor matplotlib: every "
+            "result, the replay and the plots come from the cache.")
+
+
+def replace_cold_warm(text: str, cw: dict) -> str:
+    """The committed report with row 4 and its note replaced (the other rows kept)."""
+    lines = [cold_warm_row(cw) if line.startswith("| 4 |") else line for line in text.splitlines()
+             if not line.startswith("Row 4 from")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join([*lines, "", cold_warm_note(cw)]) + "\n"
 
 
 # -- 5. throughput --------------------------------------------------------------------------------
@@ -445,6 +474,68 @@ def bench_small(points: int, repeats: int) -> dict:
             "sources": list(r.sources), "checks": r.n_checks}
 
 
+# -- 8b. a network with a custom impl ------------------------------------------------------------
+
+def bench_impl(points: int, repeats: int) -> dict:
+    """mlp-193 with its forward written in plain torch as the user's ``impl``: `verify` at
+    ``points`` points (float64 and float32; autograd, impl, finite differences of both forwards;
+    exact reference) against torch.autograd.gradcheck of the impl at the same float64 points.
+    The same check with the impl's finite differences forced back to one call per row (the
+    code before issue 12's item 2) is timed too."""
+    import torch
+
+    from gradcheck_sym import cache, sources
+    from gradcheck_sym.sampling import points_for, rounded
+    from gradcheck_sym.verifier import prepare, verify
+    from gradcheck_sym.zoo import mlp
+
+    cache.disable()
+
+    def impl(**t: torch.Tensor) -> torch.Tensor:
+        a = t["X"]
+        for k in range(1, 6):
+            a = torch.sigmoid(t[f"W{k}"] @ a + t[f"b{k}"])
+        return ((a - t["Y"]) ** 2).sum()
+
+    m = mlp().with_implementations(impl=impl)
+    prepare(m)
+    pts = rounded(points_for(m, points, 1), m.symbols, "float64")
+    names = [v.name for v in m.params]
+
+    def gradcheck_all() -> None:
+        for p in pts:
+            i, tensors = 0, {}
+            for v in m.variables:
+                tensors[v.name] = torch.tensor(p[i : i + v.size], dtype=torch.float64).reshape(v.shape)
+                i += v.size
+            ws = tuple(tensors[n].requires_grad_(True) for n in names)
+            rest = {k: t for k, t in tensors.items() if k not in names}
+            assert torch.autograd.gradcheck(lambda *w: impl(**dict(zip(names, w)), **rest), ws)
+
+    def ours() -> None:
+        r = verify(m, samples=points, seed=1)
+        assert r.status == "pass", r.error or r.failed[:1]
+
+    original = sources._vmap_losses
+
+    def looped() -> None:
+        sources._vmap_losses = lambda *a: None  # type: ignore[assignment]
+        try:
+            ours()
+        finally:
+            sources._vmap_losses = original
+
+    ours()
+    rows = []
+    for _ in range(repeats):  # alternated, so that the load of a shared machine falls on all three
+        rows.append((median_time(ours, 1), median_time(gradcheck_all, 1), median_time(looped, 1)))
+    r = verify(m, samples=points, seed=1)
+    return {"points": points, "ours": statistics.median(a for a, _, _ in rows),
+            "theirs": statistics.median(b for _, b, _ in rows), "looped": statistics.median(c for _, _, c in rows),
+            "ratios": [a / b for a, b, _ in rows], "impl_calls": r.impl_calls, "fd_points": dict(r.fd_points),
+            "checks": r.n_checks, "sources": list(r.sources)}
+
+
 # -- 9. start-up -------------------------------------------------------------------------------
 
 SMALL_FILE = textwrap.dedent(
@@ -457,25 +548,40 @@ SMALL_FILE = textwrap.dedent(
 )
 
 
+STARTUP_ARGS = ["verify", "m.py", "--no-cache", "--quiet", "--no-report"]
+
+
+def _timed(cmd: list[str], cwd: str, env: dict | None = None) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the process and its children) of a command."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
 def bench_startup(repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "m.py").write_text(SMALL_FILE)
-        verify = [sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--no-cache", "--quiet", "--no-report"]
+        verify = [sys.executable, "-m", "gradcheck_sym", *STARTUP_ARGS]
         imports = [sys.executable, "-c", "import torch, sympy"]
-
-        def run(cmd: list[str]) -> float:
-            t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=d, check=True, capture_output=True)
-            return time.perf_counter() - t0
-
-        run(verify), run(imports)  # the files in the page cache
-        pairs = [(run(verify), run(imports)) for _ in range(repeats)]
-        code = ("import sys, runpy; sys.argv = ['gradcheck_sym', 'verify', 'm.py', '--no-cache', '--quiet', "
-                "'--no-report']\ntry:\n    runpy.run_module('gradcheck_sym', run_name='__main__')\nexcept SystemExit: pass\n"
-                "print(','.join(sorted(m for m in ('torch', 'sympy', 'matplotlib', 'flint') if m in sys.modules)))")
+        # the files in the page cache, and gradcheck_sym's bytecode written once, as an installed
+        # package has it (with PYTHONDONTWRITEBYTECODE set, every run would compile our modules)
+        _timed(verify, d, {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+        _timed(imports, d)
+        pairs = [(_timed(verify, d), _timed(imports, d)) for _ in range(repeats)]
+        code = ("import sys, runpy; sys.argv = ['gradcheck_sym', *%r]\ntry:\n    runpy.run_module('gradcheck_sym', "
+                "run_name='__main__')\nexcept SystemExit: pass\n"
+                "print(','.join(sorted(m for m in ('torch', 'sympy', 'matplotlib', 'flint') if m in sys.modules)))"
+                % (STARTUP_ARGS,))
         loaded = subprocess.run([sys.executable, "-c", code], cwd=d, capture_output=True, text=True).stdout.strip()
-    return {"ours": statistics.median(a for a, _ in pairs), "theirs": statistics.median(b for _, b in pairs),
-            "ratios": [a / b for a, b in pairs], "loaded": loaded.splitlines()[-1] if loaded else "?"}
+    return {"ours": statistics.median(a[0] for a, _ in pairs), "theirs": statistics.median(b[0] for _, b in pairs),
+            "ours_cpu": statistics.median(a[1] for a, _ in pairs),
+            "theirs_cpu": statistics.median(b[1] for _, b in pairs),
+            "ratios": [a[0] / b[0] for a, b in pairs], "loaded": loaded.splitlines()[-1] if loaded else "?"}
 
 
 def _s(seconds: float) -> str:
@@ -499,17 +605,9 @@ def render(b: dict, quick: bool) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     lines += build_rows(b)
-    c = b["check"]
-    r2 = c["ours"] / c["theirs"]
-    lines.append(f"| 2 | mlp-193: check {c['points']:,} points, float64 + float32, autograd + fd, exact "
-                 f"reference ({c['checks']:,} values) | {_s(c['ours'])} | torch.autograd.gradcheck, float64, "
-                 f"{c['points']:,} points (median of {b['gradcheck_repeats']}): {_s(c['theirs'])} | {r2:.3f}× the time "
-                 f"| ≤ 0.1× | {'yes' if r2 <= 0.1 else 'NO'} |")
+    lines += check_row(b)
     lines += scaling_rows(b)
-    cw = b["cold_warm"]
-    r4 = cw["warm"] / cw["cold"]
-    lines.append(f"| 4 | `python -m gradcheck_sym verify`, whole process: warm cache against cold | {_s(cw['warm'])} | "
-                 f"cold: {_s(cw['cold'])} | {r4:.2f}× | ≤ 0.3× | {'yes' if r4 <= 0.3 else 'NO'} |")
+    lines.append(cold_warm_row(b["cold_warm"]))
     lines += throughput_rows(b)
     lines += second_order_rows(b) + large_rows(b)
     lines += scaling_table(b) + throughput_notes(b) + large_notes(b)
@@ -611,6 +709,18 @@ def large_notes(b: dict) -> list[str]:
     return ["", text]
 
 
+def check_row(b: dict) -> list[str]:
+    """Row 2 (present when that section ran)."""
+    if "check" not in b:
+        return []
+    c = b["check"]
+    r2 = c["ours"] / c["theirs"]
+    return [f"| 2 | mlp-193: check {c['points']:,} points, float64 + float32, autograd + fd, exact "
+            f"reference ({c['checks']:,} values) | {_s(c['ours'])} | torch.autograd.gradcheck, float64, "
+            f"{c['points']:,} points (median of {b['gradcheck_repeats']}): {_s(c['theirs'])} | {r2:.3f}× the time "
+            f"| ≤ 0.05× | {'yes' if r2 <= 0.05 else 'NO'} |"]
+
+
 def second_order_rows(b: dict) -> list[str]:
     """Rows 6 and 7 (present when those sections ran)."""
     lines = []
@@ -634,10 +744,17 @@ def second_order_rows(b: dict) -> list[str]:
                      f"float32; {', '.join(sm['sources'])}; exact reference; an impl, so never cached) | {_s(sm['ours'])} "
                      f"| torch.autograd.gradcheck, float64, the same {sm['points']} points: {_s(sm['theirs'])} | "
                      f"{r8:.1f}× the time | ≤ 1× | {'yes' if r8 <= 1 else 'NO'} |")
+    if "impl" in b:
+        im = b["impl"]
+        r8b = im["ours"] / im["theirs"]
+        lines.append(f"| 8b | mlp-193 with a custom `impl` (plain torch): check {im['points']} points (float64 + "
+                     f"float32; {', '.join(im['sources'])}; exact reference) | {_s(im['ours'])} | "
+                     f"torch.autograd.gradcheck of the impl, float64, the same {im['points']} points: "
+                     f"{_s(im['theirs'])} | {r8b:.2f}× the time | ≤ 1× | {'yes' if r8b <= 1 else 'NO'} |")
     if "startup" in b:
         st = b["startup"]
         r9 = st["ours"] / st["theirs"]
-        lines.append(f"| 9 | whole-process `python -m gradcheck_sym verify m.py --no-cache` of one small model | "
+        lines.append(f"| 9 | whole-process `python -m gradcheck_sym {' '.join(STARTUP_ARGS)}` of one small model | "
                      f"{_s(st['ours'])} | `python -c \"import torch, sympy\"`: {_s(st['theirs'])} | {r9:.2f}× | ≤ 1.5× | "
                      f"{'yes' if r9 <= 1.5 else 'NO'} |")
     return lines
@@ -659,33 +776,49 @@ def second_order_notes(b: dict) -> list[str]:
         lines.append(f"Benchmark 8: {sm['checks']} checks per call; the two sides alternate "
                      f"{len(sm['ratios'])} times (ratios {', '.join(f'{r:.1f}' for r in sm['ratios'])}), the median "
                      "of each is shown.")
+    if "check" in b:
+        c = b["check"]
+        fd = ", ".join(f"{n} in {d}" for d, n in c.get("fd_points", {}).items()) or "every point"
+        lines.append(f"Benchmark 2: finite differences at {fd} of the {c['points']:,} (a fixed sample and every "
+                     "point where a source disagrees; issue 12, item 3); the elementwise comparisons run in one "
+                     "intra-op thread; ours ran before and after gradcheck "
+                     f"({', '.join(_s(t) for t in c.get('ours_times', []))}), the median is shown.")
+    if "impl" in b:
+        im = b["impl"]
+        fd = ", ".join(f"{n} in {d}" for d, n in im["fd_points"].items()) or "every point"
+        lines.append(f"Benchmark 8b: {im['checks']:,} checks; the impl's finite differences called with "
+                     f"{im['impl_calls']}, at {fd} of the {im['points']} points; the three alternate "
+                     f"{len(im['ratios'])} times (ratios {', '.join(f'{r:.2f}' for r in im['ratios'])}), the median "
+                     f"of each is shown.  The same check with the impl's finite differences called once per row (as "
+                     f"before issue 12, item 2): {_s(im['looped'])} ({im['looped'] / im['theirs']:.2f}× gradcheck).")
     if "startup" in b:
         st = b["startup"]
         lines.append(f"Benchmark 9: the two commands alternate {len(st['ratios'])} times (ratios "
-                     f"{', '.join(f'{r:.2f}' for r in st['ratios'])}); modules the verify process loads: {st['loaded']}.")
+                     f"{', '.join(f'{r:.2f}' for r in st['ratios'])}); CPU time (user + system, medians): "
+                     f"{_s(st['ours_cpu'])} against {_s(st['theirs_cpu'])} ({st['ours_cpu'] / st['theirs_cpu']:.2f}×); "
+                     f"modules the verify process itself loads: {st['loaded']} (torch only in the model's forked "
+                     "worker, which ends with `os._exit` and so skips torch's interpreter teardown); gradcheck_sym's "
+                     "bytecode compiled once beforehand, as an installed package has it.")
     return lines
 
 
 def merge(old: str, b: dict, only: set[str]) -> str:
-    """The committed report with the rows and notes of the sections that ran replaced (in place;
-    a new row goes after the last one), and the scaling table if that section ran."""
-    new_rows = build_rows(b) + scaling_rows(b) + throughput_rows(b) + second_order_rows(b) + large_rows(b)
+    """The committed report with the rows and notes of the sections that ran replaced."""
+    new_rows = build_rows(b) + check_row(b) + scaling_rows(b) + throughput_rows(b) + second_order_rows(b) + large_rows(b)
+    numbers = {row.split("|")[1].strip() for row in new_rows}
 
     def number(line: str) -> str | None:
         return line.split("|")[1].strip() if line.startswith("| ") else None
 
-    numbers = {number(row) for row in new_rows}
-    lines: list[str] = []
-    for line in old.splitlines():
-        n = number(line)
-        if n in numbers:
-            if n not in {number(x) for x in lines}:
-                lines += [row for row in new_rows if number(row) == n]
-            continue
-        lines.append(line)
-    placed = {number(x) for x in lines}
-    last_row = max(i for i, line in enumerate(lines) if (number(line) or "").isdigit())
-    lines[last_row + 1:last_row + 1] = [row for row in new_rows if number(row) not in placed]
+    lines = old.splitlines()
+    placed = set()
+    for n in dict.fromkeys(number(row) for row in new_rows):  # rows that were there are replaced where they stand
+        at = [i for i, line in enumerate(lines) if number(line) == n]
+        if at:
+            lines = [line for i, line in enumerate(lines) if i not in at[1:]]  # after at[0]: it stays put
+            lines[at[0]:at[0] + 1] = [row for row in new_rows if number(row) == n]
+            placed.add(n)
+    new_rows = [row for row in new_rows if number(row) not in placed]
     if "scaling" in b and "## Scaling of the symbolic stage" in lines:
         start = lines.index("## Scaling of the symbolic stage")
         end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
@@ -697,18 +830,20 @@ def merge(old: str, b: dict, only: set[str]) -> str:
     lines = [line for i, line in enumerate(lines) if line or i == 0 or lines[i - 1]]  # no double blank lines
     while lines and lines[-1] == "":
         lines.pop()
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("| ") and line.split("|")[1].strip().isdigit())
+    lines[last_row + 1:last_row + 1] = new_rows
     notes = [x for x in throughput_notes(b) + large_notes(b) if x] + second_order_notes(b)
     sections = ",".join(sorted(only))
-    ran = ", ".join(sorted(numbers, key=int))
-    lines = [line for line in lines if not line.startswith(f"Rows {ran} from")]
-    lines += ["", f"Rows {ran} from `python benchmarks/run.py --only {sections}` (same machine)."] if notes else []
+    lines = [line for line in lines if not line.startswith(f"Rows {', '.join(sorted(numbers))} from")]
+    lines += ["", f"Rows {', '.join(sorted(numbers))} from `python benchmarks/run.py --only {sections}` (same "
+              "machine)."] if notes else []
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("hvp", "second-order", "small", "startup",  # the sections --only can run alone (rows 6 to 9)
-            "build", "scaling", "throughput", "large")  # rows 1, 3 (and the scaling table), 5, 11
+SECTIONS = ("check", "cold-warm", "hvp", "second-order", "small", "impl", "startup",  # the sections --only can run alone
+            "build", "scaling", "throughput", "large")
 
 
 def main() -> None:
@@ -734,6 +869,12 @@ def main() -> None:
         if "small" in args.only:
             print("8/9 small", file=sys.stderr)
             b["small"] = bench_small(20 if args.quick else 100, repeats)
+        if "check" in args.only:
+            print("2/9 check", file=sys.stderr)
+            b["check"] = bench_check(100 if args.quick else 1000, repeats, 1)
+        if "impl" in args.only:
+            print("8b/9 impl", file=sys.stderr)
+            b["impl"] = bench_impl(5 if args.quick else 20, repeats)
         if "startup" in args.only:
             print("9/9 startup", file=sys.stderr)
             b["startup"] = bench_startup(repeats + 2)
@@ -749,7 +890,11 @@ def main() -> None:
         if "large" in args.only:
             print("11 large", file=sys.stderr)
             b["large"] = bench_large(repeats, whole=not args.quick)
-        OUT.write_text(merge(OUT.read_text(), b, args.only))
+        text = merge(OUT.read_text(), b, args.only) if args.only - {"cold-warm"} else OUT.read_text()
+        if "cold-warm" in args.only:
+            print("4/7 cold/warm", file=sys.stderr)
+            text = replace_cold_warm(text, bench_cold_warm(repeats))
+        OUT.write_text(text)
         print(OUT.read_text())
         return
     print("1/7 build", file=sys.stderr)
@@ -768,6 +913,8 @@ def main() -> None:
     b["second_order"] = bench_second_order(11)
     print("8/9 small", file=sys.stderr)
     b["small"] = bench_small(20 if args.quick else 100, repeats)
+    print("8b/9 impl", file=sys.stderr)
+    b["impl"] = bench_impl(5 if args.quick else 20, repeats)
     print("9/9 startup", file=sys.stderr)
     b["startup"] = bench_startup(repeats + 2)
     print("11 large", file=sys.stderr)

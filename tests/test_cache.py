@@ -170,10 +170,13 @@ def test_clear_deletes_only_what_the_cache_wrote(run_cli, private_cache):
     assert run_cli("verify", "--expr", "(w*x)**2", "--params", "w", "--no-report", "--quiet").returncode == 0
     (private_cache / "notes.txt").write_text("mine")
     (private_cache / "results" / "keep-me.json").write_text("{}")
+    (private_cache / "programs").mkdir()  # an earlier version's pickled programs: its own files
+    (private_cache / "programs" / ("0" * 32 + ".pkl")).write_bytes(b"old")
+    (private_cache / "programs" / "mine.pkl").write_bytes(b"not ours")
     r = run_cli("cache", "clear")
-    assert r.returncode == 0 and "2 other files left untouched" in r.stdout, r.stdout
+    assert r.returncode == 0 and "3 other files left untouched" in r.stdout, r.stdout
     left = sorted(str(p.relative_to(private_cache)) for p in private_cache.rglob("*"))
-    assert left == ["notes.txt", "results", "results/keep-me.json"]
+    assert left == ["notes.txt", "programs", "programs/mine.pkl", "results", "results/keep-me.json"]
 
 
 def test_disabled_cache_neither_reads_nor_writes(monkeypatch, private_cache):

@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: one subprocess per behaviour of the process (exit codes,
-reports written, imports, a closed pipe), the rest through `cli.main` in this process (`run_cli`)."""
+imports, a closed pipe), the rest through `cli.main` in this process (`run_cli`).  The whole
+built-in run, as a process, is read by test_report_md.py (its report is compared with the committed one)."""
 
 from __future__ import annotations
 
@@ -50,29 +51,8 @@ def test_help_lists_commands_options_and_exit_codes(run_cli):
     assert "(default: 5)" in text and "(default: float64,float32)" in text
 
 
-def test_verify_builtin_models_writes_report_and_json(run_cli_process, tmp_path):
-    out = tmp_path / "rep"
-    r = run_cli_process("verify", "--samples", "2", "--report-dir", str(out), "--json", str(tmp_path / "r.json"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"):
-        assert name in r.stdout
-        assert (out / f"{name}.md").is_file()
-    assert "193 weights, 31 biases" in r.stderr  # progress states the lecture's count
-    assert (out / "index.md").is_file() and (out / "results.json").is_file()
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert [m["status"] for m in data["models"]] == ["pass"] * 6
-    mlp = next(m for m in data["models"] if m["name"] == "mlp-193")
-    check = next(c for c in mlp["checks"] if c["param"] == "W3" and c["quantity"] == "grad")
-    for key in ("source", "dtype", "param", "index", "point", "exact", "value", "abs_error", "rel_error",
-                "ulps", "verdict"):
-        assert key in check
-    assert check["index"] == [0, 0] and check["source"] in ("autograd", "fd")
-    assert set(data["models"][0]["points"]) == {"float64", "float32"}
-    assert data["replay"]["lines_float32"][:3] == LECTURE[:3]
-
-
-def test_wrong_gradient_exits_1_and_names_the_entry(run_cli_process, files):
-    r = run_cli_process("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
+def test_wrong_gradient_exits_1_and_names_the_entry(run_cli, files):
+    r = run_cli("verify", str(files / "good.py"), str(files / "wrong.py"), "--report-dir", str(files / "rep"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL wrong-linear" in r.stdout
     assert "grad_impl" in r.stdout and "∂loss/∂w" in r.stdout and "wrong:" in r.stdout
@@ -80,10 +60,11 @@ def test_wrong_gradient_exits_1_and_names_the_entry(run_cli_process, files):
 
 
 def test_unusable_target_exits_2_and_still_checks_the_others(run_cli_process, files):
-    r = run_cli_process("verify", str(files / "good.py"), str(files / "broken.py"), str(files / "missing.py"),
-                "--report-dir", str(files / "rep"), "--dtypes", "float64")
+    """The process's exit code (2 before 1: a target could not be used, another model is wrong)."""
+    r = run_cli_process("verify", str(files / "good.py"), str(files / "wrong.py"), str(files / "broken.py"),
+                        str(files / "missing.py"), "--report-dir", str(files / "rep"), "--dtypes", "float64")
     assert r.returncode == 2
-    assert "good-linear" in r.stdout and "pass" in r.stdout
+    assert "good-linear" in r.stdout and "pass" in r.stdout and "FAIL wrong-linear" in r.stdout
     assert "model `bad`" in r.stderr and "neither a param nor an input" in r.stderr
     assert "missing.py`: no such file" in r.stderr
     assert "Traceback" not in r.stderr
@@ -100,13 +81,29 @@ def test_dotted_module_target_and_list(run_cli, files):
     assert r.returncode == 0 and (files / "rep" / "good-linear.md").is_file()
 
 
-def test_help_does_not_import_torch(run_cli):
+def test_help_and_a_cached_result_import_no_torch(run_cli, tmp_path):
+    """`--help` needs neither torch nor SymPy; a model whose result is in the cache needs no torch
+    (torch is imported only when a float source runs); after a worker that ended without a word,
+    the command imports torch once for the workers that follow (they inherit it)."""
     import subprocess
     import sys
 
-    code = "import sys, gradcheck_sym.cli as c; c.main(['--help']); print('torch' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.stdout.strip().endswith("False")
+    (tmp_path / "plain.py").write_text(GOOD.replace(", grad_impl=lambda w, x, y: 2*x*(x*w - y))", ")"))
+    first = run_cli("verify", "plain.py", "--no-report", "--quiet", "--samples", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    code = ("import sys, gradcheck_sym.cli as c; c.main(['--help']); print('after help:', 'torch' in sys.modules, 'sympy' in sys.modules)\n"
+            "code = c.main(['verify', 'plain.py', '--no-report', '--samples', '1'])\n"
+            "print('after verify:', code, 'torch' in sys.modules, 'matplotlib' in sys.modules)\n"
+            # a worker that crashes says nothing: torch is imported for the workers after it only
+            "import os, signal; from gradcheck_sym.worker import run_isolated\n"
+            "crash = lambda: os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "for more in (False, True):\n"
+            "    said = run_isolated(crash, name='c', timeout=None, error=lambda m: m, more=more)\n"
+            "    print('after a crash:', more, 'SIGSEGV' in said, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "after help: False False" in r.stdout and "after verify: 0 False False" in r.stdout, r.stdout + r.stderr
+    assert "unchanged since the last run (cached result)" in r.stderr
+    assert "after a crash: False True False" in r.stdout and "after a crash: True True True" in r.stdout, r.stdout
 
 
 def test_list_builtin_models(run_cli):
@@ -127,7 +124,7 @@ def test_replay_prints_the_lecture_output(run_cli):
     ("args", "message"),
     [
         (("verify", "--samples", "-1"), "expected a number >= 0"),
-        (("verify", "--dtypes", "float16"), "comma-separated list of float64, float32"),
+        (("verify", "--dtypes", "float8"), "comma-separated list of float64, float32, bfloat16, float16"),
         (("verify", "--seed", "x"), "expected a whole number"),
         (("frobnicate",), "invalid choice"),
     ],

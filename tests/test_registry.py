@@ -11,6 +11,7 @@ from sympy.codegen.cfunctions import expm1
 
 from gradcheck_sym import Model, verify
 from gradcheck_sym.arith import Balls
+from gradcheck_sym.compare import as_float
 from gradcheck_sym.dtypes import DTYPES, FLOAT32, FLOAT64
 from gradcheck_sym.errorbound import error_scales_batch
 from gradcheck_sym.errors import UnsupportedFunctionError
@@ -27,10 +28,17 @@ FUNCTION_ENTRIES = [s for s in ops.REGISTRY.values() if s.function and s.kink is
 POINT = {"acosh": 1.7, "loggamma": 1.3, "polygamma": 1.3, "log": 1.3}  # inside each domain
 
 
+STEPS = {"floor": 0, "ceiling": 0, "frac": 1}  # SymPy cannot differentiate them; their derivative between integers
+
+
 def _applied(spec: ops.OpSpec, u: sp.Expr) -> sp.Expr:
     f = spec.sympy[0]
     if spec.name == "atan2":
         return f(u, 1 + u**2)
+    if spec.name in ("xlogy", "xlog1py"):
+        return f(u, 1 + u**2)
+    if spec.name == "softplus":
+        return sp.log(1 + sp.exp(u))
     if spec.name == "polygamma":
         return f(1, u)
     return f(u)
@@ -50,7 +58,9 @@ def test_every_entry_has_every_rule():
 def test_registry_is_closed_under_differentiation(spec):
     """Second derivatives of every function compile to registry ops (no error blaming the user)."""
     e = _applied(spec, w)
-    for _ in range(3):
+    if spec.name != "atan2":  # SymPy writes atan2(w, 1 + w²) as atan(w/(1 + w²))
+        assert spec.name in compile_expr(e, (w,), rewrite_kinks=True).ops  # this entry (softplus: the pattern)
+    for _ in range(1 if spec.name in STEPS else 3):
         prog = compile_expr(e, (w,), rewrite_kinks=True)
         assert all(op in ops.REGISTRY for op in prog.ops)
         e = sp.diff(e, w)
@@ -70,15 +80,15 @@ def test_exact_torch_and_error_rules_agree(spec):
     prog = compile_expr(e, (w,), rewrite_kinks=True)
     exact = program_values(prog, [fmpq(int(p.p), int(p.q))]).values[0].value
     t = evaluate(prog, [torch.tensor([float(p)], dtype=torch.float64)])[prog.output]
-    assert abs(float(t) - float(exact.mid())) <= 1e-9 * max(1.0, abs(float(exact.mid())))
+    assert abs(float(t) - as_float(exact)) <= 1e-9 * max(1.0, abs(as_float(exact)))
     gp = gradient_program(e, (w,), (w,))
     exact_d = program_values(gp.prog, [fmpq(int(p.p), int(p.q))]).values[1].value
-    truth = sp.N(sp.diff(e, w).subs(w, p), 40)
+    truth = STEPS[spec.name] if spec.name in STEPS else sp.N(sp.diff(e, w).subs(w, p), 40)
     ctx.prec = 200
-    assert exact_d.overlaps(arb(str(truth)))
+    assert arb(exact_d).overlaps(arb(str(truth)))
     ctx.prec = 53
     es = error_scales_batch(gp, [[float(p)]])
-    assert torch.isfinite(es.worst).all() and (es.worst[0, 0] > 0)
+    assert torch.isfinite(es.worst).all() and (es.worst[0, 0] > 0 or spec.name in STEPS)  # floor(0.4) is exact
 
 
 def test_exact_rule_refuses_outside_the_domain():

@@ -76,27 +76,44 @@ def test_atomic_writes_leave_the_old_report_when_they_fail(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "index.md"]  # no temporary files left
 
 
+INTERRUPTED = textwrap.dedent("""
+    import time
+    import sympy as sp
+    from gradcheck_sym import Model
+    x, w = sp.symbols("x w", real=True)
+
+    def slow(w, x):
+        time.sleep(60)  # still being checked when the signal comes
+        return (w*x)**2
+
+    first = Model(name="first", loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (0, 1)})
+    second = Model(name="second", loss=(w*x - 1)**2, params=[w], inputs=[x], domain={"*": (0, 1)})
+    third = Model(name="third", loss=(w*x)**2, params=[w], inputs=[x], domain={"*": (0, 1)}, impl=slow)
+""")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_prints_what_finished_and_keeps_the_old_report(tmp_path, sig):
+    (tmp_path / "m.py").write_text(INTERRUPTED)
     report = tmp_path / "reports"
     report.mkdir()
     (report / "index.md").write_text("the previous report")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradcheck_sym", "verify", "--samples", "40"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--samples", "1", "--dtypes", "float64"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     seen = ""
     deadline = time.time() + 120
-    while "mlp-193" not in seen and time.time() < deadline:  # interrupt during the big model
+    while "[3/3] third" not in seen and time.time() < deadline:  # interrupt during the third model
         line = proc.stderr.readline()
         if not line:
             break
         seen += line
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted after 4 of 6 models" in err and "previous one is intact" in err
-    assert "two-linear-layers" in out and "Traceback" not in err
+    assert proc.returncode == 130, seen + err
+    assert "interrupted after 2 of 3 models" in err and "previous one is intact" in err
+    assert "first" in out and "second" in out and "third" not in out and "Traceback" not in err
     assert (report / "index.md").read_text() == "the previous report"
     assert sorted(p.name for p in report.iterdir()) == ["index.md"]
 
@@ -128,9 +145,9 @@ def test_same_seed_same_points_and_verdicts_whatever_the_global_generators(monke
     assert verify(linear(), seed=4, samples=4).points != a.points
 
 
-def test_same_seed_same_results_in_fresh_processes(tmp_path, run_cli):
-    """Two processes with different hash seeds (set and dict orders) and no cache write the
-    same points, exact values and verdicts."""
+def test_same_seed_same_results_in_another_process(tmp_path, run_cli):
+    """This process and a fresh one with another hash seed (set and dict orders), both without
+    the cache, write the same points, exact values and verdicts."""
     import json
     import os
 
@@ -142,14 +159,18 @@ def test_same_seed_same_results_in_fresh_processes(tmp_path, run_cli):
                     domain={"*": (-1, 1)})
         two = Model(name="two", loss=sp.Abs(w - x) + b**2, params=[w, b], inputs=[x], domain={"*": (-1, 1)})
     """))
+    args = ["verify", "m.py", "--no-cache", "--quiet", "--samples", "3", "--seed", "5", "--no-report"]
+    here = run_cli(*args, "--json", "here.json", cwd=tmp_path)
+    assert here.returncode == 0, here.stdout + here.stderr
+    # another hash seed than this process's (random unless PYTHONHASHSEED fixes it)
+    fixed = os.environ.get("PYTHONHASHSEED", "")
+    seed = str(int(fixed) + 1) if fixed.isdigit() else "1"
+    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", *args, "--json", "there.json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed})
+    assert r.returncode == 0, r.stdout + r.stderr
     out = []
-    for hashseed in ("1", "2"):
-        r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--no-cache", "--quiet",
-                            "--samples", "3", "--seed", "5", "--json", f"r{hashseed}.json", "--no-report"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "PYTHONHASHSEED": hashseed})
-        assert r.returncode == 0, r.stdout + r.stderr
-        data = json.loads((tmp_path / f"r{hashseed}.json").read_text())
+    for name in ("here.json", "there.json"):
+        data = json.loads((tmp_path / name).read_text())
         out.append([(m["name"], m["points"], [(c["source"], c["dtype"], c["param"], c["index"], c["point"],
                                                c["exact_text"], c["verdict"]) for c in m["checks"]])
                     for m in data["models"]])
@@ -225,7 +246,7 @@ ISOLATION = textwrap.dedent("""
 ENDINGS = {  # what each model's code does, and what the run says of it
     "exits": "called exit(3)",
     "crashes": "ended by SIGSEGV",
-    "hangs": "did not finish within its time budget of 8 s and was stopped",
+    "hangs": "did not finish within its time budget of 15 s and was stopped",
     "eats_memory": "ran out of memory (limit of 2.0 GiB",
 }
 
@@ -236,9 +257,11 @@ def test_what_a_models_code_does_ends_only_that_model(tmp_path):
     import os
 
     (tmp_path / "m.py").write_text(ISOLATION)
+    # --timeout 15: the first model's budget holds its worker's import of torch; with 8 s, `exits`
+    # timed out before reaching its exit on a loaded machine under the one-ulp perturbation (tests/perturb)
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--report-dir", "rep", "--samples", "1",
-                        "--dtypes", "float64", "--timeout", "8", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                        "--dtypes", "float64", "--timeout", "15", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=180, env={**os.environ, "GRADCHECK_SYM_MEMORY_GB": "2"})
     assert r.returncode == 2, r.stdout + r.stderr
     for which, words in ENDINGS.items():
@@ -250,7 +273,7 @@ def test_what_a_models_code_does_ends_only_that_model(tmp_path):
     for good in ("first", "fine"):
         assert any(good in line and "pass" in line for line in r.stdout.splitlines()), r.stdout
         assert (tmp_path / "rep" / f"{good}.md").is_file()
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 120
 
 
 @pytest.mark.parametrize(("expr", "words"), [

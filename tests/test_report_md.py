@@ -15,6 +15,7 @@ import pytest
 from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
+LECTURE = (ROOT / "tests" / "data" / "lecture_output.txt").read_text().splitlines()
 
 MODELS = textwrap.dedent(
     """
@@ -35,14 +36,45 @@ def run(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    d = tmp_path_factory.mktemp("report")
+def builtin_run(tmp_path_factory):
+    """`python -m gradcheck_sym verify --no-cache` of the built-in models, run as a user runs it (a
+    process, default options): the suite's one end-to-end run of the whole command, whose output,
+    report pages, plots and results.json the tests below read and compare with the committed ones."""
+    d = tmp_path_factory.mktemp("builtin")
+    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "--no-cache"], cwd=d, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r, d
+
+
+@pytest.fixture(scope="module")
+def report(builtin_run):
+    """The built-in report (in reports/) and one of two models that fail (in mine/)."""
+    d = builtin_run[1]
     (d / "models.py").write_text(MODELS)
-    r1 = run("verify", "--samples", "2", cwd=d)  # built-in models, into d/reports
-    assert r1.returncode == 0, r1.stderr
-    r2 = run("verify", "models.py", "--samples", "2", "--report-dir", "mine", cwd=d)
-    assert r2.returncode == 1, r2.stderr
+    r = run("verify", "models.py", "--samples", "2", "--report-dir", "mine", cwd=d)
+    assert r.returncode == 1, r.stderr
     return d
+
+
+def test_verify_as_a_process_writes_the_report_and_results(builtin_run):
+    r, d = builtin_run
+    out = d / "reports"
+    for name in ("linear", "affine", "quadratic", "two-linear-layers", "mlp-193", "logistic"):
+        assert name in r.stdout
+        assert (out / f"{name}.md").is_file()
+    assert "193 weights, 31 biases" in r.stderr  # progress states the lecture's count
+    assert f"report: {Path('reports') / 'index.md'}" in r.stdout
+    data = json.loads((out / "results.json").read_text())
+    assert [m["status"] for m in data["models"]] == ["pass"] * 6
+    mlp = next(m for m in data["models"] if m["name"] == "mlp-193")
+    check = next(c for c in mlp["checks"] if c["param"] == "W3" and c["quantity"] == "grad")
+    for key in ("source", "dtype", "param", "index", "point", "exact", "value", "abs_error", "rel_error",
+                "ulps", "verdict"):
+        assert key in check
+    assert check["index"] == [0, 0] and check["source"] in ("autograd", "fd")
+    assert set(data["models"][0]["points"]) == {"float64", "float32"}
+    assert data["replay"]["lines_float32"][:3] == LECTURE[:3]
 
 
 def _markdown(folder: Path) -> dict[str, str]:
@@ -119,7 +151,7 @@ def test_builtin_report_set(report):
     assert {"index.md", "results.json", "training.md", "training.png"} <= names
     check_markdown(folder)
     index = (folder / "index.md").read_text()
-    assert "Reproduce: `python -m gradcheck_sym verify --samples 2`" in index
+    assert "Reproduce: `python -m gradcheck_sym verify`" in index and "--no-cache" not in index  # cosmetic flags left out
     assert "torch 2." in index and "SymPy" in index and "Seed 0" in index
     mlp = (folder / "mlp-193.md").read_text()
     assert "193 weights, 31 biases" in mlp and "```mermaid" in mlp and "sigmoid" in mlp
@@ -259,11 +291,8 @@ def _first_difference(a: object, b: object, where: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def fresh_builtin_report(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fresh")
-    r = run("verify", "--quiet", "--no-cache", cwd=d)
-    assert r.returncode == 0, r.stderr
-    return d / "reports"
+def fresh_builtin_report(builtin_run):
+    return builtin_run[1] / "reports"
 
 
 def test_committed_reports_are_current(fresh_builtin_report):

@@ -45,6 +45,10 @@ SUFFIXES = (".json", ".png")
 KEY_FILE = "key"
 MAGIC = b"gradcheck_sym-cache-1\n"
 _ENTRY = re.compile(r"^[0-9a-f]{32}\.(json|png)$")
+# What earlier versions wrote and this one never reads: compiled programs (.pkl).  `cache clear`
+# removes them too (they are this tool's files); nothing ever loads them.
+LEGACY_KINDS = ("programs",)
+_LEGACY_ENTRY = re.compile(r"^[0-9a-f]{32}\.pkl$")
 _DISABLED = False
 _SECRET: dict[str, bytes] = {}  # per cache location
 _WARNED: set[str] = set()
@@ -233,10 +237,12 @@ def store_json(kind: str, digest: str, value: Any) -> None:
 def _entries(root: Path) -> list[Path]:
     """The files this cache wrote: entries named by a digest in its own folders."""
     out = []
-    for kind in KINDS:
-        folder = root / kind
-        if folder.is_dir() and not folder.is_symlink():
-            out += [p for p in folder.iterdir() if _ENTRY.match(p.name) and p.is_file() and not p.is_symlink()]
+    for kinds, pattern in ((KINDS, _ENTRY), (LEGACY_KINDS, _LEGACY_ENTRY)):
+        for kind in kinds:
+            folder = root / kind
+            if folder.is_dir() and not folder.is_symlink():
+                out += [p for p in folder.iterdir()
+                        if pattern.match(p.name) and p.is_file() and not p.is_symlink()]
     return out
 
 
@@ -260,7 +266,7 @@ def clear() -> str:
     if key.is_file() and not key.is_symlink():
         key.unlink()
     _SECRET.pop(str(root), None)
-    for folder in [*(root / k for k in KINDS), root]:
+    for folder in [*(root / k for k in (*KINDS, *LEGACY_KINDS)), root]:
         try:
             folder.rmdir()  # only if empty
         except OSError:

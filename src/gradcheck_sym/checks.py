@@ -93,6 +93,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 # attribution codes -> (attribution, note), as data
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
+OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -203,10 +204,22 @@ def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explain
             continue
         k, h, l_, a, b = [], [], [], [], []
         for e in (r.loss, *r.grads):
-            k.append(_KIND[e.kind])
-            hv, lv = split(e.value) if e.kind == "value" else (nan, nan)
-            if e.kind == "value" and isinstance(e.value, arb) and 0 in e.value:
-                hv, lv = 0.0, 0.0  # a certified ball around 0 (narrower than any rounding): the value 0
+            kind = e.kind
+            k.append(_KIND[kind])
+            if kind != "value":
+                hv, lv = nan, nan
+            elif type(e.value) is arb:  # most values: `split` of a ball, inlined (hundreds of thousands)
+                v = e.value
+                if 0 in v:
+                    hv, lv = 0.0, 0.0  # a certified ball around 0 (narrower than any rounding): the value 0
+                else:
+                    mid = v.mid()
+                    hv = float(mid)
+                    lv = float(mid - hv) if math.isfinite(hv) else 0.0
+            else:
+                hv, lv = split(e.value)
+                if isinstance(e.value, arb) and 0 in e.value:
+                    hv, lv = 0.0, 0.0
             h.append(hv)
             l_.append(lv)
             a.append(as_float(e.left) if e.left is not None else nan)
@@ -239,6 +252,7 @@ class Group:
     exact: ExactArrays | None = None  # the exact side compared with, when not the dtype's own
     layout: tuple[str, int] | None = None  # columns as (kind, entries): see `_label`
     output: int | None = None  # an operator's output entry, for a group of one output
+    points: tuple[int, ...] | None = None  # the point each row is (None: row i is point i): fd at some points
 
 
 def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
@@ -304,6 +318,16 @@ def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
     return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
 
 
+def out_of_range(values: torch.Tensor, ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+    """Where the exact value is beyond the dtype's largest finite number (float16's 65504) and the
+    source returned that dtype's rounding of it (an infinity of its sign, or its largest number):
+    no value of the dtype can hold it, so there is nothing to check (every source, not only the
+    declared formula's own evaluation)."""
+    hi = ex.hi[:, cols]
+    big = DTYPES[dtype].max
+    return (ex.kind[:, cols] == VALUE) & (hi.abs() > big) & (torch.sign(values) == torch.sign(hi)) & (values.abs() >= big)
+
+
 def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
           dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
@@ -337,7 +361,8 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
         lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
         note = torch.where(lost, NOT_COMPUTABLE, note)
-    return verdict, note
+    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype)
+    return torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, note)
 
 
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
@@ -373,6 +398,8 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
         lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
         code = torch.where(lost, NOT_COMPUTABLE, code)
+    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype)
+    verdict, code = torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, code)
     return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
 
@@ -397,13 +424,16 @@ def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: Exa
     agree = fd_agrees_array(values, fd_tol, hi)
     cmp = Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=fd_tol, agree=agree)
     verdict = _verdicts(ex.kind[:, cols], agree)
+    # no difference could be taken (the forward fails or is not finite on both sides): unavailable
+    verdict = torch.where(values.isnan() & fd_error.isinf() & (verdict == 1), 3, verdict)
     noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
 
 
-def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | None, str]:
-    verdict = int(g.verdict[i, j])
+def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | None = None) -> tuple[str | None, str]:
+    t = t if t is not None else _Lists(g, None, whole=False)
+    verdict = t.verdict[i][j]
     if verdict == 2:
         left, right = as_float(e.left), as_float(e.right)
         lo, hi = min(left, right), max(left, right)
@@ -413,26 +443,30 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float) -> tuple[str | 
             + (" (between the two: a valid one-sided choice or subgradient)" if between else " (outside both)")
         )
     if verdict == 3:
-        return None, e.reason
+        return None, e.reason if e.kind != "value" else FD_UNAVAILABLE
     if verdict in (4, 5) and g.source != "fd":
-        return BAND_NOTES[int(g.attribution[i, j])](g, i, j, value)
+        return BAND_NOTES[t.attribution[i][j]](g, i, j, value)
     if g.source == "fd":
         if verdict == 1:
-            if g.noise is not None and bool(g.noise[i, j]):
+            if t.noise is not None and t.noise[i][j]:
                 return "noise", "finite-difference truncation or rounding, not a bug"
             return "forward_mismatch", "differences of a forward that does not compute the model"
         return None, e.reason
     if g.quantity in ("loss", "value") and verdict == 1:
         return "forward_mismatch", "the forward value differs from the declared loss: this forward does not compute the model"
-    if verdict == 1 and int(g.attribution[i, j]) == OUTSIDE_CORNER:
+    if verdict == 1 and t.attribution[i][j] == OUTSIDE_CORNER:
         left, right = as_float(e.left), as_float(e.right)
         return "wrong", (f"{e.reason}: left {left:.17g}, right {right:.17g}; the source returned {value:.17g}, "
                          "outside both: at a corner a source must return a value between the one-sided "
                          "derivatives (a subgradient)")
-    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[int(g.attribution[i, j])]
+    attribution, note = (SECOND_ATTRIBUTION if g.quantity == "second" else ATTRIBUTION)[t.attribution[i][j]]
     if verdict == 1 and not math.isfinite(value):
         note = f"the source returned {value} where the exact value is finite; {note}"
     return attribution, note or e.reason
+
+
+FD_UNAVAILABLE = ("finite differences unavailable at this point: the forward fails or is not finite on both "
+                  "sides of it within the step (the edge of its domain)")
 
 
 def _explained_note(g: Group, i: int, j: int, value: float) -> tuple[str | None, str]:
@@ -457,30 +491,74 @@ BAND_NOTES: dict[int, Any] = {
     NOT_COMPUTABLE: _band_note("the declared formula is not computable in this dtype at this point (an intermediate "
                                "overflows, or its own rounding exceeds the value): not torch being wrong",
                                "not_computable"),
+    OUT_OF_RANGE: _band_note("the exact value is beyond this dtype's largest finite number: no value of the dtype "
+                             "can hold it (an infinity is its rounding), so there is nothing to check here",
+                             "not_computable"),
 }
 
 
-def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays) -> Check:
+class _Lists:
+    """A group's and its exact side's arrays as nested lists read once (``whole``: indexing a
+    tensor element by element costs a torch call per number, most of a small check's time), or
+    read element by element (a few checks of a large group)."""
+
+    def __init__(self, g: Group, ex: ExactArrays | None, whole: bool = True) -> None:
+        read = (lambda t: t.tolist()) if whole else _Cells
+        self.values, self.verdict, self.attribution = read(g.values), read(g.verdict), read(g.attribution)
+        self.err, self.rel, self.ulps, self.tol = (read(t) for t in (g.cmp.err, g.cmp.rel, g.cmp.ulps, g.cmp.tol))
+        self.fd_error = read(g.fd_error) if g.fd_error is not None else None
+        self.noise = read(g.noise) if g.noise is not None else None
+        if ex is not None:
+            self.kind, self.hi = read(ex.kind), read(ex.hi)
+            self.left, self.right = read(ex.left), read(ex.right)
+        self.labels: dict[int, dict[str, Any]] = {}  # column -> `_label`
+        self.texts: dict[int, str] = {}  # id of an exact value -> `exact_text` (shared by a dtype's groups)
+
+
+class _Cells:
+    """``t[i][j]`` as the Python number `tolist` would give, one element at a time."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+    def __getitem__(self, i: int) -> Any:
+        return _Row(self.t, i)
+
+
+class _Row:
+    def __init__(self, t: torch.Tensor, i: int) -> None:
+        self.t, self.i = t, i
+
+    def __getitem__(self, j: int) -> Any:
+        return self.t[self.i, j].item()
+
+
+def _check(g: Group, i: int, j: int, dtype: str, entries: Sequence[Entry], ex: ExactArrays,
+           lists: _Lists | None = None) -> Check:
     ex = g.exact if g.exact is not None else ex
+    t = lists if lists is not None else _Lists(g, ex, whole=False)
     col = j + g.columns.start
     e = ex.value(i, col)
-    value = float(g.values[i, j])
-    attribution, note = _note(g, i, j, e, value)
-    verdict = VERDICT_NAMES[int(g.verdict[i, j])]
-    has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and int(ex.kind[i, col]) == VALUE
+    value = t.values[i][j]
+    attribution, note = _note(g, i, j, e, value, t)
+    verdict = VERDICT_NAMES[t.verdict[i][j]]
+    has_value = verdict in ("agree", "mismatch", "imprecise", "inconclusive") and t.kind[i][col] == VALUE
 
-    def f(t: torch.Tensor) -> float | None:
-        return float(t[i, j]) if has_value else None
+    def f(rows: list[list[float]]) -> float | None:
+        return rows[i][j] if has_value else None
 
-    left = float(ex.left[i, col]) if not has_value and ex.left[i, col] == ex.left[i, col] else None
-    right = float(ex.right[i, col]) if not has_value and ex.right[i, col] == ex.right[i, col] else None
+    left = t.left[i][col] if not has_value and t.left[i][col] == t.left[i][col] else None
+    right = t.right[i][col] if not has_value and t.right[i][col] == t.right[i][col] else None
     return Check(
-        source=g.source, dtype=dtype, **_label(g, j, entries), quantity=g.quantity, point=i,
-        exact=float(ex.hi[i, col]) if has_value else None,
-        exact_text=exact_text(e.value) if has_value else None,
-        value=value, abs_error=f(g.cmp.err), rel_error=f(g.cmp.rel), ulps=f(g.cmp.ulps), tolerance=f(g.cmp.tol),
+        source=g.source, dtype=dtype, **(t.labels.get(j) or t.labels.setdefault(j, _label(g, j, entries))),
+        quantity=g.quantity,
+        point=i if g.points is None else g.points[i],
+        exact=t.hi[i][col] if has_value else None,
+        exact_text=(t.texts.get(id(e.value)) or t.texts.setdefault(id(e.value), exact_text(e.value)))
+        if has_value else None,
+        value=value, abs_error=f(t.err), rel_error=f(t.rel), ulps=f(t.ulps), tolerance=f(t.tol),
         verdict=verdict, attribution=attribution, note=note, left=left, right=right,
-        forward=g.forward, fd_error=float(g.fd_error[i, j]) if g.fd_error is not None else None,
+        forward=g.forward, fd_error=t.fd_error[i][j] if t.fd_error is not None else None,
     )
 
 
@@ -501,6 +579,7 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
     """The checks worth showing, and one summary per group (counting every check)."""
     checks: list[Check] = []
     summaries: list[SourceSummary] = []
+    texts: dict[int, str] = {}  # the exact values live as long as this call: their ids stay theirs
     for g in groups:
         ratio = _of_tolerance(g)
         n, m = g.verdict.shape
@@ -510,23 +589,74 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
             special = torch.nonzero(g.verdict > 0)[:SPECIAL_KEPT].tolist()
             top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
-        made = {(i, j): _check(g, i, j, dtype, entries, ex) for i, j in chosen}
+        lists = _Lists(g, g.exact if g.exact is not None else ex, whole=everything)
+        lists.texts = texts
+        made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
-        valued = _valued(g)
-        worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
+        if everything and n * m <= SMALL_SUMMARY:
+            counts, worst_index, worst_rel, worst_ulps, worst_ratio = _small_summary(lists, n, m)
+        else:
+            valued = _valued(g)
+            worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
+            counts = [int((g.verdict == k).sum()) for k in range(len(VERDICT_NAMES))]
+            worst_rel, worst_ulps = _max(g.cmp.rel, valued), _max(g.cmp.ulps, valued)
+            worst_ratio = _max(ratio, valued)
         worst = made.get(worst_index) if worst_index else None
         if worst is None and worst_index is not None:
             worst = _check(g, *worst_index, dtype, entries, ex)
         summaries.append(SourceSummary(
             source=g.source, dtype=dtype, forward=g.forward, quantity=g.quantity, checks=n * m,
             vectors=bool(g.layout and g.layout[0] in ("hvp", "hvps", "vjp")),
-            agree=int((g.verdict == 0).sum()), mismatch=int((g.verdict == 1).sum()),
-            nondifferentiable=int((g.verdict == 2).sum()), undefined=int((g.verdict == 3).sum()),
-            imprecise=int((g.verdict == 4).sum()), inconclusive=int((g.verdict == 5).sum()),
-            worst_rel=_max(g.cmp.rel, valued), worst_ulps=_max(g.cmp.ulps, valued),
-            worst_of_tolerance=_max(ratio, valued), worst=worst,
+            agree=counts[AGREE], mismatch=counts[MISMATCH], nondifferentiable=counts[2], undefined=counts[3],
+            imprecise=counts[IMPRECISE], inconclusive=counts[UNRESOLVED_VERDICT],
+            worst_rel=worst_rel, worst_ulps=worst_ulps, worst_of_tolerance=worst_ratio, worst=worst,
         ))
     return checks, summaries
+
+
+SMALL_SUMMARY = 4096  # checks per group up to which its summary is counted in Python (no torch calls)
+_MOST_NEGATIVE = -1.7976931348623157e308  # what torch.nan_to_num makes of -inf
+
+
+def _small_summary(t: _Lists, n: int, m: int) -> tuple[list[int], tuple[int, int] | None, float | None,
+                                                        float | None, float | None]:
+    """The summary's counts and worsts from the lists of a small group, exactly as the tensor
+    code computes them (`_valued`, `_of_tolerance`, `_max`, ``argmax``: the first largest)."""
+    counts = [0] * len(VERDICT_NAMES)
+    best: tuple[float, int, int] | None = None
+    rel: float | None = None
+    ulps: float | None = None
+    for i in range(n):
+        for j in range(m):
+            v = t.verdict[i][j]
+            counts[v] += 1
+            if not (v <= 1 and t.attribution[i][j] != OUTSIDE_CORNER):
+                continue
+            err, tol = t.err[i][j], t.tol[i][j]
+            if tol == 0:
+                r = math.nan if (err == 0 or math.isnan(err)) else math.inf
+            else:
+                r = err / tol
+            r = 0.0 if math.isnan(r) else (_MOST_NEGATIVE if r == -math.inf else r)
+            if best is None or r > best[0]:
+                best = (r, i, j)
+            a, b = _as_max(t.rel[i][j]), _as_max(t.ulps[i][j])
+            rel = a if rel is None or a > rel else rel
+            ulps = b if ulps is None or b > ulps else ulps
+    if best is None:
+        return counts, None, None, None, None
+    # the tensor code's argmax runs over every check, the unvalued ones at −1: a valued one wins
+    # unless every valued ratio is below −1, which a ratio of non-negative numbers never is
+    return counts, (best[1], best[2]), rel, ulps, _as_max(best[0])
+
+
+def _as_max(x: float) -> float:
+    """What `_max`'s ``nan_to_num(nan=inf)`` makes of one number (±inf become the largest finite)."""
+    if math.isnan(x):
+        return math.inf
+    if math.isinf(x):
+        return -_MOST_NEGATIVE if x > 0 else _MOST_NEGATIVE
+    return x
 
 
 def _max(t: torch.Tensor, mask: torch.Tensor) -> float | None:

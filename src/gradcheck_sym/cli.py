@@ -221,9 +221,9 @@ def _verify(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if not args.quiet:
             _err(msg)
 
-    if args.no_cache:
-        from . import cache
+    from . import cache  # here, once: the model workers forked below inherit it
 
+    if args.no_cache:
         cache.disable()
     if args.expr is None and (args.params or args.domain):
         _err("error: --params and --domain go with --expr TEXT (a loss typed on the command line)")

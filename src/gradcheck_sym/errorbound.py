@@ -79,8 +79,10 @@ class _Pass:
 
     T = torch
 
-    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None) -> None:
+    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None,
+                 u: float = 2.0**-53) -> None:
         self.prog = prog
+        self.u = u  # the unit roundoff the sizes are for: only an op's `accuracy` term depends on it
         self.errors = errors  # False: values only (the float64 gradient program, for speed)
         self.widen = widen  # extra rounding charged to each slot's value (`explained_scales`)
         n = len(prog)
@@ -96,14 +98,18 @@ class _Pass:
     def combine(self, parts: list[tuple[int, Tensor]], roundings: list[Tensor]) -> tuple[Tensor, Tensor]:
         if not self.errors:
             return self.E[0], self.V[0]
-        e = torch.zeros((), dtype=torch.float64)
-        var = torch.zeros((), dtype=torch.float64)
+        # sums of non-negative terms in a fixed order, started at the first term rather than at a
+        # zero tensor (0 + t is t exactly): one torch operation fewer per term on tiny batches
+        e: Any = None
+        var: Any = None
         for a, d in parts:
-            e = e + d.abs() * self.E[a]
-            var = var + d * d * self.V[a]
+            te, tv = d.abs() * self.E[a], d * d * self.V[a]
+            e, var = (te, tv) if e is None else (e + te, var + tv)
         for r in roundings:
-            e = e + r.abs()
-            var = var + r * r
+            te, tv = r.abs(), r * r
+            e, var = (te, tv) if e is None else (e + te, var + tv)
+        if e is None:
+            return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
         return e, var
 
     def local_partials(self, k: int) -> list[Tensor]:
@@ -161,14 +167,17 @@ def _widening(run: _Pass) -> list[Any]:
     return out
 
 
-def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False) -> ErrorScales:
+def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False,
+                       u: float = 2.0**-53) -> ErrorScales:
     """Running error analysis of every output of a program (or `symbolic.GradientProgram`) at
     every point (values of its variables), all points in one pass; with ``explained`` also the
-    wider bound of `ErrorScales.explained` (a second pass) and each point's largest value."""
+    wider bound of `ErrorScales.explained` (a second pass) and each point's largest value.  ``u``:
+    the unit roundoff of the dtype, which matters only for programs with an op whose torch
+    implementation has an error of its own in no dtype's units (`dtype_dependent`)."""
     prog = _program(gp)
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
-        run = _Pass(prog, batch)
+        run = _Pass(prog, batch, u=u)
         run.run()
         n = batch.shape[0]
         w = _columns([run.E[o] for o in prog.outputs], n)
@@ -177,7 +186,7 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
             return ErrorScales(worst=w, probable=v.sqrt())
         sizes = [m for m in map(_magnitude, run.v) if m is not None]
         largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
-        wide = _Pass(prog, batch, widen=_widening(run))
+        wide = _Pass(prog, batch, widen=_widening(run), u=u)
         wide.run()
         from .compare import error_scale
 
@@ -185,6 +194,12 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         wide_v = _columns([wide.V[o] for o in prog.outputs], n)
         return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
                            largest=largest.to(torch.float64))
+
+
+def dtype_dependent(gp: Any) -> bool:
+    """Whether some op of the program has an error independent of the dtype (`ir.ops.OpSpec.accuracy`,
+    torch's trigamma): its error sizes in units of u then differ from one dtype to another."""
+    return any(REGISTRY[op].accuracy is not None for op in _program(gp).ops)
 
 
 def program_batch(prog: Program, points: Tensor) -> Tensor:
@@ -216,7 +231,31 @@ def error_scales(gp: Any, point: Sequence[float]) -> ErrorScales:
     return error_scales_batch(gp, [point])
 
 
-def _trusted(prog: Program, points: Sequence[Sequence[float]], out: Tensor) -> Tensor:
+def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple[Tensor, Tensor]:
+    """Every output of ``prog`` in float64 and its worst-case rounding size, from one error pass
+    (the values an error pass computes are `program_batch`'s), for `_trusted`; the last answer
+    is kept (`input_sensitivity` and `output_sensitivity` of a one-variable model ask twice)."""
+    key = (id(prog), tuple(map(tuple, points)))
+    if _LAST_PASS and _LAST_PASS[0] == key and _LAST_PASS[1] is prog:
+        kept: tuple[Tensor, Tensor] = _LAST_PASS[2]
+        return kept
+    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+    with torch.no_grad():
+        run = _Pass(prog, batch)
+        run.run()
+        n = batch.shape[0]
+        out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
+    _LAST_PASS[:] = [key, prog, out] if n <= _KEPT_POINTS else []
+    return out
+
+
+_KEPT_POINTS = 256  # a larger answer is not kept (a few MiB at most stay alive between checks)
+
+
+_LAST_PASS: list[Any] = []
+
+
+def _trusted(prog: Program, points: Sequence[Sequence[float]], out: Tensor, worst: Tensor | None = None) -> Tensor:
     """``out`` (the program in float64) with the rows where its own rounding bound is not small
     against a value replaced by exact values (a declaration that cancels in float64, such as
     ``(e²ˣ − 1)/(e²ˣ + 1)`` at x = 30, would make the sensitivity depend on how it is written)."""
@@ -225,8 +264,9 @@ def _trusted(prog: Program, points: Sequence[Sequence[float]], out: Tensor) -> T
     from .compare import as_float
     from .reference import program_values
 
-    es = error_scales_batch(prog, points)
-    unsure = ~(2.0**-53 * es.worst <= 2.0**-10 * out.abs()) & (es.worst != 0)
+    if worst is None:
+        worst = error_scales_batch(prog, points).worst
+    unsure = ~(2.0**-53 * worst <= 2.0**-10 * out.abs()) & (worst != 0)
     out = out.clone()
     for r in torch.nonzero(unsure.any(dim=1)).reshape(-1).tolist():
         try:
@@ -251,7 +291,7 @@ def input_sensitivity(hessian: Any, wrt: Sequence[sp.Symbol], points: Sequence[S
     [[nan, 24.0]]
     """
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
-    out = _trusted(hessian.program, points, program_batch(hessian.program, batch))
+    out = _trusted(hessian.program, points, *_values_and_worst(hessian.program, points))
     n = len(hessian.variables)
     h = out[:, 1 + n:1 + n + n * n].reshape(-1, n, n)
     rows = [list(hessian.variables).index(s) for s in wrt]
@@ -270,8 +310,7 @@ def output_sensitivity(hessian: Any, points: Sequence[Sequence[float]]) -> Tenso
     >>> output_sensitivity(hessian_program(sp.tanh(x), (x,), (x,)), [[30.0]]).tolist()
     [[0.0, 2.0]]
     """
-    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
-    out = _trusted(hessian.program, points, program_batch(hessian.program, batch))
+    out = _trusted(hessian.program, points, *_values_and_worst(hessian.program, points))
     y, d1, d2 = out[:, 0].abs(), out[:, 1].abs(), out[:, 2].abs()
     term = torch.where(d2 == 0, torch.zeros_like(y), y * d2 / d1)
     return torch.stack([torch.zeros_like(y), torch.nan_to_num(term, nan=0.0, posinf=0.0)], dim=1)

@@ -25,4 +25,4 @@ def ulps(x: float | None) -> str:
 
 
 def short_dtype(dtype: str) -> str:
-    return {"float64": "f64", "float32": "f32"}.get(dtype, dtype)
+    return {"float64": "f64", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(dtype, dtype)

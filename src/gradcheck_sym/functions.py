@@ -11,7 +11,10 @@ import sympy as sp
 
 from .ir.ops import REGISTRY, STRUCTURAL, OpSpec, supported_names
 
-FUNCTIONS: dict[type, OpSpec] = {s.sympy[0]: s for s in REGISTRY.values() if s.function}
+FUNCTIONS: dict[type, OpSpec] = {}
+for _spec in REGISTRY.values():  # a pattern entry (softplus, on `log`) does not displace the function
+    if _spec.function:
+        FUNCTIONS.setdefault(_spec.sympy[0], _spec)
 
 __all__ = ["FUNCTIONS", "STRUCTURAL", "rewrite_kink", "supported_names"]
 

@@ -28,7 +28,7 @@ one-sided values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -273,6 +273,8 @@ class ExactTable:
 
     refs: tuple[PointReference, ...]  # per point: .loss the first derivative, .grads[j] ∂/∂wrt[j]
     scale: torch.Tensor  # (points, 1 + len(wrt)): rounding-error scale in units of u
+    by_dtype: dict[str, torch.Tensor] = field(default_factory=dict)  # the scale for a dtype whose u changes it
+    #   (`errorbound.dtype_dependent`: trigamma's series error is the same in every dtype)
 
 
 def scalarize(outputs: Sequence[sp.Expr], cotangent: Sequence[Fraction | int]) -> sp.Expr:
@@ -315,7 +317,7 @@ class SecondOrder:
         if self._hessian is None:
             self._hessian = hessian_program(self.f, self.variables, self.wrt, model=self.model)
         n = len(self.wrt)
-        values, scale = _evaluate_all(self._hessian, points, [[] for _ in points], factor)
+        values, scale, by_dtype = _evaluate_all(self._hessian, points, [[] for _ in points], factor)
         tables = []
         for i in range(n):
             cols = [1 + i] + [1 + n + i * n + j for j in range(n)]
@@ -324,7 +326,8 @@ class SecondOrder:
                 first = vals[1 + i]
                 refs.append(_gone(first, self.wrt[i], n) or PointReference(
                     first, tuple(vals[c] for c in cols[1:]), arithmetic, boundary))
-            tables.append(ExactTable(refs=tuple(refs), scale=scale[:, cols]))
+            tables.append(ExactTable(refs=tuple(refs), scale=scale[:, cols],
+                                     by_dtype={d: t[:, cols] for d, t in by_dtype.items()}))
         return tables
 
     def hvp(self, vector: Sequence[Fraction], points: Sequence[Point], factor: float = 1.0) -> ExactTable:
@@ -332,14 +335,14 @@ class SecondOrder:
         if self._hvp is None:
             self._hvp = hvp_program(self.f, self.variables, self.wrt, model=self.model)
         n = len(self.wrt)
-        values, scale = _evaluate_all(self._hvp, points, [list(vector) for _ in points], factor)
+        values, scale, by_dtype = _evaluate_all(self._hvp, points, [list(vector) for _ in points], factor)
         cols = [1 + 2 * n] + [1 + n + j for j in range(n)]
         refs = []
         for vals, arithmetic, boundary in values:
             gone = next((_gone(vals[1 + i], self.wrt[i], n) for i, c in enumerate(vector)
                          if c and not vals[1 + i].is_value), None)
             refs.append(gone or PointReference(vals[cols[0]], tuple(vals[c] for c in cols[1:]), arithmetic, boundary))
-        return ExactTable(refs=tuple(refs), scale=scale[:, cols])
+        return ExactTable(refs=tuple(refs), scale=scale[:, cols], by_dtype={d: t[:, cols] for d, t in by_dtype.items()})
 
 
 def _gone(first: ExactValue, w: sp.Symbol, n: int) -> PointReference | None:
@@ -352,16 +355,25 @@ def _gone(first: ExactValue, w: sp.Symbol, n: int) -> PointReference | None:
     return PointReference(gone, tuple(gone for _ in range(n)), "", False)
 
 
-def _evaluate_all(dp: DerivativeProgram, points: Sequence[Point], extras: Sequence[Sequence[Number]],
-                  factor: float) -> tuple[list[tuple[list[ExactValue], str, bool]], torch.Tensor]:
-    """Every output at every point, exactly, and the rounding-error scale of each (units of u)."""
+def _evaluate_all(dp: DerivativeProgram, points: Sequence[Point], extras: Sequence[Sequence[Number]], factor: float
+                  ) -> tuple[list[tuple[list[ExactValue], str, bool]], torch.Tensor, dict[str, torch.Tensor]]:
+    """Every output at every point, exactly, and the rounding-error scale of each (units of u of
+    float64; and of each other dtype where they differ, `errorbound.dtype_dependent`)."""
     from flint import fmpq
 
     from .compare import error_scale
-    from .errorbound import error_scales_batch
+    from .dtypes import DTYPES
+    from .errorbound import dtype_dependent, error_scales_batch
 
     rows = [_point(dp, p, e) for p, e in zip(points, extras)]
-    es = error_scales_batch(dp.program, [[float(q) for q in r] for r in rows])
+    floats = [[float(q) for q in r] for r in rows]
+    es = error_scales_batch(dp.program, floats)
+    by_dtype: dict[str, torch.Tensor] = {}
+    if dtype_dependent(dp.program):
+        for name, d in DTYPES.items():
+            if name != "float64":
+                other = error_scales_batch(dp.program, floats, u=d.unit_roundoff)
+                by_dtype[name] = factor * error_scale(other.worst, other.probable)
     worst = es.worst.tolist()
     rational = maybe_rational(dp.program)
     out = []
@@ -369,7 +381,7 @@ def _evaluate_all(dp: DerivativeProgram, points: Sequence[Point], extras: Sequen
         pv = program_values(dp.program, [fmpq(q.numerator, q.denominator) for q in r], scales=scales,
                             rational=rational)
         out.append((list(pv.values), pv.arithmetic, pv.boundary))
-    return out, factor * error_scale(es.worst, es.probable)
+    return out, factor * error_scale(es.worst, es.probable), by_dtype
 
 
 def second_order(f: sp.Expr, variables: tuple[sp.Symbol, ...], wrt: tuple[sp.Symbol, ...], *, cache: Any = None,

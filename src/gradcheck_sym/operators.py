@@ -133,11 +133,15 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
                     factor: float, target: str, all_checks: bool, say: Callable[[str], None], order: int,
                     modes: tuple[str, ...], *, strict: bool = False) -> ModelResult:
     """`verifier.verify` for a model declared with ``outputs=``."""
-    from .verifier import _domain, _fd_for, _groups, _loss_text, _sources, _variable_info, prepare, references
+    from .dtypes import DTYPES as FLOAT_TYPES
+    from .dtypes import FD_NOTE
+    from .options import SUPPORTED_DTYPES
+    from .verifier import (_domain, _dtype_scale, _fd_for, _groups, _loss_text, _sources, _variable_info, prepare,
+                           references)
 
     for d in dtypes:
-        if d not in DTYPES:
-            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
+        if d not in SUPPORTED_DTYPES:
+            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(SUPPORTED_DTYPES)}")
     m, n = len(model.outputs), len(model.entries)
     exact_points = points_for(model, samples, seed, explicit=explicit)
     if not exact_points:
@@ -170,11 +174,13 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
         by_scalar = []
         for k, (view, prepared, refs, scale) in enumerate(scalars):
             subject = src.Subject(view, forward=prepared.subject.forward)
-            ex = ch.exact_arrays([refs[p] for p in pts], scale[index])
+            ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]))
             outs = {name: f(subject, pts, dtype) for name, f in _sources(view)}
-            fds = {"model": src.finite_differences(subject, pts, dtype)}
-            if view.impl is not None:
-                fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
+            fds = {}
+            if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16 (`dtypes.FD_NOTE`)
+                fds["model"] = src.finite_differences(subject, pts, dtype)
+                if view.impl is not None:
+                    fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
             groups = [dataclasses.replace(g, exact=ex) for g in _groups(outs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])]
             if k < m and "fwd" in modes:
                 more, refused = orders.fwd_groups(subject, list(outs), pts, dtype, ex, lambda s: _fd_for(groups, s))
@@ -197,7 +203,9 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
     return ModelResult(
         name=model.name, status="fail" if failed else "pass", target=target, description=model.description,
         loss=_loss_text(model), loss_latex=model.latex or (sp.latex(model.loss) if n + m <= 40 else ""),
-        variables=_variable_info(model), domain=_domain(model), n_params=model.n_params, notes=model.notes,
+        variables=_variable_info(model), domain=_domain(model), n_params=model.n_params,
+        notes=model.notes + tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1)
+                                  for d in dtypes if not FLOAT_TYPES[d].finite_differences),
         points={d: [_point(model, p) for p in pts] for d, pts in per_dtype.items()},
         arithmetic=tuple(sorted({r.arithmetic for _, _, refs, _ in scalars for r in refs.values()})),
         sources=tuple(name for name, _ in _sources(scalars[0][0])) + ("fd",), checks=tuple(kept), complete=complete,

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import GradcheckError
+
 
 PREFIX = "gradcheck"
-DTYPES = ("float64", "float32")  # every float type gradcheck_sym checks, in default order
+DTYPES = ("float64", "float32")  # the float types checked by default, in order
+SUPPORTED_DTYPES = ("float64", "float32", "bfloat16", "float16")  # every one `--dtypes` may name (`dtypes.DTYPES`)
 
 
 def positive_int(text: str) -> int:
@@ -40,9 +43,9 @@ def seconds(text: str) -> float | None:
 
 def dtype_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [t for t in items if t not in DTYPES]
+    bad = [t for t in items if t not in SUPPORTED_DTYPES]
     if bad or not items:
-        raise ValueError(f"expected a comma-separated list of {', '.join(DTYPES)}, got {text!r}")
+        raise ValueError(f"expected a comma-separated list of {', '.join(SUPPORTED_DTYPES)}, got {text!r}")
     return items
 
 
@@ -62,6 +65,19 @@ def mode_list(text: str) -> tuple[str, ...]:
     if bad or not items:
         raise ValueError(f"expected a comma-separated list of {', '.join(MODES)}, got {text!r}")
     return tuple(m for m in MODES if m in items)
+
+
+def check_settings(order: Any, modes: Any) -> tuple[int, tuple[str, ...]]:
+    """``order`` and ``modes`` validated, as `verify` takes them."""
+    if isinstance(order, bool) or order not in ORDERS:
+        raise GradcheckError(f"`order` must be 1 or 2, got {order!r}")
+    if isinstance(modes, str):
+        modes = tuple(m.strip() for m in modes.split(",") if m.strip())
+    modes = tuple(modes)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise GradcheckError(f"`modes` must be a non-empty list of {', '.join(MODES)}, got {modes!r}")
+    return int(order), tuple(m for m in MODES if m in modes)
 
 
 def boolean(text: str) -> bool:
@@ -103,7 +119,8 @@ SEED = Option(
 )
 DTYPES_OPTION = Option(
     name="dtypes", metavar="LIST", parse=dtype_list, default=DTYPES,
-    help="float types to check, comma-separated (default: float64,float32)",
+    help="float types to check, comma-separated, of float64, float32, bfloat16, float16 (bfloat16 and float16 "
+    "without finite differences) (default: float64,float32)",
 )
 REPORT_DIR = Option(
     name="report-dir", metavar="DIR", parse=str, default="reports",

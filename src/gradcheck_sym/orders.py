@@ -19,7 +19,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import sympy as sp
 import torch
@@ -38,9 +37,6 @@ HESSIAN_MAX_ENTRIES = 30  # larger models are checked with Hessian-vector produc
 # A wrong formula (a lost term, a detached factor) is off by far more.
 HEADROOM = 8.0
 HVP_VECTORS = 2  # seeded random ±1 vectors per model and output
-
-MODES = ("rev", "fwd")
-ORDERS = (1, 2)
 
 JVP_SOURCES: dict[str, Callable[..., src.SourceOutput]] = {"autograd": src.jvp_autograd, "impl": src.jvp_impl}
 SECOND_SOURCES: dict[str, Callable[..., src.SourceOutput]] = {"autograd": src.second_autograd, "impl": src.second_impl}
@@ -114,17 +110,17 @@ def second_exact(model: Model, f: sp.Expr, unique: Sequence[tuple[float, ...]], 
     return SecondExact(tables=[so.hvp(v, points, factor) for v in vectors], layout=("hvp", n), vectors=vectors)
 
 
-def exact_arrays_at(table: ExactTable, rows: Sequence[int]) -> ch.ExactArrays:
+def exact_arrays_at(table: ExactTable, rows: Sequence[int], dtype: str = "float64") -> ch.ExactArrays:
     """A table's exact values at the given unique-point rows (one per point of a dtype)."""
     index = torch.tensor(list(rows), dtype=torch.long)
-    return ch.exact_arrays([table.refs[r] for r in rows], table.scale[index])
+    return ch.exact_arrays([table.refs[r] for r in rows], table.by_dtype.get(dtype, table.scale)[index])
 
 
 def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Point], dtype: str,
                   exact: SecondExact, rows: Sequence[int], *, output: int | None = None
                   ) -> tuple[list[ch.Group], list[NotSupported]]:
     """Every source's double backward against the exact second derivatives."""
-    ex = ch.stack_exact([exact_arrays_at(t, rows) for t in exact.tables])
+    ex = ch.stack_exact([exact_arrays_at(t, rows, dtype) for t in exact.tables])
     vectors = None if exact.vectors is None else [[float(c) for c in v] for v in exact.vectors]
     outs, unsupported = _outputs(names, "second",
                                  lambda name: SECOND_SOURCES[name](subject, pts, dtype, vectors=vectors))
@@ -147,18 +143,3 @@ def unique_unsupported(items: Sequence[NotSupported]) -> tuple[NotSupported, ...
     for u in items:
         seen.setdefault((u.source, u.quantity), u)
     return tuple(seen.values())
-
-
-def check_settings(order: Any, modes: Any) -> tuple[int, tuple[str, ...]]:
-    """``order`` and ``modes`` validated, as `verify` takes them."""
-    from .errors import GradcheckError
-
-    if isinstance(order, bool) or order not in ORDERS:
-        raise GradcheckError(f"`order` must be 1 or 2, got {order!r}")
-    if isinstance(modes, str):
-        modes = tuple(m.strip() for m in modes.split(",") if m.strip())
-    modes = tuple(modes)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise GradcheckError(f"`modes` must be a non-empty list of {', '.join(MODES)}, got {modes!r}")
-    return int(order), tuple(m for m in MODES if m in modes)

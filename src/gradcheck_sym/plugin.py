@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .options import SUPPORTED_DTYPES
 from .options import (DTYPES_OPTION, MODES_OPTION, ORDER, PREFIX, REPORT_DIR, SAMPLES, SEED, SHARED, STRICT, TIMEOUT,
                       Option)
 
@@ -303,7 +304,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_sep("=", "gradcheck_sym")
     tr.write_line(f"{len(models)} gradient checks ({sum(m.n_checks for m in models)} values checked): "
                   f"{failed} failed, {len(models) - failed} passed")
-    for dtype in ("float64", "float32"):
+    for dtype in SUPPORTED_DTYPES:
         ratios = [s.worst_of_tolerance for m in models for s in summarize(m)
                   if s.dtype == dtype and s.source != "fd" and s.worst_of_tolerance is not None]
         if ratios:

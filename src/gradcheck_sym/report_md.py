@@ -329,7 +329,20 @@ def _sources(m: ModelResult) -> list[str]:
         "need there (from running error analysis of the gradient; see the README).  Finite differences "
         "(fd) are held to their own error estimate; their mismatches are noise, never failures.",
         "",
+        *_fd_coverage(m),
     ]
+
+
+def _fd_coverage(m: ModelResult) -> list[str]:
+    """Where finite differences were computed (when not at every point) and how the impl was called."""
+    lines = []
+    if m.fd_points:
+        counts = ", ".join(f"{n:,} of {len(m.points.get(d, ())):,} points in {d}" for d, n in m.fd_points.items())
+        lines += [f"Finite differences were computed at {counts}: a fixed sample (the first points) and every "
+                  "point where a source disagrees with the exact value, where they attribute the disagreement.", ""]
+    if m.impl_calls:
+        lines += [f"Calls of the `impl` for finite differences: {m.impl_calls}.", ""]
+    return lines
 
 
 # -- orders and modes (only on pages of runs with more than first-order reverse mode) ----------

@@ -196,6 +196,8 @@ class ModelResult:
     modes: tuple[str, ...] = ("rev",)  # "rev" (backward, VJPs), "fwd" (forward mode, JVPs)
     second_method: str = ""  # how second derivatives were checked: the full Hessian, or HVPs
     unsupported: tuple[NotSupported, ...] = ()  # sources that cannot compute a quantity, and why
+    fd_points: dict[str, int] = field(default_factory=dict)  # dtype -> points fd was computed at, where not all
+    impl_calls: str = ""  # how the user's impl was called: "torch.func.vmap", or one call per point and why
 
     @property
     def failed(self) -> tuple[Check, ...]:
@@ -279,7 +281,8 @@ def _number(x: Any) -> Any:
 # Fields added with second order and forward mode: written only when they say something, so
 # that first-order results (and older readers) see the same file as before.
 _NEW_CHECK_FIELDS = ("output", "param2", "index2", "vector")
-_NEW_MODEL_FIELDS = {"outputs": (), "order": 1, "modes": ("rev",), "second_method": "", "unsupported": ()}
+_NEW_MODEL_FIELDS = {"outputs": (), "order": 1, "modes": ("rev",), "second_method": "", "unsupported": (),
+                     "fd_points": {}, "impl_calls": ""}
 
 
 def _encode(x: Any) -> Any:

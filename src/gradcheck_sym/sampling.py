@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import sympy as sp
 
+from .dtypes import DTYPES as FLOAT_TYPES
 from .model import Model
 from .options import DTYPES as DTYPES
 
@@ -27,7 +28,7 @@ def to_float32(x: float) -> float:
 def round_to(x: Fraction | float, dtype: str) -> float:
     """``x`` rounded to ``dtype`` (float64 first, as torch would receive it)."""
     f = float(x)
-    return to_float32(f) if dtype == "float32" else f
+    return to_float32(f) if dtype == "float32" else f if dtype == "float64" else FLOAT_TYPES[dtype].round(f)
 
 
 def _step32(x: float, up: bool) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .budget import TimedOut
 from .dtypes import UNIT_ROUNDOFF
 from .errors import ImplError
 from .model import Model, Variable
@@ -30,7 +31,7 @@ Point = tuple[float, ...]
 
 # Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
-FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5}
+FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5, "bfloat16": 2.0**-2, "float16": 2.0**-2}  # last two: noise
 FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call, at most (see `fd_batch_rows`)
 FD_BATCH_BYTES = 1 << 29  # memory one finite-difference forward call may hold (512 MiB)
 # Below this many rows per call the forward runs on one intra-op thread: torch does not split such
@@ -66,6 +67,7 @@ class SourceOutput:
     loss: list[float] | None = None  # forward value per point, where the source has one
     error_estimate: list[list[float]] | None = None  # fd only: its own error estimate
     steps: list[list[float]] | None = None  # fd only: the step h used
+    method: str = ""  # fd of the impl: how the user's code was called (`IMPL_VMAP`, or `IMPL_LOOP` and why)
 
 
 class Subject:
@@ -77,6 +79,7 @@ class Subject:
         self.forward = forward or TorchForward(model.program)
         position = {s: i for i, s in enumerate(self.symbols)}
         self.entry_positions = [position[e.symbol] for e in model.entries]
+        self.unbatched: str | None = None  # why the user's code cannot be vmapped (found once per check)
 
 
 Source = Callable[[Subject, Sequence[Point], str], SourceOutput]
@@ -168,7 +171,11 @@ def _check_loss(model: Model, out: Any, dtype: str, k: int) -> torch.Tensor:
 
 
 def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
-    """Autograd through the user's ``impl``, one call per point."""
+    """Autograd through the user's ``impl``, one call per point.
+
+    Not batched with vmap (its finite differences are): torch runs other kernels on a batch than
+    on one point's few numbers, and in float32 they differ by far more than rounding (`F.gelu` at
+    x = −3: 1,140 ulps), so a batched call would not check the code as it runs point by point."""
     model = subject.model
     assert model.impl is not None
     with one_thread_if_tiny(model):
@@ -203,6 +210,86 @@ def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput
         grads.append(row)
         losses.append(float(out.detach()))
     return SourceOutput(source="impl", grads=grads, loss=losses)
+
+
+# -- the user's code batched with torch.func.vmap (finite differences) ---------------------------
+
+IMPL_VMAP = "torch.func.vmap"  # every finite-difference row in one call
+IMPL_LOOP = "one call per row"
+
+
+class _NotBatchable(Exception):
+    """The user's code returned something under vmap that the loop would refuse."""
+
+
+def _batched(model: Model, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``rows`` (points × symbols, in the dtype) as one batched tensor per variable."""
+    out, i = {}, 0
+    for v in model.variables:
+        out[v.name] = rows[:, i : i + v.size].reshape(rows.shape[0], *v.shape)
+        i += v.size
+    return out
+
+
+def _scalar(model: Model, dtype: str, kwargs: dict[str, torch.Tensor]) -> torch.Tensor:
+    assert model.impl is not None
+    out = model.impl(**kwargs)
+    if not isinstance(out, torch.Tensor) or out.numel() != 1 or out.dtype != TORCH_DTYPES[dtype]:
+        raise _NotBatchable("it returned something other than a scalar tensor of the inputs' dtype")
+    return out.reshape(())
+
+
+@contextlib.contextmanager
+def _threads_for(scalars: int) -> Iterator[None]:
+    if scalars > TINY:
+        yield
+        return
+    with one_thread():
+        yield
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: for tiny tensors, and for the elementwise comparisons of `checks` and
+    the finite differences' forwards, which are memory-bound (on the shared 2-core machine,
+    `isfinite` and `where` over 1,000 × 224 doubles took 45-67 ms with 2 threads and 8.9 ms with
+    1; mlp-193's finite differences at 16 points, 0.67 s and 0.11 s: a second thread waits for a
+    core)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _refuse(subject: Subject, exc: BaseException) -> None:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    subject.unbatched = f"torch.func.vmap refused it: {type(exc).__name__}{': ' + text[:200] if text else ''}"
+
+
+def _vmap_losses(subject: Subject, dtype: str, columns: torch.Tensor) -> torch.Tensor | None:
+    """The impl's loss at every row of ``columns`` (symbols × rows, in the dtype) in one vmapped
+    call, or None where that does not work."""
+    if subject.unbatched is not None:
+        return None
+    from torch.func import vmap
+
+    model = subject.model
+    try:
+        with _threads_for(columns.numel()), torch.no_grad():
+            out = vmap(lambda kw: _scalar(model, dtype, kw))(_batched(model, columns.T))
+        if out.shape != (columns.shape[1],):
+            raise _NotBatchable(f"a batch of {columns.shape[1]} rows gave shape {tuple(out.shape)}")
+    except TimedOut:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code under vmap: any failure means "loop"
+        _refuse(subject, exc)
+        return None
+    return out.double()
 
 
 def _wrt_variables(model: Model) -> list[Variable]:
@@ -257,16 +344,26 @@ def _gradient_row(model: Model, wrt: list[Variable], out: Any, k: int) -> list[f
 
 
 def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The impl's loss at each row, batched with vmap where it works; a row where the code fails
+    or returns no number (a step outside its domain) is NaN, never an error of the model."""
     model = subject.model
     assert model.impl is not None
 
     def run(columns: torch.Tensor) -> torch.Tensor:
+        batched = _vmap_losses(subject, dtype, columns)
+        if batched is not None:
+            return batched
         out = []
         with one_thread_if_tiny(model):
-            for k, p in enumerate(columns.T.tolist()):
+            for p in columns.T.tolist():
                 kwargs = _kwargs(model, tuple(p), dtype, requires_grad=False)
-                with torch.no_grad():
-                    r = _call(model, "impl", model.impl, kwargs, k)
+                try:
+                    with torch.no_grad():
+                        r = model.impl(**kwargs)  # type: ignore[misc]
+                except TimedOut:
+                    raise
+                except Exception:  # noqa: BLE001 - it ran at the point itself; a step outside its domain
+                    r = None
                 out.append(float(r) if isinstance(r, torch.Tensor) and r.numel() == 1 else math.nan)
         return torch.tensor(out, dtype=torch.float64)
 
@@ -326,7 +423,11 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
     extrapolation made plus the rounding error of the differences.  Batched: every point, every
-    entry, four perturbed copies each, ``FD_BATCH_ROWS`` rows per forward."""
+    entry, four perturbed copies each, `fd_batch_rows` rows per forward.
+
+    Where a step leaves the forward's domain (it fails, or returns NaN or inf: a log at 0, a
+    probability at 0 or 1), the difference is one-sided on the side that works; where neither
+    works it is unavailable (NaN, with an infinite error estimate)."""
     f = _model_losses(subject, dtype) if forward == "model" else _impl_losses(subject, dtype)
     tdtype = TORCH_DTYPES[dtype]
     u = UNIT_ROUNDOFF[dtype]
@@ -364,9 +465,42 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     richardson = (4 * d2 - d1) / 3
     rounding = 3 * u * values.abs().amax(-1) / (h / 2)
     estimate = (richardson - d2).abs() + rounding
+    edge = ~torch.isfinite(values).all(-1)
+    if bool(edge.any()):
+        richardson, estimate = _one_sided(f, base, x, moved, values, h, edge, u, tdtype, richardson, estimate)
     return SourceOutput(
-        source="fd", forward=forward, grads=richardson.tolist(), error_estimate=estimate.tolist(), steps=h.tolist()
+        source="fd", forward=forward, grads=richardson.tolist(), error_estimate=estimate.tolist(), steps=h.tolist(),
+        method=(IMPL_VMAP if subject.unbatched is None else f"{IMPL_LOOP} ({subject.unbatched})")
+        if forward == "impl" else "",
     )
+
+
+def _one_sided(f: Callable[[torch.Tensor], torch.Tensor], base: torch.Tensor, x: torch.Tensor, moved: torch.Tensor,
+               values: torch.Tensor, h: torch.Tensor, edge: torch.Tensor, u: float, tdtype: torch.dtype,
+               richardson: torch.Tensor, estimate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """At the ``edge`` entries (a step left the forward's domain): forward or backward differences
+    with steps h and h/2 and one Richardson step (error O(h²)), on a side where the forward is
+    finite at both steps and at the point; NaN with an infinite estimate where neither side is."""
+    at = torch.nonzero(edge.any(-1)).reshape(-1)  # the points that need the value at the point itself
+    f0 = torch.full((base.shape[0],), math.nan, dtype=torch.float64)
+    f0[at] = f(base[at].T.to(tdtype).contiguous())
+    f0 = f0.unsqueeze(-1).expand_as(x)
+    finite = torch.isfinite(values)
+    richardson, estimate = richardson.clone(), estimate.clone()
+    done = ~edge
+    for a, b in ((0, 2), (1, 3)):  # forward (+h, +h/2), then backward (-h, -h/2)
+        ok = edge & ~done & finite[..., a] & finite[..., b] & torch.isfinite(f0)
+        d1 = (values[..., a] - f0) / (moved[..., a] - x)
+        d2 = (values[..., b] - f0) / (moved[..., b] - x)
+        one = 2 * d2 - d1
+        size = torch.maximum(torch.maximum(values[..., a].abs(), values[..., b].abs()), f0.abs())
+        err = (one - d2).abs() + 3 * u * size / (h / 2)
+        richardson = torch.where(ok, one, richardson)
+        estimate = torch.where(ok, err, estimate)
+        done = done | ok
+    richardson = torch.where(done, richardson, torch.full_like(richardson, math.nan))
+    estimate = torch.where(done, estimate, torch.full_like(estimate, math.inf))
+    return richardson, estimate
 
 
 # -- forward mode and second order --------------------------------------------------------------

@@ -28,7 +28,8 @@ MAX_SYMBOLIC_EXPONENT = 10**6
 
 FUNCTION_NAMES: dict[str, Any] = {spec.name: f for f, spec in FUNCTIONS.items()}
 FUNCTION_NAMES["sqrt"] = sp.sqrt
-ARITY = {"atan2": (2, 2), "Max": (2, 64), "Min": (2, 64), "Heaviside": (1, 2)}
+ARITY = {"atan2": (2, 2), "Max": (2, 64), "Min": (2, 64), "Heaviside": (1, 2), "polygamma": (2, 2), "xlogy": (2, 2),
+         "xlog1py": (2, 2)}
 CONSTANTS = {"pi": sp.pi, "E": sp.E}
 
 _REFUSED = {

@@ -21,6 +21,9 @@ from .graph import count_nodes
 from .model import Model
 from .reference import PointReference, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
+from .dtypes import DTYPES as FLOAT_TYPES
+from .dtypes import FD_NOTE
+from .options import SUPPORTED_DTYPES
 from .sampling import DTYPES, points_for, round_to, rounded
 from .structure import layers
 from .symbolic import GradientProgram, closed_form, gradient_program
@@ -56,6 +59,7 @@ class Prepared:
             model = self.model
             cf = closed_form(model.loss, tuple(e.symbol for e in self.entries))
             self._texts = {
+                "loss": _loss_text(model),
                 "loss_latex": model.latex or (_clip(sp.latex(model.loss)) if self.small else ""),
                 "closed_form": {str(s): str(e) for s, e in cf.items()} if cf else {},
                 "closed_form_latex": {str(s): sp.latex(e) for s, e in cf.items()} if cf else {},
@@ -100,10 +104,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
         try:
             f = expr.subs(line)
             lo, hi = sp.limit(f, t, 0, "-"), sp.limit(f, t, 0, "+")
-        except Exception:  # noqa: BLE001 - sympy.limit fails in many ways; then there is no limit
+            if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
+                return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
+        except Exception:  # noqa: BLE001 - sympy.limit (and mpmath under is_comparable: erfinv(2)) fails in many ways
             return None
-        if lo != hi or not (isinstance(lo, sp.Expr) and lo.is_comparable and lo.is_finite):
-            return None  # no limit, a one-sided one, an infinite one or a range (AccumBounds)
         if isinstance(lo, sp.Rational):
             return fmpq(int(lo.p), int(lo.q))
         old = ctx.prec
@@ -151,7 +155,8 @@ def verify(
     and ``grad_impl``, when given, replace the model's own.
     ``tolerance`` scales every tolerance (above 1 looser, below 1 stricter); after ``timeout``
     seconds the model is given up and reported as an error (see `budget`).  Large runs keep only
-    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.
+    the checks that matter (`checks.DETAIL_LIMIT`) unless ``all_checks``.  ``dtypes``: any of
+    float64, float32, bfloat16, float16 (the last two without finite differences, `dtypes.FD_NOTE`).
 
     ``modes``: ``"rev"`` checks the sources' backward (reverse mode: gradients, an operator's
     VJPs), ``"fwd"`` their forward-mode AD (JVPs); ``order=2`` adds second derivatives (double
@@ -176,7 +181,7 @@ def verify(
             progress(msg)
 
     try:
-        from .orders import check_settings
+        from .options import check_settings  # torch-free: a cached result needs no torch
 
         if not (isinstance(tolerance, (int, float)) and tolerance > 0 and math.isfinite(tolerance)):
             raise GradcheckError(f"`tolerance` must be a positive factor, got {tolerance!r}")
@@ -320,8 +325,8 @@ def _verify(
     from . import sources as src
 
     for d in dtypes:
-        if d not in DTYPES:
-            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(DTYPES)}")
+        if d not in SUPPORTED_DTYPES:
+            raise GradcheckError(f"dtype `{d}` is not supported; use {', '.join(SUPPORTED_DTYPES)}")
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
     subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
@@ -339,17 +344,30 @@ def _verify(
         say(f"{model.name}: exact second derivatives at {len(unique)} points")
         second = orders.second_exact(model, model.loss, unique, factor, seed)
     kept, summaries, failed, complete, source_names = [], [], False, True, []
+    fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
+    methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
-        ex = ch.exact_arrays([refs[p] for p in pts], scale[index], **{k: v[index] for k, v in band.items()})
+        ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]),
+                             **{k: v[index] for k, v in band.items()})
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
-        fds = {"model": src.finite_differences(subject, pts, dtype)}
-        if model.impl is not None:
-            fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
-        groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])
+        fds = {}
+        at, plain = None, {}
+        if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16: a note says so (`dtypes.FD_NOTE`)
+            with src.one_thread():  # elementwise comparisons and forwards (see `sources.one_thread`)
+                at, plain = fd_points(outputs, ex, dtype, everywhere="fwd" in modes)
+                fd_pts = pts if at is None else [pts[i] for i in at]
+                fds["model"] = src.finite_differences(subject, fd_pts, dtype)
+                if model.impl is not None:
+                    fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl")
+            if at is not None:
+                fd_counts[dtype] = len(at)
+        methods += [o.method for o in (*outputs.values(), *fds.values()) if o.method]
+        with src.one_thread():
+            groups = _groups(outputs, fds, ex, dtype, UNIT_ROUNDOFF[dtype], at, plain)
         names = list(outputs)
         if "rev" not in modes:
             groups = [g for g in groups if g.source == "fd" or g.quantity != "grad"]
@@ -365,29 +383,32 @@ def _verify(
             unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
         everything = all_checks or size <= ch.DETAIL_LIMIT
-        made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
+        with src.one_thread():
+            made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
+            failed = failed or ch.any_failure(groups, strict)
         kept += made
         complete = complete and everything
         summaries += sums
-        failed = failed or ch.any_failure(groups, strict)
         source_names = list(outputs) + ["fd"]
     texts = prepared.texts()
     say(f"{model.name}: finite-difference step study")
-    study = _step_study(prepared, subject, dtypes, exact_points, refs)
+    with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
+    study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
+    fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
     points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
         status="fail" if failed else "pass",
         target=target,
         description=model.description,
-        loss=_loss_text(model),
+        loss=texts["loss"],
         loss_latex=texts["loss_latex"] if not model.latex else model.latex,
         variables=_variable_info(model),
         domain=_domain(model),
         n_params=model.n_params,
         closed_form=dict(texts["closed_form"]),  # a result's own dicts, not the model's
         closed_form_latex=dict(texts["closed_form_latex"]),
-        notes=model.notes,
+        notes=model.notes + fd_notes,
         points=points_out,
         arithmetic=tuple(sorted({r.arithmetic for r in refs.values()})),
         sources=tuple(source_names),
@@ -400,7 +421,66 @@ def _verify(
         modes=modes,
         second_method=second.method if second is not None else "",
         unsupported=orders.unique_unsupported(unsupported),
+        fd_points=fd_counts,
+        impl_calls=_impl_calls(methods),
     )
+
+
+def _impl_calls(methods: Sequence[str]) -> str:
+    """How the user's impl was called, for the report: batched, or one call per point and why."""
+    from .sources import IMPL_VMAP
+
+    unique = list(dict.fromkeys(methods))
+    looped = [m for m in unique if m != IMPL_VMAP]
+    return looped[0] if looped else (unique[0] if unique else "")
+
+
+FD_SAMPLE = 16  # finite differences at the first this many points of a dtype, and wherever a source disagrees
+
+
+def fd_points(outputs: Mapping[str, Any], ex: Any, dtype: str, *, everywhere: bool = False
+              ) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
+    """The points of one dtype where finite differences add information (issue 12): the first
+    `FD_SAMPLE` (so that their own summary is in the report) and every point where a source's
+    loss or gradient does not agree with the exact value (to attribute it); None: every point.
+    Also each source's gradient compared without finite differences (for `_groups` to keep where
+    nothing disagrees; attribution needs them only where a source disagrees, so verdicts do not
+    depend on this)."""
+    import torch
+
+    from . import checks as ch
+
+    n = ex.hi.shape[0]
+    if everywhere or n <= FD_SAMPLE:
+        return None, {}
+    off = torch.zeros(n, dtype=torch.bool)
+    plain = {}
+    for name, o in outputs.items():
+        if o.loss is not None:
+            off |= (ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype).verdict != 0).reshape(-1)
+        plain[name] = g = ch.source_group(name, ch.as_tensor(o.grads).reshape(n, -1), ex, dtype, None)
+        off |= (g.verdict != 0).any(dim=1)
+    off[:FD_SAMPLE] = True
+    rows = tuple(off.nonzero().reshape(-1).tolist())
+    return (None, {}) if len(rows) == n else (rows, plain)
+
+
+def rows_of(ex: Any, rows: Sequence[int]) -> Any:
+    """``ex`` (`checks.ExactArrays`) at some of its rows: every per-point field indexed."""
+    import dataclasses
+
+    import torch
+
+    n = ex.hi.shape[0]
+    index = torch.tensor(rows, dtype=torch.long)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(ex):
+        value = getattr(ex, f.name)
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            changes[f.name] = value[index]
+        elif isinstance(value, list) and len(value) == n:
+            changes[f.name] = [value[i] for i in rows]
+    return dataclasses.replace(ex, **changes)
 
 
 def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
@@ -430,6 +510,18 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     return refs, scale, band
 
 
+def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: str, factor: float, shared: Any) -> Any:
+    """The error sizes for ``dtype``: the shared ones (float64's u), unless an op's torch error is
+    the same in every dtype (trigamma's series, `errorbound.dtype_dependent`), then redone with
+    this dtype's u (charging float64's 4e6 ulps in float32 made polygamma inconclusive there)."""
+    from .errorbound import dtype_dependent, error_scales_batch
+
+    if dtype == "float64" or not dtype_dependent(prepared.gradient):
+        return shared
+    es = error_scales_batch(prepared.gradient, pts, u=UNIT_ROUNDOFF[dtype])
+    return factor * error_scale(es.worst, es.probable)
+
+
 def _fd_for(groups: Sequence[Any], source: str) -> Any:
     """The finite differences of the forward ``source`` runs (the user's for impl)."""
     fds = {g.forward: g for g in groups if g.source == "fd"}
@@ -437,17 +529,25 @@ def _fd_for(groups: Sequence[Any], source: str) -> Any:
 
 
 def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutput], ex: Any, dtype: str,
-            u: float) -> list[Any]:
-    """Every source of one dtype compared: forward values, gradients, finite differences."""
+            u: float, at: Sequence[int] | None = None, plain: Mapping[str, Any] | None = None) -> list[Any]:
+    """Every source of one dtype compared: forward values, gradients, finite differences (at the
+    points ``at`` only, when given: `fd_points`, with ``plain``, the sources compared without
+    finite differences, kept where no value is a mismatch: attribution changes nothing there)."""
+    import dataclasses
+
     import torch
 
     from . import checks as ch
+
+    full = ex
+    if at is not None:
+        ex = rows_of(full, at)
 
     groups = []
     forward_wrong: dict[str, Any] = {}
     for name, o in outputs.items():
         if o.loss is not None:
-            g = ch.loss_group(name, ch.as_tensor(o.loss), ex, dtype)
+            g = ch.loss_group(name, ch.as_tensor(o.loss), full, dtype)
             forward_wrong[name] = (g.verdict == 1).reshape(-1)
             groups.append(g)
     fd_groups = {}
@@ -458,11 +558,27 @@ def _groups(outputs: dict[str, src.SourceOutput], fds: dict[str, src.SourceOutpu
         rounding = torch.where(torch.isfinite(loss_scale), 3 * u * loss_scale / (h / 2),
                                torch.tensor(float("inf"), dtype=torch.float64))
         fd_err = ch.as_tensor(fd.error_estimate) + rounding
-        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads), fd_err, ex, dtype,
-                                       forward_wrong.get("impl") if fname == "impl" else None)
+        wrong = forward_wrong.get("impl") if fname == "impl" else None
+        if wrong is not None and at is not None:
+            wrong = wrong[list(at)]
+        fd_groups[fname] = ch.fd_group(fname, ch.as_tensor(fd.grads).reshape(len(fd.grads), -1), fd_err, ex, dtype,
+                                       wrong)
+    attributing = dict(fd_groups)
+    if at is not None:  # attribution reads every point's fd (there are some where a source disagrees)
+        for fname, g in fd_groups.items():
+            values = torch.full(full.hi[:, 1:].shape, float("nan"), dtype=torch.float64)
+            error = torch.full_like(values, float("inf"))
+            values[list(at)], error[list(at)] = g.values, g.fd_error
+            attributing[fname] = dataclasses.replace(g, values=values, fd_error=error)
+            fd_groups[fname] = dataclasses.replace(g, exact=ex, points=tuple(at))
     for name, o in outputs.items():
-        same_forward = fd_groups["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else fd_groups["model"]
-        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), ex, dtype, same_forward))
+        kept = (plain or {}).get(name)
+        if kept is not None and not bool((kept.verdict == 1).any()):
+            groups.append(kept)
+            continue
+        same_forward = attributing["impl"] if name in ("impl", "grad_impl") and "impl" in fd_groups else attributing.get("model")
+        groups.append(ch.source_group(name, ch.as_tensor(o.grads).reshape(len(o.grads), -1), full, dtype,
+                                      same_forward))
     return groups + list(fd_groups.values())
 
 

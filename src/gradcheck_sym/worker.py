@@ -71,7 +71,7 @@ def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_th
             raise MemoryError
         if result.status == "error" and _AUTOGRAD_FORK in (result.error or ""):
             raise _BadFork
-        payload = {"result": model_to_dict(result), "torch": "torch" in sys.modules}
+        payload: dict[str, Any] = {"result": model_to_dict(result)}
     except SystemExit as exc:
         payload = {"error": f"called exit({exc.code!r}) while being checked; a model's code must return, not exit"}
     except MemoryError:
@@ -80,6 +80,7 @@ def _child(conn: Any, run: Callable[[], ModelResult], memory: int | None, one_th
         payload = {"error": _AUTOGRAD_FORK}
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
         payload = {"error": f"{type(exc).__name__}: {exc}"}
+    payload["torch"] = "torch" in sys.modules
     try:
         conn.send_bytes(json.dumps(payload).encode("utf-8"))
     except (OSError, ValueError, TypeError):
@@ -146,6 +147,7 @@ def run_isolated(
             if deadline is not None and time.monotonic() >= deadline:
                 proc.kill()
                 proc.join()
+                _inherit_torch(more, True)
                 return error(f"model `{name}` did not finish within its time budget of {timeout:g} s and was "
                              "stopped (it was inside code that an alarm cannot interrupt: a C extension, or code "
                              "that blocks signals); give it more time with --timeout SECONDS, or fewer points")
@@ -159,12 +161,9 @@ def run_isolated(
     if proc.is_alive():
         proc.kill()
         proc.join()
-    if data:
-        payload = json.loads(data.decode("utf-8"))
-        if more and payload.get("torch") and "torch" not in sys.modules:
-            import torch  # noqa: F401 - imported once here, later workers inherit it instead of importing it
-
-            _OWN_TORCH.append(True)
+    payload = json.loads(data.decode("utf-8")) if data else {}
+    _inherit_torch(more, payload.get("torch", True))  # a worker that ended without a word may have needed it
+    if payload:
         if "result" in payload:
             return model_from_dict(payload["result"])
         message = payload["error"]
@@ -182,6 +181,15 @@ def run_isolated(
                      "native code: torch, python-flint or the model's own); the other models were checked")
     return error(f"model `{name}`: the process checking it ended with exit code {code} without a result "
                  "(did its code call os._exit?)")
+
+
+def _inherit_torch(more: bool, needed: bool) -> None:
+    """Import torch here once when a worker needed it and more work follows: the later workers
+    inherit it instead of each importing it again (a second or so each)."""
+    if more and needed and "torch" not in sys.modules:
+        import torch  # noqa: F401
+
+        _OWN_TORCH.append(True)
 
 
 def _out_of_memory(name: str, memory: int | None) -> str:

@@ -41,7 +41,7 @@ def _install() -> None:
         aten.unbind, aten.flip, aten.repeat, aten.narrow, aten.as_strided, aten.masked_fill, aten.fill_,
         aten.zero_, aten.zeros, aten.ones, aten.full, aten.empty, aten.empty_like, aten.zeros_like,
         aten.ones_like, aten.full_like, aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty,
-        aten.empty_strided, aten.new_empty_strided, aten.arange, aten.scalar_tensor, aten._local_scalar_dense,
+        aten.empty_strided, aten.new_empty_strided, aten._efficientzerotensor, aten.arange, aten.scalar_tensor, aten._local_scalar_dense,
         aten.max, aten.min, aten.amax, aten.amin, aten.argmax, aten.argmin, aten.sort, aten.topk,
         aten.set_, aten.resize_, aten.random_, aten.uniform_, aten.normal_, aten.bernoulli_,
         aten.exponential_, aten.randperm, aten.randint, aten.rand, aten.randn, aten.view_as_real,
@@ -57,8 +57,18 @@ def _install() -> None:
     ints = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
             torch.bfloat16: torch.int16}
 
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+
     def nudge(t: object) -> object:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0 or t.dtype not in ints:
+            return t
+        # Only plain dense tensors with memory of their own: an efficient zero tensor (autograd's
+        # "no gradient here", `_efficientzerotensor`, in forward mode and double backward) has no
+        # storage, and reading its bits as integers crashed the interpreter (SIGSEGV); its
+        # elements are zeros, which stay anyway.  Subclasses, functorch's wrappers, meta and
+        # sparse tensors are left as they are too.
+        if (type(t) is not torch.Tensor or t.layout != torch.strided or t.is_meta or t._is_zerotensor()
+                or wrapped(t)):
             return t
         # up or down by a function of the value's own bits: the same value is always moved the
         # same way, as a machine's kernel is deterministic; different values go different ways

@@ -14,7 +14,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from ..errors import ModelError, UnsupportedFunctionError
-from .ops import BY_SYMPY, REGISTRY, OpSpec, supported_names
+from .ops import BY_SYMPY, HINTS, REGISTRY, OpSpec, supported_names
 from .program import Program
 
 
@@ -81,9 +81,11 @@ def _unsupported(node: sp.Basic, model: str) -> ModelError:
                          sp.core.numbers.ComplexInfinity, sp.core.numbers.NaN)):
         return ModelError(f"{where}the loss contains `{node}`; it must be finite for some point.")
     kind = type(node).__name__
+    hint = f" Instead: {HINTS[kind]}." if kind in HINTS else ""
     return UnsupportedFunctionError(
         f"{where}`{kind}` (in `{_short(node)}`) has no exact evaluation or torch equivalent in "
-        f"gradcheck_sym. Supported: {', '.join(supported_names())}."
+        f"gradcheck_sym.{hint} Supported: {', '.join(supported_names())} (xlogy, xlog1py and normalized_sinc "
+        "from gradcheck_sym.special)."
     )
 
 

@@ -46,6 +46,7 @@ class ErrorPass(Protocol):
     values ``v``, worst-case errors ``E`` and variances ``V`` (in units of u), for a batch."""
 
     prog: Program
+    u: float  # the unit roundoff the sizes are for (float64's unless asked for another dtype)
     errors: bool  # False: values only
     v: list[Any]
     E: list[Any]
@@ -82,6 +83,7 @@ class OpSpec:
     domain: Callable[[Any], bool | None] | None = None  # functions: inside the real domain?
     kink: Callable[[sp.Basic], sp.Basic] | None = None  # corners: the Piecewise the exact side uses
     ulps: float = 0.0  # rounding charged per evaluation, in units of |result| u
+    accuracy: Callable[[Any], float] | None = None  # torch's own relative error, whatever the dtype (from data)
     leaf: bool = False  # reads ``inputs[data]`` (a variable)
     constant: bool = False  # no arguments: its value depends only on ``data``
     test: Callable[[int, Any], bool] | None = None  # a comparison, from the sign of lhs - rhs (a boundary at 0)
@@ -99,10 +101,13 @@ REGISTRY: dict[str, OpSpec] = {}
 BY_SYMPY: dict[type, list[OpSpec]] = {}
 
 
-def register(spec: OpSpec) -> OpSpec:
+def register(spec: OpSpec, *, first: bool = False) -> OpSpec:
+    """Add ``spec``; ``first``: its SymPy classes try it before the entries registered earlier
+    (a pattern entry, such as softplus for ``log(1 + exp(u))``, ahead of ``log``)."""
     REGISTRY[spec.name] = spec
     for cls in spec.sympy:
-        BY_SYMPY.setdefault(cls, []).append(spec)
+        specs = BY_SYMPY.setdefault(cls, [])
+        specs.insert(0, spec) if first else specs.append(spec)
     return spec
 
 
@@ -663,6 +668,16 @@ register(OpSpec(
 
 # Written by users but not functions in SymPy's sense; listed so error messages can name them.
 STRUCTURAL = ("+", "-", "*", "/", "** (any real power, sqrt)", "Piecewise", "pi", "E")
+
+
+# What to write instead, for functions people reach for that have no entry (by SymPy class name).
+HINTS: dict[str, str] = {
+    "gamma": "for x > 0 write exp(loggamma(x)) (torch: torch.lgamma(x).exp())",
+    "polygamma": "its order must be a whole number >= 0 (polygamma(0, x) is digamma, torch.digamma)",
+    "Mod": "write x - m*floor(x/m) (SymPy's Mod is floor division's remainder, as torch.remainder)",
+    "Derivative": "SymPy could not differentiate something in it; write the derivative out as a formula",
+    "Integral": "integrals are not evaluated; declare the integrated formula",
+}
 
 
 def supported_names() -> list[str]:
