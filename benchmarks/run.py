@@ -6,11 +6,12 @@
     python benchmarks/run.py --only small,startup      # rows 8 and 9
     python benchmarks/run.py --only check,small,impl   # rows 2, 8 and 8b (issue 12, items 1-3)
     python benchmarks/run.py --only cold-warm          # row 4
+    python benchmarks/run.py --only build,scaling,throughput,large   # rows 1, 3, 5, 11 and the scaling table
 
 1. building mlp-193's exact gradient: ours against sympy.diff per weight + lambdify(cse=True);
 2. checking mlp-193 at 1,000 points (float64 and float32, autograd and finite differences,
    programs compiled) against torch.autograd.gradcheck (default, float64) at the same points;
-3. scaling of the symbolic stage from 224 to 2,390 parameters: time and peak memory;
+3. scaling of the symbolic stage from 224 to 20,760 parameters: time and peak memory;
 4. a whole `python -m gradcheck_sym verify` of the built-in models, cold cache then warm;
 5. throughput at 100,000 points of a small model: the float64 gradient program against
    torch.func.vmap(torch.func.grad(...));
@@ -23,7 +24,10 @@
 9. start-up: a whole `python -m gradcheck_sym verify` of one small model file (no cache) against
    `python -c "import torch, sympy"` (issue 12, item 5);
 8b. mlp-193 with a custom `impl` (plain torch), checked at 20 points (both dtypes, every source)
-   against torch.autograd.gradcheck of that impl at the same points (issue 12, item 2).
+   against torch.autograd.gradcheck of that impl at the same points (issue 12, item 2);
+11. a 20,760-parameter MLP built with `gradcheck_sym.nn`: the model, its gradient program and the
+   exact gradient at 5 points in a fresh process, time and peak RSS; then a whole `verify` of it
+   (issue 12, item 4).
 
 Not a test: run by hand, on a quiet machine.  Each ratio is measured in the same run.
 """
@@ -173,6 +177,8 @@ SCALE = textwrap.dedent(
     print(json.dumps({"params": m.n_params, "build": build, "stage": stage, "peak": peak, "slots": len(gp.prog)}))
     """
 )
+SCALING_SIZES = ["5-6-7-7-6-5", "10-15-15-10-5", "15-20-20-15-8", "20-30-30-20-10", "30-60-60-30-10",
+                 "40-80-80-40-10", "50-100-100-50-10"]  # 224 to 20,760 parameters
 
 
 def bench_scaling(sizes: list[str], repeats: int) -> list[dict]:
@@ -191,6 +197,66 @@ def bench_scaling(sizes: list[str], repeats: int) -> list[dict]:
         row["sizes"] = size
         rows.append(row)
     return rows
+
+
+# -- 11. a 20,000-parameter network ------------------------------------------------------------
+
+LARGE_LAYERS = "50-100-100-50-10"  # 20,760 parameters
+LARGE = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    from flint import fmpq
+    from gradcheck_sym import cache
+    from gradcheck_sym.reference import reference_at
+    from gradcheck_sym.sampling import points_for, rounded
+    from gradcheck_sym.symbolic import gradient_program
+    from gradcheck_sym.zoo import mlp
+    cache.disable()
+    imports = time.perf_counter() - t0
+    sizes = tuple(int(x) for x in sys.argv[1].split("-"))
+    t0 = time.perf_counter(); m = mlp(sizes, name="net"); build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gp = gradient_program(m.loss, m.symbols, tuple(e.symbol for e in m.entries))
+    stage = time.perf_counter() - t0
+    pts = rounded(points_for(m, 5, 0), m.symbols, "float64")
+    t0 = time.perf_counter()
+    refs = [reference_at(gp, [fmpq(*x.as_integer_ratio()) for x in p], rational=gp.maybe_rational) for p in pts]
+    exact = time.perf_counter() - t0
+    assert all(g.is_value for r in refs for g in r.grads)
+    out = {"params": m.n_params, "imports": imports, "build": build, "stage": stage, "exact": exact,
+           "slots": len(gp.prog), "arithmetic": sorted({r.arithmetic for r in refs}),
+           "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if len(sys.argv) > 2:
+        from gradcheck_sym.verifier import verify
+        t0 = time.perf_counter()
+        r = verify(m, samples=5, seed=0, timeout=None)
+        out.update(verify=time.perf_counter() - t0, status=r.status, checks=r.n_checks,
+                   verify_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps(out))
+    """
+)
+
+
+def bench_large(repeats: int, whole: bool) -> dict:
+    """The exact gradient of a 20,760-parameter MLP at 5 points, each run a fresh process (median
+    time, largest peak RSS); with ``whole``, one more process that also runs `verify` on it."""
+    import json
+
+    def one(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", LARGE, LARGE_LAYERS, *extra], capture_output=True, text=True,
+                             check=True)
+        return json.loads(out.stdout)
+
+    runs = [one() for _ in range(repeats)]
+    row = dict(runs[0], layers=LARGE_LAYERS, runs=len(runs))
+    for key in ("build", "stage", "exact"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["total"] = statistics.median(r["build"] + r["stage"] + r["exact"] for r in runs)
+    row["rss"] = max(r["rss"] for r in runs)
+    if whole:
+        row["whole"] = one("verify")
+    return row
 
 
 # -- 4. cold against warm -----------------------------------------------------------------------
@@ -538,6 +604,22 @@ def render(b: dict, quick: bool) -> str:
         "| # | what | ours | theirs | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
     ]
+    lines += build_rows(b)
+    lines += check_row(b)
+    lines += scaling_rows(b)
+    lines.append(cold_warm_row(b["cold_warm"]))
+    lines += throughput_rows(b)
+    lines += second_order_rows(b) + large_rows(b)
+    lines += scaling_table(b) + throughput_notes(b) + large_notes(b)
+    for note in second_order_notes(b):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def build_rows(b: dict) -> list[str]:
+    """Row 1 (present when that section ran)."""
+    if "build" not in b:
+        return []
     bb = b["build"]
     if bb["naive"] is None:
         naive = (f"> {bb['limit']:.0f} s (stopped; {bb['naive_done']} of 224 derivatives in "
@@ -547,38 +629,84 @@ def render(b: dict, quick: bool) -> str:
     else:
         naive, ratio = _s(bb["naive"]), bb["naive"] / bb["ours"]
         ratio_text = f"{ratio:,.0f}×"
-    lines.append(f"| 1 | mlp-193: build the exact gradient (224 weights) | {_s(bb['ours'])} | sympy.diff per weight + "
-                 f"lambdify(cse=True): {naive} | {ratio_text} faster | ≥ 500× | {'yes' if ratio >= 500 else 'NO'} |")
-    lines += check_row(b)
+    return [f"| 1 | mlp-193: build the exact gradient (224 weights) | {_s(bb['ours'])} | sympy.diff per weight + "
+            f"lambdify(cse=True): {naive} | {ratio_text} faster | ≥ 500× | {'yes' if ratio >= 500 else 'NO'} |"]
+
+
+def scaling_rows(b: dict) -> list[str]:
+    """Row 3 (present when that section ran)."""
+    if "scaling" not in b:
+        return []
     sc = b["scaling"]
     per = [r["stage"] / r["params"] for r in sc]
     growth = per[-1] / per[0]  # cost per parameter at the largest size against the smallest
     peak = max(r["peak"] for r in sc)
-    lines.append(f"| 3 | symbolic stage, {sc[0]['params']} to {sc[-1]['params']} parameters: cost per parameter | "
-                 f"{_s(per[0])} to {_s(per[-1])} | — | {growth:.2f}× (largest / smallest) | ≤ 1.5× | {'yes' if growth <= 1.5 else 'NO'} |")
-    lines.append(f"| 3 | symbolic stage, peak memory at {sc[-1]['params']} parameters | {peak / 2**20:.1f} MiB | — | — | "
-                 f"≤ 1 GiB | {'yes' if peak <= 2**30 else 'NO'} |")
-    lines.append(cold_warm_row(b["cold_warm"]))
+    return [f"| 3 | symbolic stage, {sc[0]['params']:,} to {sc[-1]['params']:,} parameters: cost per parameter | "
+            f"{per[0] * 1e6:.0f} µs to {per[-1] * 1e6:.0f} µs | — | {growth:.2f}× (largest / smallest) | ≤ 1.5× | "
+            f"{'yes' if growth <= 1.5 else 'NO'} |",
+            f"| 3 | symbolic stage, peak memory at {sc[-1]['params']:,} parameters | {peak / 2**20:.1f} MiB | — | — | "
+            f"≤ 1 GiB | {'yes' if peak <= 2**30 else 'NO'} |"]
+
+
+def scaling_table(b: dict) -> list[str]:
+    if "scaling" not in b:
+        return []
+    lines = ["", "## Scaling of the symbolic stage", "",
+             "Gradient program and layer graph from the loss (the model itself, built with `gradcheck_sym.nn` by "
+             "`zoo.mlp`, is timed separately), each size in a fresh process, peak memory by tracemalloc.", "",
+             "| layers | parameters | program slots | build the model | symbolic stage | per parameter | peak memory |",
+             "|---|---|---|---|---|---|---|"]
+    for r in b["scaling"]:
+        lines.append(f"| {r['sizes']} | {r['params']:,} | {r['slots']:,} | {_s(r['build'])} | {_s(r['stage'])} | "
+                     f"{r['stage'] / r['params'] * 1e6:.0f} µs | {r['peak'] / 2**20:.1f} MiB |")
+    return lines
+
+
+def throughput_rows(b: dict) -> list[str]:
+    """Row 5 (present when that section ran)."""
+    if "throughput" not in b:
+        return []
     t = b["throughput"]
     r5 = t["theirs"] / t["ours"]
-    lines.append(f"| 5 | logistic: float64 gradient at {t['points']:,} points | {_s(t['ours'])} "
-                 f"({t['points'] / t['ours'] / 1e6:.1f} M points/s) | torch.func.vmap(grad): {_s(t['theirs'])} "
-                 f"({t['points'] / t['theirs'] / 1e6:.1f} M points/s) | {r5:.2f}× its throughput | ≥ 0.5× | "
-                 f"{'yes' if r5 >= 0.5 else 'NO'} |")
-    lines += second_order_rows(b)
-    lines += ["", "## Scaling of the symbolic stage", "",
-              "Gradient program and layer graph from the loss (the model itself, built by the user's SymPy code, is "
-              "timed separately), each size in a fresh process, peak memory by tracemalloc.", "",
-              "| layers | parameters | program slots | build the model | symbolic stage | per parameter | peak memory |",
-              "|---|---|---|---|---|---|---|"]
-    for r in sc:
-        lines.append(f"| {r['sizes']} | {r['params']:,} | {r['slots']:,} | {_s(r['build'])} | {_s(r['stage'])} | "
-                     f"{_s(r['stage'] / r['params'])} | {r['peak'] / 2**20:.1f} MiB |")
-    lines += ["", f"The float64 gradient program and vmap(grad) agree to {t['max_diff']:.1e} at every one of the "
-              f"{t['points']:,} points of benchmark 5."]
-    for note in second_order_notes(b):
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
+    return [f"| 5 | logistic: float64 gradient at {t['points']:,} points | {_s(t['ours'])} "
+            f"({t['points'] / t['ours'] / 1e6:.1f} M points/s) | torch.func.vmap(grad): {_s(t['theirs'])} "
+            f"({t['points'] / t['theirs'] / 1e6:.1f} M points/s) | {r5:.2f}× its throughput | ≥ 0.5× | "
+            f"{'yes' if r5 >= 0.5 else 'NO'} |"]
+
+
+def throughput_notes(b: dict) -> list[str]:
+    if "throughput" not in b:
+        return []
+    t = b["throughput"]
+    return ["", f"Benchmark 5: the float64 gradient program and vmap(grad) agree to {t['max_diff']:.1e} at every "
+            f"one of the {t['points']:,} points."]
+
+
+def large_rows(b: dict) -> list[str]:
+    """Row 11 (present when that section ran)."""
+    if "large" not in b:
+        return []
+    g = b["large"]
+    met = g["total"] <= 60 and g["rss"] <= 2 * 2**30
+    return [f"| 11 | {g['params']:,}-parameter MLP ({g['layers']}, `gradcheck_sym.nn`): build the model, its gradient "
+            f"program and the certified exact gradient at 5 points, fresh process | {_s(g['total'])}, peak RSS "
+            f"{g['rss'] / 2**30:.2f} GiB | — | — | ≤ 60 s and ≤ 2 GiB | {'yes' if met else 'NO'} |"]
+
+
+def large_notes(b: dict) -> list[str]:
+    if "large" not in b:
+        return []
+    g = b["large"]
+    text = (f"Benchmark 11: medians of {g['runs']} fresh processes: building the model {_s(g['build'])}, the gradient "
+            f"program ({g['slots']:,} slots) {_s(g['stage'])}, the exact gradient at 5 points ({', '.join(g['arithmetic'])}, "
+            f"scalar python-flint over the program) {_s(g['exact'])}; peak RSS of the whole process (imports included), "
+            "by `resource.getrusage`.")
+    w = g.get("whole")
+    if w is not None:
+        text += (f" A whole `verify(samples=5)` of the same model (float64 and float32; autograd, finite differences, "
+                 f"exact reference, step study; {w['checks']:,} checks) in one more process: {_s(w['verify'])}, "
+                 f"status {w['status']}, peak RSS {w['verify_rss'] / 2**30:.2f} GiB.")
+    return ["", text]
 
 
 def check_row(b: dict) -> list[str]:
@@ -676,7 +804,7 @@ def second_order_notes(b: dict) -> list[str]:
 
 def merge(old: str, b: dict, only: set[str]) -> str:
     """The committed report with the rows and notes of the sections that ran replaced."""
-    new_rows = check_row(b) + second_order_rows(b)
+    new_rows = build_rows(b) + check_row(b) + scaling_rows(b) + throughput_rows(b) + second_order_rows(b) + large_rows(b)
     numbers = {row.split("|")[1].strip() for row in new_rows}
 
     def number(line: str) -> str | None:
@@ -684,20 +812,27 @@ def merge(old: str, b: dict, only: set[str]) -> str:
 
     lines = old.splitlines()
     placed = set()
-    for row in new_rows:  # a row that was there is replaced where it stands
-        at = [i for i, line in enumerate(lines) if number(line) == number(row)]
+    for n in dict.fromkeys(number(row) for row in new_rows):  # rows that were there are replaced where they stand
+        at = [i for i, line in enumerate(lines) if number(line) == n]
         if at:
-            lines[at[0]] = row
-            lines = [line for i, line in enumerate(lines) if i not in at[1:]]
-            placed.add(number(row))
+            lines = [line for i, line in enumerate(lines) if i not in at[1:]]  # after at[0]: it stays put
+            lines[at[0]:at[0] + 1] = [row for row in new_rows if number(row) == n]
+            placed.add(n)
     new_rows = [row for row in new_rows if number(row) not in placed]
-    done = tuple(f"Benchmark {n}:" for n in sorted(numbers))
+    if "scaling" in b and "## Scaling of the symbolic stage" in lines:
+        start = lines.index("## Scaling of the symbolic stage")
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        lines[start - 1:end] = scaling_table(b)
+    done = tuple(f"Benchmark {n}:" for n in sorted(numbers)) + ("The float64 gradient program and vmap(grad) agree",)
     lines = [line for line in lines if not line.startswith(done)]
+    lines = [line for i, line in enumerate(lines) if line or i == 0 or lines[i - 1]]  # no double blank lines
     while lines and lines[-1] == "":
         lines.pop()
     last_row = max(i for i, line in enumerate(lines) if line.startswith("| ") and line.split("|")[1].strip().isdigit())
     lines[last_row + 1:last_row + 1] = new_rows
-    notes = second_order_notes(b)
+    notes = [x for x in throughput_notes(b) + large_notes(b) if x] + second_order_notes(b)
     sections = ",".join(sorted(only))
     lines = [line for line in lines if not line.startswith(f"Rows {', '.join(sorted(numbers))} from")]
     lines += ["", f"Rows {', '.join(sorted(numbers))} from `python benchmarks/run.py --only {sections}` (same "
@@ -707,7 +842,8 @@ def merge(old: str, b: dict, only: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("check", "cold-warm", "hvp", "second-order", "small", "impl", "startup")  # the sections --only can run alone
+SECTIONS = ("check", "cold-warm", "hvp", "second-order", "small", "impl", "startup",  # the sections --only can run alone
+            "build", "scaling", "throughput", "large")
 
 
 def main() -> None:
@@ -742,6 +878,18 @@ def main() -> None:
         if "startup" in args.only:
             print("9/9 startup", file=sys.stderr)
             b["startup"] = bench_startup(repeats + 2)
+        if "build" in args.only:
+            print("1 build", file=sys.stderr)
+            b["build"] = bench_build(5 if not args.quick else 1, 20.0 if args.quick else args.naive_limit)
+        if "scaling" in args.only:
+            print("3 scaling", file=sys.stderr)
+            b["scaling"] = bench_scaling(SCALING_SIZES, repeats)
+        if "throughput" in args.only:
+            print("5 throughput", file=sys.stderr)
+            b["throughput"] = bench_throughput(100_000, 5 if not args.quick else 2)
+        if "large" in args.only:
+            print("11 large", file=sys.stderr)
+            b["large"] = bench_large(repeats, whole=not args.quick)
         text = merge(OUT.read_text(), b, args.only) if args.only - {"cold-warm"} else OUT.read_text()
         if "cold-warm" in args.only:
             print("4/7 cold/warm", file=sys.stderr)
@@ -754,7 +902,7 @@ def main() -> None:
     print("2/7 check", file=sys.stderr)
     b["check"] = bench_check(100 if args.quick else 1000, repeats, 1)
     print("3/7 scaling", file=sys.stderr)
-    b["scaling"] = bench_scaling(["5-6-7-7-6-5", "10-15-15-10-5", "15-20-20-15-8", "20-30-30-20-10"], repeats)
+    b["scaling"] = bench_scaling(SCALING_SIZES, repeats)
     print("4/7 cold/warm", file=sys.stderr)
     b["cold_warm"] = bench_cold_warm(repeats)
     print("5/7 throughput", file=sys.stderr)
@@ -769,6 +917,8 @@ def main() -> None:
     b["impl"] = bench_impl(5 if args.quick else 20, repeats)
     print("9/9 startup", file=sys.stderr)
     b["startup"] = bench_startup(repeats + 2)
+    print("11 large", file=sys.stderr)
+    b["large"] = bench_large(repeats, whole=not args.quick)
     OUT.write_text(render(b, args.quick))
     print(OUT.read_text())
 

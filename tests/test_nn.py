@@ -112,3 +112,25 @@ def test_sigmoid_tail_is_not_a_false_alarm() -> None:
     loss, params, inputs, impl = CASES["batch-bias-broadcast"]
     result = verify(_model("batch-bias-broadcast", loss, params, inputs, impl, domain=(-2, 2)), samples=3, seed=1)
     assert result.status == "pass"
+
+
+def test_relu_network_compiles_in_size_linear_in_its_weights() -> None:
+    # each corner is compiled over its arguments' slots: rewriting Max nodes with their arguments
+    # rebuilt the shared layers as a tree, and a 224-weight ReLU network never finished compiling
+    from flint import fmpq
+
+    from gradcheck_sym.reference import reference_at
+    from gradcheck_sym.symbolic import gradient_program
+
+    sizes = (20, 30, 30, 20, 10)
+    a, params = matrix("X", sizes[0]), []
+    for k, (i, o) in enumerate(zip(sizes, sizes[1:])):
+        params += [matrix(f"W{k}", (o, i)), matrix(f"b{k}", o)]
+        a = nn.relu(nn.dense(params[-2], a, params[-1]))
+    Y = matrix("Y", sizes[-1])
+    weights = tuple(s for p in params for s in p)
+    gp = gradient_program(nn.sse(a, Y), weights + tuple(matrix("X", sizes[0])) + tuple(Y), weights)
+    assert len(weights) == 2390 and len(gp.prog) < 10 * len(weights)
+    point = [fmpq((k * 37) % 19 - 9, 16) for k in range(len(gp.prog.variables))]
+    r = reference_at(gp, point)
+    assert r.arithmetic == "rational" and all(g.is_value for g in r.grads)

@@ -32,7 +32,12 @@ Point = tuple[float, ...]
 # Central-difference step for Richardson extrapolation (error O(h^4)): about u**(1/5), a
 # power of two so that x ± h is exact for most x.  Scaled by the size of x when |x| > 1.
 FD_STEP = {"float64": 2.0**-10, "float32": 2.0**-5, "bfloat16": 2.0**-2, "float16": 2.0**-2}  # last two: noise
-FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call (memory: rows × symbols × 8 bytes)
+FD_BATCH_ROWS = 1 << 16  # perturbed points per forward call, at most (see `fd_batch_rows`)
+FD_BATCH_BYTES = 1 << 29  # memory one finite-difference forward call may hold (512 MiB)
+# Below this many rows per call the forward runs on one intra-op thread: torch does not split such
+# small elementwise operations anyway, and waking its pool for each of a large model's 40,000
+# operations made a call 10x slower on a busy machine (0.4 s against 3-5 s for 3,162 rows).
+FD_ONE_THREAD_ROWS = 1 << 15
 TINY = 4096  # scalars per call of the user's code below which one intra-op thread is faster
 
 
@@ -398,18 +403,59 @@ def _impl_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch
 
 
 def _model_losses(subject: Subject, dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(columns: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return subject.forward(list(columns)).double()
+    def run(columns: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        threads = torch.get_num_threads()
+        if len(columns[0]) < FD_ONE_THREAD_ROWS:
+            torch.set_num_threads(1)
+        try:
+            return subject.forward.lean(list(columns)).double()
+        finally:
+            torch.set_num_threads(threads)
 
     return run
+
+
+def fd_batch_rows(subject: Subject, *, broadcast: bool = True) -> int:
+    """Perturbed points per finite-difference forward call: as many as fit `FD_BATCH_BYTES`, at
+    most `FD_BATCH_ROWS`.  Per row, a call holds the forward's intermediates alive at once
+    (`TorchForward.peak_live`) and the symbols' values: all of them when whole points are batched,
+    or, with ``broadcast`` (a model with more entries than fit one call: one point per call, its
+    unperturbed symbols broadcast), only the perturbed ones, one per four rows.  A 20,000-parameter
+    network gets about 15,000 rows per call (its 80,000 rows per point were one 14 GB block).
+
+    >>> import sympy as sp
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> fd_batch_rows(Subject(Model(name="m", loss=(x*w)**2, params=[w], inputs=[x], domain={"*": (-1, 1)})))
+    65536
+    """
+    live, symbols = subject.forward.peak_live, len(subject.symbols)
+    rows = max(1, min(FD_BATCH_ROWS, FD_BATCH_BYTES // (8 * (symbols + live))))
+    if not broadcast or rows >= 4 * len(subject.entry_positions):
+        return rows  # whole points per call
+    # 8 R (R/4 + 1 + live) <= bytes, solved for R
+    wide = int(2 * (math.sqrt((1 + live) ** 2 + FD_BATCH_BYTES / 8) - (1 + live)))
+    return max(rows, min(FD_BATCH_ROWS, wide))
+
+
+def _one_point(point: torch.Tensor, symbols: torch.Tensor, moved: torch.Tensor) -> list[torch.Tensor]:
+    """The columns of a forward call at one point (values ``point``, one per symbol) whose row
+    ``j`` moves symbol ``symbols[j]`` to ``moved[j]``: the perturbed symbols get a column each,
+    every other symbol is the point's value broadcast (no memory per row)."""
+    rows = len(symbols)
+    which, owner = torch.unique_consecutive(symbols, return_inverse=True)
+    block = point[which].unsqueeze(1).repeat(1, rows)  # (perturbed symbols, rows)
+    block[owner, torch.arange(rows)] = moved
+    cols = list(point.unsqueeze(1).expand(-1, rows).unbind(0))
+    for q, k in enumerate(which.tolist()):
+        cols[k] = block[q]
+    return cols
 
 
 def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
     extrapolation made plus the rounding error of the differences.  Batched: every point, every
-    entry, four perturbed copies each, ``FD_BATCH_ROWS`` rows per forward.
+    entry, four perturbed copies each, `fd_batch_rows` rows per forward.
 
     Where a step leaves the forward's domain (it fails, or returns NaN or inf: a log at 0, a
     probability at 0 or 1), the difference is one-sided on the side that works; where neither
@@ -425,17 +471,26 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
     h = FD_STEP[dtype] * size
     steps = torch.stack([h, -h, h / 2, -h / 2], dim=-1)  # (N, P, 4)
     moved = (x.unsqueeze(-1) + steps).to(tdtype).to(torch.float64)  # rounded to the dtype
-    values = torch.empty(n, p, 4, dtype=torch.float64)
+    values = torch.empty(n * p * 4, dtype=torch.float64)  # row r: point r // 4p, entry (r % 4p) // 4
     per_point = 4 * p
-    chunk = max(1, FD_BATCH_ROWS // per_point)  # points per forward call
     columns = pos.repeat_interleave(4)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        k = stop - start
-        # one contiguous row per symbol (elementwise torch ops are much slower on strided columns)
-        cols = base[start:stop].T.to(tdtype).repeat_interleave(per_point, dim=1)  # (S, k * 4p)
-        cols[columns.repeat(k), torch.arange(k * per_point)] = moved[start:stop].reshape(-1).to(tdtype)
-        values[start:stop] = f(cols).reshape(k, p, 4)
+    flat, by_symbol = moved.reshape(-1).to(tdtype), base.T.to(tdtype)  # (N*4p,), (S, N)
+    chunk = fd_batch_rows(subject, broadcast=forward == "model")
+    if per_point > chunk and forward == "model":  # a large model: calls within one point
+        for i in range(n):
+            for start in range(0, per_point, chunk):
+                stop = min(per_point, start + chunk)
+                rows = slice(i * per_point + start, i * per_point + stop)
+                values[rows] = f(_one_point(by_symbol[:, i], columns[start:stop], flat[rows]))
+    else:
+        for start in range(0, n * per_point, chunk):
+            stop = min(n * per_point, start + chunk)
+            r = torch.arange(start, stop)
+            # one contiguous row per symbol (elementwise torch ops are much slower on strided columns)
+            cols = by_symbol[:, r // per_point]  # (S, rows)
+            cols[columns[r % per_point], torch.arange(stop - start)] = flat[start:stop]
+            values[start:stop] = f(cols)
+    values = values.reshape(n, p, 4)
     fp, fm, fp2, fm2 = values.unbind(-1)
     d1 = (fp - fm) / (moved[..., 0] - moved[..., 1])
     d2 = (fp2 - fm2) / (moved[..., 2] - moved[..., 3])

@@ -41,9 +41,57 @@ class TorchForward:
         self.program: Program = (
             loss if isinstance(loss, Program) else compile_expr(loss, tuple(variables), rewrite_kinks=False, model=model)
         )
+        self._last: list[int] | None = None
+        self._peak: int | None = None
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        out = evaluate(self.program, inputs)[self.program.output]
+        return self._loss(evaluate(self.program, inputs)[self.program.output], inputs)
+
+    def lean(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The loss without autograd, each intermediate dropped after its last use: a call holds
+        at most `peak_live` intermediates per point instead of every slot (what lets finite
+        differences of a large model run in big batches)."""
+        last = self._last_use()
+        vals: list[object] = [None] * len(self.program)
+        dtype = inputs[0].dtype
+        with torch.no_grad():
+            for k, (op, args, data) in enumerate(zip(self.program.ops, self.program.args, self.program.data)):
+                spec = REGISTRY[op]
+                vals[k] = inputs[data] if spec.leaf else spec.torch(torch, [vals[a] for a in args], data, dtype)
+                for a in (*args, k):  # the arguments read for the last time, or a slot never read
+                    if last[a] == k:
+                        vals[a] = None
+        return self._loss(vals[self.program.output], inputs)
+
+    @property
+    def peak_live(self) -> int:
+        """The most intermediates (slots other than variables) alive at once in `lean`."""
+        if self._peak is None:
+            last, leaf = self._last_use(), [REGISTRY[op].leaf for op in self.program.ops]
+            ends = [0] * (len(self.program) + 1)  # intermediates whose last use is each slot
+            for k, end in enumerate(last):
+                ends[end] += 0 if leaf[k] else 1
+            live = peak = 0
+            for k in range(len(self.program)):
+                live += 0 if leaf[k] else 1
+                peak = max(peak, live)
+                live -= ends[k]
+            self._peak = max(peak, 1)
+        return self._peak
+
+    def _last_use(self) -> list[int]:
+        if self._last is None:
+            n = len(self.program)
+            last = list(range(n))
+            for k, args in enumerate(self.program.args):
+                for a in args:
+                    last[a] = k
+            last[self.program.output] = n  # the result is kept
+            self._last = last
+        return self._last
+
+    @staticmethod
+    def _loss(out: object, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
             raise AssertionError("loss compiled to a non-tensor")
         return out.expand(inputs[0].shape) if out.dim() == 0 else out

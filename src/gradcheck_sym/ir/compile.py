@@ -127,31 +127,35 @@ def compile_into(
 ) -> int:
     """Append the instructions computing ``expr`` to ``prog``; ``leaves`` maps known
     subexpressions (symbols, dummies) to their slots.  Returns the slot of ``expr``."""
-    rewritten: dict[sp.Basic, sp.Basic] = {}
-
-    def target(node: sp.Basic) -> sp.Basic:
-        if rewrite_kinks:
-            specs = BY_SYMPY.get(type(node), ())
-            if specs and specs[0].kink is not None:
-                if node not in rewritten:
-                    rewritten[node] = specs[0].kink(node)
-                return rewritten[node]
-        return node
+    def kink(node: sp.Basic) -> OpSpec | None:
+        specs = BY_SYMPY.get(type(node), ()) if rewrite_kinks else ()
+        return specs[0] if specs and specs[0].kink is not None else None
 
     slot: dict[sp.Basic, int] = dict(leaves)
 
     def children(node: sp.Basic) -> tuple[sp.Basic, ...]:
-        return () if node in slot else _children(target(node))
+        if node in slot:
+            return ()
+        return tuple(node.args) if kink(node) is not None else _children(node)
 
     for node in walk(expr, children):
-        if node not in slot:
-            slot[node] = _emit(prog, target(node), slot, model)
+        if node in slot:
+            continue
+        spec = kink(node)
+        if spec is None:
+            slot[node] = _emit(prog, node, slot, model)
+            continue
+        # the corner's Piecewise over dummies standing for its arguments, compiled over their
+        # slots: rewriting the node itself rebuilds its whole argument DAG as a tree, once per
+        # corner (exponential in depth: a ReLU network of 224 weights did not compile in 10 min)
+        dummies = tuple(sp.Dummy(f"a{i}", real=True) for i in range(len(node.args)))
+        template = spec.kink(node.func(*dummies))  # type: ignore[misc]
+        slot[node] = compile_into(prog, template, {d: slot[a] for d, a in zip(dummies, node.args)},
+                                  rewrite_kinks=True, model=model)
     return slot[expr]
 
 
 def _emit(prog: Program, node: sp.Basic, slot: dict[sp.Basic, int], model: str) -> int:
-    if node in slot:  # a kink rewritten to an expression compiled already
-        return slot[node]
     if isinstance(node, sp.Symbol):
         raise ModelError(f"model `{model}`: symbol `{node}` is not declared")
     found = _op_of(node)
