@@ -363,3 +363,35 @@ def test_a_torch_that_refuses_autograd_after_fork_falls_back_to_checking_in_proc
     assert worker._NO_FORK and not worker.can_isolate()
     assert worker.run_isolated(run, name="fork", timeout=30, error=error).status == "pass"
     assert calls == [True, True]  # in-process from now on
+
+
+def test_ctrl_c_that_comes_during_the_fork_stops_the_worker(monkeypatch):
+    """Signals are held while the worker is forked; one that came then is raised as soon as they are
+    let through, and the worker must not outlive it (found in a loaded full run: the run printed
+    nothing for 120 s after Ctrl-C, because the worker kept its output open)."""
+    import multiprocessing
+    import multiprocessing.process
+
+    from gradcheck_sym import worker
+
+    real = multiprocessing.process.BaseProcess.start
+
+    def start(self):
+        real(self)
+        os.kill(os.getpid(), signal.SIGINT)  # pending until the parent lets signals through
+
+    def run():
+        time.sleep(60)
+        raise AssertionError("never reached")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            worker.run_isolated(run, name="m", timeout=None, error=lambda m: pytest.fail(m), more=False)
+        left = multiprocessing.active_children()
+        assert not left, "the worker outlived the interrupt"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for p in multiprocessing.active_children():
+            p.kill()

@@ -125,15 +125,17 @@ def run_isolated(
     parent, child = ctx.Pipe(duplex=False)
     one_thread = "torch" in sys.modules and not _OWN_TORCH  # the caller's torch may have run on threads
     proc = ctx.Process(target=_child, args=(child, run, memory, one_thread), daemon=True)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
-    try:
-        proc.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    child.close()
     deadline = None if timeout is None else time.monotonic() + timeout + GRACE
     data = b""
     try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
+        try:
+            proc.start()
+        finally:
+            # a Ctrl-C that came during the fork is raised here, inside the `try` that kills the
+            # worker: raised before it, the worker outlived the run and held its output open
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        child.close()
         while True:
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
             if parent.poll(wait):
@@ -152,11 +154,13 @@ def run_isolated(
                              "stopped (it was inside code that an alarm cannot interrupt: a C extension, or code "
                              "that blocks signals); give it more time with --timeout SECONDS, or fewer points")
     except BaseException:
-        proc.kill()
-        proc.join()
+        if proc.pid is not None:  # started
+            proc.kill()
+            proc.join()
         raise
     finally:
         parent.close()
+        child.close()
     proc.join(timeout=10)
     if proc.is_alive():
         proc.kill()
