@@ -303,6 +303,18 @@ def test_an_impl_that_computes_in_float32_is_judged_in_float32_with_a_note():
     assert {c.verdict for c in _impl(wrong, "float64")} == {"mismatch"}
 
 
+def test_an_impl_in_float32_is_judged_in_float32_in_forward_mode_and_second_order_too():
+    m = Model(name="softplus32", loss=sp.log(1 + sp.exp(w * x)), params=[w], inputs=[x], domain={"*": (-3, 3)})
+    right = verify(m, samples=4, order=2, modes=("rev", "fwd"), dtypes=["float64"],
+                   impl=lambda w, x: torch.nn.functional.softplus((w * x).float()))
+    assert right.status == "pass", right.failed[:2]  # held to float64 there: 4 + 4 false mismatches
+    by = {q: {c.verdict for c in right.checks if c.source == "impl" and c.quantity == q} for q in ("jvp", "second")}
+    assert by == {"jvp": {"agree"}, "second": {"agree"}}
+    wrong = verify(m, samples=4, order=2, dtypes=["float64"],
+                   impl=lambda w, x: _SoftplusWrongBackward.apply((w * x).float()))  # its backward differentiates
+    assert {c.verdict for c in wrong.checks if c.source == "impl" and c.quantity == "second"} == {"mismatch"}
+
+
 def test_an_impl_that_returns_float64_for_float32_inputs_is_judged_in_float32():
     # computed in float32, cast up at the end: float32's rounding is in it, so float32 judges it
     m = Model(name="up", loss=(x * w - y) ** 2, params=[w], inputs=[x, y], domain={"*": (-2, 2)},

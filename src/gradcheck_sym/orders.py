@@ -50,13 +50,17 @@ def not_supported(source: str, quantity: str) -> NotSupported | None:
 
 
 def fwd_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Point], dtype: str,
-               ex: ch.ExactArrays, fd_for: Callable[[str], ch.Group | None]) -> tuple[list[ch.Group], list[NotSupported]]:
-    """Forward-mode JVPs of every source in ``names`` against the exact gradient ``ex``."""
+               ex: ch.ExactArrays, fd_for: Callable[[str], ch.Group | None], *,
+               judged: Callable[[str], str] | None = None) -> tuple[list[ch.Group], list[NotSupported]]:
+    """Forward-mode JVPs of every source in ``names`` against the exact gradient ``ex``.
+    ``judged(name)``: the dtype a source is judged in, where its code computes in another than it
+    is given (as for its gradient: `verifier._judged_in`)."""
     outs, unsupported = _outputs(names, "jvp", lambda name: JVP_SOURCES[name](subject, pts, dtype))
     loose = dataclasses.replace(ex, scale=ex.scale * HEADROOM)
     groups = []
     for name, out in outs:
-        g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), loose, dtype, fd_for(name))
+        g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), loose,
+                            judged(name) if judged else dtype, fd_for(name))
         groups.append(dataclasses.replace(g, quantity="jvp", exact=loose))
     return groups, unsupported
 
@@ -117,9 +121,10 @@ def exact_arrays_at(table: ExactTable, rows: Sequence[int], dtype: str = "float6
 
 
 def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Point], dtype: str,
-                  exact: SecondExact, rows: Sequence[int], *, output: int | None = None
-                  ) -> tuple[list[ch.Group], list[NotSupported]]:
-    """Every source's double backward against the exact second derivatives."""
+                  exact: SecondExact, rows: Sequence[int], *, output: int | None = None,
+                  judged: Callable[[str], str] | None = None) -> tuple[list[ch.Group], list[NotSupported]]:
+    """Every source's double backward against the exact second derivatives (``judged``: as for
+    `fwd_groups`)."""
     ex = ch.stack_exact([exact_arrays_at(t, rows, dtype) for t in exact.tables])
     vectors = None if exact.vectors is None else [[float(c) for c in v] for v in exact.vectors]
     outs, unsupported = _outputs(names, "second",
@@ -127,12 +132,13 @@ def second_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.
     groups = []
     for name, out in outs:
         values = ch.as_tensor(out.grads).reshape(len(pts), -1)
-        g = ch.source_group(name, values, ex, dtype, None)
+        in_dtype = judged(name) if judged else dtype
+        g = ch.source_group(name, values, ex, in_dtype, None)
         if bool((g.verdict == 1).any()):  # attribute: differences of the source's own gradient
             fd = src.gradient_differences(subject, pts, dtype, source=name, vectors=vectors)
             fd_g = ch.fd_group(name, ch.as_tensor(fd.grads).reshape(len(pts), -1),
-                               ch.as_tensor(fd.error_estimate).reshape(len(pts), -1), ex, dtype, None)
-            g = ch.source_group(name, values, ex, dtype, fd_g)
+                               ch.as_tensor(fd.error_estimate).reshape(len(pts), -1), ex, in_dtype, None)
+            g = ch.source_group(name, values, ex, in_dtype, fd_g)
         groups.append(dataclasses.replace(g, quantity="second", exact=ex, layout=exact.layout, output=output))
     return groups, unsupported
 

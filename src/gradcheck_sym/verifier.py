@@ -392,12 +392,14 @@ def _verify(
             groups = [g for g in groups if g.source == "fd" or g.quantity != "grad"]
         if "fwd" in modes:
             say(f"{model.name}: {dtype} forward mode")
-            more, refused = orders.fwd_groups(subject, names, pts, dtype, ex, lambda name: _fd_for(groups, name))
+            more, refused = orders.fwd_groups(subject, names, pts, dtype, ex, lambda name: _fd_for(groups, name),
+                                              judged=lambda name: _judged_in(outputs, name, dtype))
             groups += more
             unsupported += refused
         if second is not None:
             say(f"{model.name}: {dtype} double backward")
-            more, refused = orders.second_groups(subject, names, pts, dtype, second, [row[p] for p in pts])
+            more, refused = orders.second_groups(subject, names, pts, dtype, second, [row[p] for p in pts],
+                                                 judged=lambda name: _judged_in(outputs, name, dtype))
             groups += more
             unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
