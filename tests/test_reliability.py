@@ -99,6 +99,9 @@ def test_interrupted_run_prints_what_finished_and_keeps_the_old_report(tmp_path,
     proc = subprocess.Popen(
         [sys.executable, "-m", "gradcheck_sym", "verify", "m.py", "--samples", "1", "--dtypes", "float64"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as at a terminal: a suite started in the background (`pytest &` from a script)
+        # passes SIGINT down ignored, and Python then rightly keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = ""
     deadline = time.time() + 120
