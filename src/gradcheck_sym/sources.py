@@ -46,15 +46,8 @@ def one_thread_if_tiny(model: Model) -> Iterator[None]:
     """The user's code called point by point on tensors of a few numbers: one intra-op thread.
     Waking torch's thread pool costs far more than such an operation (issue 12: `log_softmax` of
     a 3×4 tensor, 12-15 ms with 2 threads on a busy machine, 0.008 ms with 1)."""
-    threads = torch.get_num_threads()
-    if threads == 1 or sum(v.size for v in model.variables) > TINY:
+    with _threads_for(sum(v.size for v in model.variables)):
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, kw_only=True)
