@@ -240,22 +240,28 @@ def test_a_masked_entry_must_get_exactly_zero():
         assert {c.verdict for c in _impl(r) if c.index == (0, 0)} == {"agree"}
 
 
-def test_cli_checks_a_padded_model(tmp_path):
+def test_cli_checks_a_padded_model_and_says_an_impl_computes_in_float32(tmp_path):
+    # one process for two models (each CLI process imports torch: the suite's CPU budget)
     (tmp_path / "models.py").write_text(textwrap.dedent("""
         import sympy as sp
+        import torch
         from gradcheck_sym import Model
 
         w, pad, x, y = sp.symbols("w pad x y", real=True)
         padded = Model(name="padded", loss=(w*x - y)**2, params=[w, pad], inputs=[x, y], domain={"*": (-2, 2)},
                        grad_impl=lambda w, pad, x, y: {"w": 2*(w*x - y)*x, "pad": 1e-300*x})
+        cast = Model(name="cast", loss=sp.log(1 + sp.exp(w*x)), params=[w], inputs=[x], domain={"*": (-3, 3)},
+                     impl=lambda w, x: torch.nn.functional.softplus((w*x).float()))
     """))
-    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "models.py", "--samples", "2",
+    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "models.py", "--samples", "3",
                         "--dtypes", "float64", "--json", "out.json"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
-    model = json.loads((tmp_path / "out.json").read_text())["models"][0]
-    assert model["error"] in (None, "")
-    bad = {(c["source"], c["param"]) for c in model["checks"] if c["verdict"] == "mismatch"}
+    models = {m["name"]: m for m in json.loads((tmp_path / "out.json").read_text())["models"]}
+    assert models["padded"]["error"] in (None, "") and models["cast"]["status"] == "pass"
+    bad = {(c["source"], c["param"]) for c in models["padded"]["checks"] if c["verdict"] == "mismatch"}
     assert bad == {("grad_impl", "pad")}
+    page = (tmp_path / "reports" / "cast.md").read_text()
+    assert "`impl` returns float32 for float64 inputs: its float64 checks are judged in float32" in page
 
 
 # -- dtypes: the model's own, and an impl that computes in another --------------------------------
@@ -368,23 +374,6 @@ def test_tanh_network_a_slipped_backward_is_still_a_mismatch(dtype, slip):
     r = verify(tanh_network("tanh(z)", weights=1.0, slip=slip), samples=3, seed=2, dtypes=[dtype])
     cs = [c for c in _impl(r) if c.exact not in (None, 0.0)]
     assert len(cs) == 3 * 93 and sum(c.verdict == "mismatch" for c in cs) >= 0.95 * len(cs)
-
-
-def test_cli_report_says_the_impl_computes_in_float32(tmp_path):
-    (tmp_path / "models.py").write_text(textwrap.dedent("""
-        import sympy as sp
-        import torch
-        from gradcheck_sym import Model
-
-        w, x = sp.symbols("w x", real=True)
-        cast = Model(name="cast", loss=sp.log(1 + sp.exp(w*x)), params=[w], inputs=[x], domain={"*": (-3, 3)},
-                     impl=lambda w, x: torch.nn.functional.softplus((w*x).float()))
-    """))
-    r = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "models.py", "--samples", "3",
-                        "--dtypes", "float64"], cwd=tmp_path, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    page = (tmp_path / "reports" / "cast.md").read_text()
-    assert "`impl` returns float32 for float64 inputs: its float64 checks are judged in float32" in page
 
 
 def test_beyond_the_sensitivity_budget_the_result_says_the_declared_bound_is_used(monkeypatch):
