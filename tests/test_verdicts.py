@@ -56,7 +56,8 @@ def test_a_backward_formula_in_terms_of_the_output_is_imprecise_not_wrong():
     m = Model(name="tanh", loss=sp.tanh(x), params=[x], points=[{x: -30}], impl=torch.tanh)
     r = verify(m, samples=0, dtypes=["float64"])
     (c,) = _impl(r)
-    assert (c.value, c.verdict, c.attribution) == (0.0, "imprecise", "imprecise")
+    # torch gives 0 (any last-bit difference in y gives at most a few e-16: the digits are gone either way)
+    assert (c.verdict, c.attribution) == ("imprecise", "imprecise") and abs(c.value) < 1e-15
     assert "rounding" in c.note and "all its digits" in c.note
     assert r.status == "pass" and r.n_imprecise >= 1
     assert verify(m, samples=0, dtypes=["float64"], strict=True).status == "fail"

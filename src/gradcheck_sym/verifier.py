@@ -506,6 +506,15 @@ def rows_of(ex: Any, rows: Sequence[int]) -> Any:
     return dataclasses.replace(ex, **changes)
 
 
+# How far (in units of u, relative) the output ``y`` that a backward formula reads (``1 − y²``,
+# ``s·(1 − s)``) may be from the true value: not only its own rounding (1) but the error of the
+# library function that made it (torch's vectorised CPU kernels are SLEEF's, 1 ulp = up to 2u;
+# other CPUs and GPUs take other code paths), so that a correct torch on another machine is not
+# called wrong.  Found with the one-ulp perturbation harness: `torch.tanh` in float32 at x = 4
+# was a "mismatch" of 1,519 ulps against `1 − 2/(e²ˣ + 1)` with y allowed 1u, within 4u.
+OUTPUT_ROUNDING = 4.0
+
+
 def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: float
                ) -> tuple[dict[tuple[float, ...], PointReference], Any, dict[str, Any]]:
     """The exact loss and gradient at each of the ``unique`` points, their tolerance scales (one
@@ -526,9 +535,9 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     if hessian is not None:
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
         if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
-            band["explained"] = band["explained"] + factor * output_sensitivity(hessian, unique)
+            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
     if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
-        band["explained"] = band["explained"] + factor * activation_sensitivity(
+        band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation_sensitivity(
             prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
     unreached = getattr(prepared.model, "unreached", frozenset())
     if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
