@@ -80,7 +80,9 @@ def test_real_layers_declared_with_nested_min_max(name: str) -> None:
     assert len(impl) == 2 * len(LAYER_POINTS)
     for c in impl:
         if c.verdict == "nondifferentiable":
-            assert min(c.left, c.right) <= c.value <= max(c.left, c.right)  # torch's choice: a subgradient
+            # torch's choice: a subgradient, up to rounding (its last bits differ between CPUs)
+            slack = 4 * (2**-52 if c.dtype == "float64" else 2**-23) * max(abs(c.left), abs(c.right))
+            assert min(c.left, c.right) - slack <= c.value <= max(c.left, c.right) + slack
         elif name.endswith("hardsigmoid") and c.dtype == "float64" and c.exact == 1 / 6:
             # torch 2.13's float64 hardsigmoid backward returns float32's 1/6 (0.1666666716...):
             # a wrong derivative (1.8e8 ulps), flagged whenever torch still does it
