@@ -139,7 +139,7 @@ MODELS = textwrap.dedent(
 )
 
 
-def test_cli_shows_imprecise_exits_0_and_fails_under_strict(tmp_path):
+def test_cli_shows_imprecise_exits_0_and_fails_under_strict(tmp_path, run_cli):
     (tmp_path / "models.py").write_text(MODELS)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -156,7 +156,8 @@ def test_cli_shows_imprecise_exits_0_and_fails_under_strict(tmp_path):
     assert back.models[0].n_imprecise >= 1 and back.models[0].status == "pass"
     page = (tmp_path / "reports" / "tanh.md").read_text()
     assert "## ⚠ Imprecise and inconclusive checks" in page
-    strict = run("--strict")
+    strict = run_cli("verify", "models.py", "--samples", "0", "--dtypes", "float64", "--no-report", "--strict",
+                     cwd=tmp_path)  # in-process: the exit code is the point (a process costs a torch import)
     assert strict.returncode == 1, strict.stdout + strict.stderr
 
 
@@ -268,7 +269,7 @@ def test_cli_checks_a_padded_model_and_says_an_impl_computes_in_float32(tmp_path
 # -- dtypes: the model's own, and an impl that computes in another --------------------------------
 
 
-def test_model_dtypes_narrow_the_run_and_an_empty_intersection_is_an_error(tmp_path):
+def test_model_dtypes_narrow_the_run_and_an_empty_intersection_is_an_error(tmp_path, run_cli):
     from gradcheck_sym.errors import ModelError
 
     m = Model(name="only64", loss=(w * x - y) ** 2, params=[w], inputs=[x, y], domain={"*": (-2, 2)},
@@ -282,8 +283,7 @@ def test_model_dtypes_narrow_the_run_and_an_empty_intersection_is_an_error(tmp_p
                                         "w = sp.Symbol('w', real=True)\n"
                                         "m = Model(name='m', loss=sp.sin(w), params=[w], domain={w: (0, 1)}, "
                                         "dtypes=['float64'])\n")
-    run = subprocess.run([sys.executable, "-m", "gradcheck_sym", "verify", "models.py", "--dtypes", "float32",
-                          "--json", "out.json"], cwd=tmp_path, capture_output=True, text=True)
+    run = run_cli("verify", "models.py", "--dtypes", "float32", "--json", "out.json", cwd=tmp_path)
     assert run.returncode != 0 and "nothing is left to check" in run.stdout + run.stderr
 
 
