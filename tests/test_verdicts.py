@@ -275,6 +275,8 @@ def test_model_dtypes_narrow_the_run_and_an_empty_intersection_is_an_error(tmp_p
     m = Model(name="only64", loss=(w * x - y) ** 2, params=[w], inputs=[x, y], domain={"*": (-2, 2)},
               dtypes=["float64"])
     assert {c.dtype for c in verify(m, samples=2).checks} == {"float64"}
+    once = verify(m, samples=2, dtypes=["float64"])
+    assert len(verify(m, samples=2, dtypes=["float64", "float64"]).checks) == len(once.checks)  # named twice: once
     r = verify(m, samples=2, dtypes=["float32"])
     assert r.status == "error" and "`only64`" in r.error and "--dtypes float64" in r.error
     with pytest.raises(ModelError, match=r"model `m`: `dtypes=` `float65` is not a dtype"):
@@ -303,6 +305,7 @@ def test_an_impl_that_computes_in_float32_is_judged_in_float32_with_a_note():
     m = Model(name="softplus32", loss=sp.log(1 + sp.exp(w * x)), params=[w], inputs=[x], domain={"*": (-3, 3)})
     r = verify(m, samples=4, impl=lambda w, x: torch.nn.functional.softplus((w * x).float()))
     assert r.status == "pass", r.failed[:2]
+    assert r.impl_calls == "torch.func.vmap"  # its finite differences batched all the same
     assert any("returns float32 for float64 inputs: its float64 checks are judged in float32" in n for n in r.notes)
     assert {c.verdict for c in _impl(r, "float64")} == {"agree"} and len(_impl(r, "float64")) == 4
     wrong = verify(m, samples=4, impl=lambda w, x: _SoftplusWrongBackward.apply((w * x).float()))
@@ -320,6 +323,31 @@ def test_an_impl_in_float32_is_judged_in_float32_in_forward_mode_and_second_orde
     wrong = verify(m, samples=4, order=2, dtypes=["float64"],
                    impl=lambda w, x: _SoftplusWrongBackward.apply((w * x).float()))  # its backward differentiates
     assert {c.verdict for c in wrong.checks if c.source == "impl" and c.quantity == "second"} == {"mismatch"}
+
+
+def test_an_operator_impl_in_float32_is_judged_in_float32_in_every_mode_with_one_note():
+    a, c = sp.symbols("a c", real=True)
+    m = Model(name="op32", outputs=sp.Matrix([sp.sin(a) * c, a + sp.sin(c)]), params=[a, c], domain={"*": (0.5, 2)},
+              impl=lambda a, c: torch.stack([torch.sin(a.float()) * c.float(), a.float() + torch.sin(c.float())]))
+    r = verify(m, samples=4, dtypes=["float64"], modes=("rev", "fwd"), order=2)
+    assert r.status == "pass", r.failed[:2]  # held to float64: 18 false jvp and 24 false second mismatches
+    assert {c.quantity for c in r.checks if c.source == "impl"} == {"value", "grad", "jvp", "second"}
+    assert sum("returns float32 for float64 inputs" in n for n in r.notes) == 1
+
+
+def test_a_grad_impl_mixing_dtypes_across_weights_is_judged_in_the_least_precise():
+    b = sp.Symbol("b", real=True)
+    m = Model(name="lin2", loss=(x * w + b - y) ** 2, params=[w, b], inputs=[x, y], domain={"*": (-2, 2)})
+
+    def mixed(w, b, x, y, wrong=1.0):  # b's gradient built as a default (float32) tensor
+        r = x * w + b - y
+        return {"w": 2 * r * x, "b": torch.tensor(float(2 * r * wrong))}
+
+    r = verify(m, samples=3, dtypes=["float64"], grad_impl=mixed)
+    assert r.status == "pass", r.error or r.failed[:2]
+    assert any("`grad_impl` returns float32 for float64 inputs" in n for n in r.notes)
+    bad = verify(m, samples=3, dtypes=["float64"], grad_impl=lambda **k: mixed(**k, wrong=1.001))
+    assert {c.param for c in bad.failed} == {"b"}
 
 
 def test_an_impl_that_returns_float64_for_float32_inputs_is_judged_in_float32():

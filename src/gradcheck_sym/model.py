@@ -197,7 +197,7 @@ class Model:
         >>> m.checked_dtypes(("float64", "float32"))
         ('float64',)
         """
-        run = tuple(run)
+        run = tuple(dict.fromkeys(run))  # a dtype named twice is checked once
         if self.dtypes is None:
             return run
         kept = tuple(d for d in run if d in self.dtypes)

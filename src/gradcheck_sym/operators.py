@@ -136,7 +136,8 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
     from .dtypes import DTYPES as FLOAT_TYPES
     from .dtypes import FD_NOTE
     from .options import SUPPORTED_DTYPES
-    from .verifier import (_domain, _dtype_scale, _fd_for, _groups, _loss_text, _sources, _variable_info, prepare,
+    from .verifier import (_domain, _dtype_scale, _fd_for, _groups, _judged_in, _loss_text, _sources, _variable_info,
+                           computed_notes, prepare,
                            references)
 
     for d in dtypes:
@@ -167,6 +168,7 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
         say(f"{model.name}: exact second derivatives of {m} outputs at {len(unique)} points")
         seconds = [orders.second_exact(model, f, unique, factor, seed, salt=f":{o}") for o, f in enumerate(model.outputs)]
     kept, summaries, failed, complete, unsupported = [], [], False, True, []
+    notes: list[str] = []
     for dtype in dtypes:
         pts = per_dtype[dtype]
         index = torch.tensor([row[p] for p in pts])
@@ -176,6 +178,8 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
             subject = src.Subject(view, forward=prepared.subject.forward)
             ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]))
             outs = {name: f(subject, pts, dtype) for name, f in _sources(view)}
+            if k == 0:  # the user's code computes in the same dtype for every output: one note
+                notes += computed_notes(view, outs, dtype)
             fds = {}
             if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16 (`dtypes.FD_NOTE`)
                 fds["model"] = src.finite_differences(subject, pts, dtype)
@@ -183,12 +187,13 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
                     fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
             groups = [dataclasses.replace(g, exact=ex) for g in _groups(outs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])]
             if k < m and "fwd" in modes:
-                more, refused = orders.fwd_groups(subject, list(outs), pts, dtype, ex, lambda s: _fd_for(groups, s))
+                more, refused = orders.fwd_groups(subject, list(outs), pts, dtype, ex, lambda s: _fd_for(groups, s),
+                                                  judged=lambda s: _judged_in(outs, s, dtype))
                 groups += more
                 unsupported += refused
             if k < m and seconds:
                 more, refused = orders.second_groups(subject, list(outs), pts, dtype, seconds[k],
-                                                     [row[p] for p in pts])
+                                                     [row[p] for p in pts], judged=lambda s: _judged_in(outs, s, dtype))
                 groups += more
                 unsupported += refused
             by_scalar.append(groups)
@@ -205,7 +210,7 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
         loss=_loss_text(model), loss_latex=model.latex or (sp.latex(model.loss) if n + m <= 40 else ""),
         variables=_variable_info(model), domain=_domain(model), n_params=model.n_params,
         notes=model.notes + tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1)
-                                  for d in dtypes if not FLOAT_TYPES[d].finite_differences),
+                                  for d in dtypes if not FLOAT_TYPES[d].finite_differences) + tuple(notes),
         points={d: [_point(model, p) for p in pts] for d, pts in per_dtype.items()},
         arithmetic=tuple(sorted({r.arithmetic for _, _, refs, _ in scalars for r in refs.values()})),
         sources=tuple(name for name, _ in _sources(scalars[0][0])) + ("fd",), checks=tuple(kept), complete=complete,

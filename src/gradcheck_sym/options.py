@@ -42,7 +42,7 @@ def seconds(text: str) -> float | None:
 
 
 def dtype_list(text: str) -> tuple[str, ...]:
-    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    items = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))  # each once
     bad = [t for t in items if t not in SUPPORTED_DTYPES]
     if bad or not items:
         raise ValueError(f"expected a comma-separated list of {', '.join(SUPPORTED_DTYPES)}, got {text!r}")

@@ -169,17 +169,15 @@ def computed_dtype(t: Any) -> str | None:
     return next((name for name, d in TORCH_DTYPES.items() if isinstance(t, torch.Tensor) and t.dtype == d), None)
 
 
-def _computed_in(model: Model, label: str, found: set[str], dtype: str) -> str | None:
-    """The one dtype the user's code computed in, where it is not the ``dtype`` it was given (an
+def _computed_in(found: set[str], dtype: str) -> str | None:
+    """The dtype the user's code computed in, where it is not the ``dtype`` it was given (an
     ``impl`` that casts to float32 inside, as real losses often do): its checks are then judged in
-    that dtype, with a note, rather than refused."""
+    that dtype, with a note, rather than refused.  Several (a ``grad_impl`` returning float64 for
+    one weight and float32 for another): the least precise, whose rounding the values carry."""
     other = found - {dtype}
     if not other:
         return None
-    if len(found) > 1:
-        raise ImplError(f"model `{model.name}`: `{label}` returned {' and '.join(sorted(found))} for {dtype} inputs "
-                        "at different points; compute in one dtype")
-    return other.pop()
+    return max(other, key=lambda d: UNIT_ROUNDOFF[d])
 
 
 def impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
@@ -224,7 +222,7 @@ def _impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput
             row.extend(g.double().reshape(-1).tolist())
         grads.append(row)
         losses.append(float(out.detach()))
-    return SourceOutput(source="impl", grads=grads, loss=losses, computed_in=_computed_in(model, "impl", found, dtype))
+    return SourceOutput(source="impl", grads=grads, loss=losses, computed_in=_computed_in(found, dtype))
 
 
 def _unreached(model: Model, v: Variable) -> bool:
@@ -254,8 +252,8 @@ def _batched(model: Model, rows: torch.Tensor) -> dict[str, torch.Tensor]:
 def _scalar(model: Model, dtype: str, kwargs: dict[str, torch.Tensor]) -> torch.Tensor:
     assert model.impl is not None
     out = model.impl(**kwargs)
-    if not isinstance(out, torch.Tensor) or out.numel() != 1 or out.dtype != TORCH_DTYPES[dtype]:
-        raise _NotBatchable("it returned something other than a scalar tensor of the inputs' dtype")
+    if not isinstance(out, torch.Tensor) or out.numel() != 1 or computed_dtype(out) is None:
+        raise _NotBatchable("it returned something other than a scalar tensor of a float dtype")
     return out.reshape(())
 
 
@@ -330,7 +328,7 @@ def grad_impl(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOu
             grads.append(_gradient_row(model, wrt, out, k))
             values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (list, tuple)) else [out]
             found.update(d for d in map(computed_dtype, values) if d is not None)
-    computed = _computed_in(model, "grad_impl", found, dtype) if found else None
+    computed = _computed_in(found, dtype) if found else None
     return SourceOutput(source="grad_impl", grads=grads, computed_in=computed)
 
 
