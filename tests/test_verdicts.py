@@ -350,6 +350,22 @@ def test_a_grad_impl_mixing_dtypes_across_weights_is_judged_in_the_least_precise
     assert {c.param for c in bad.failed} == {"b"}
 
 
+def test_an_impl_in_float32_gets_finite_differences_with_float32_s_step():
+    # a forward 0.1% off where z > 2.5, computed in float32 and checked in float64: with float64's
+    # step (2^-10) the differences of its float32 losses were rounding noise, every gradient there
+    # was blamed on the backward ("wrong"); with float32's they follow the forward it computes
+    b = sp.Symbol("b", real=True)
+    m = Model(name="st", loss=sp.log(1 + sp.exp(x * w + b - y)), params=[w, b], inputs=[x, y], domain={"*": (-3, 3)})
+
+    def off(w, b, x, y):
+        z = (x * w + b - y).float()
+        return torch.where(z > 2.5, torch.nn.functional.softplus(z) * 1.001, torch.nn.functional.softplus(z))
+
+    r = verify(m, samples=60, dtypes=["float64"], impl=off)
+    blamed = {c.attribution for c in r.checks if c.source == "impl" and c.quantity == "grad" and c.verdict == "mismatch"}
+    assert "forward_mismatch" in blamed
+
+
 def test_an_impl_that_returns_float64_for_float32_inputs_is_judged_in_float32():
     # computed in float32, cast up at the end: float32's rounding is in it, so float32 judges it
     m = Model(name="up", loss=(x * w - y) ** 2, params=[w], inputs=[x, y], domain={"*": (-2, 2)},

@@ -184,7 +184,8 @@ def verify_operator(model: Model, explicit: Sequence[Any], samples: int, seed: i
             if FLOAT_TYPES[dtype].finite_differences:  # none in bfloat16/float16 (`dtypes.FD_NOTE`)
                 fds["model"] = src.finite_differences(subject, pts, dtype)
                 if view.impl is not None:
-                    fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl")
+                    fds["impl"] = src.finite_differences(subject, pts, dtype, forward="impl",
+                                                         computed_in=_judged_in(outs, "impl", dtype))
             groups = [dataclasses.replace(g, exact=ex) for g in _groups(outs, fds, ex, dtype, UNIT_ROUNDOFF[dtype])]
             if k < m and "fwd" in modes:
                 more, refused = orders.fwd_groups(subject, list(outs), pts, dtype, ex, lambda s: _fd_for(groups, s),

@@ -442,7 +442,8 @@ def _one_point(point: torch.Tensor, symbols: torch.Tensor, moved: torch.Tensor) 
     return cols
 
 
-def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model") -> SourceOutput:
+def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *, forward: str = "model",
+                       computed_in: str | None = None) -> SourceOutput:
     """Central differences of a forward (the model's, or ``forward="impl"``), with steps ``h`` and
     ``h/2`` combined by Richardson extrapolation; the error estimate is the change the
     extrapolation made plus the rounding error of the differences.  Batched: every point, every
@@ -450,16 +451,20 @@ def finite_differences(subject: Subject, points: Sequence[Point], dtype: str, *,
 
     Where a step leaves the forward's domain (it fails, or returns NaN or inf: a log at 0, a
     probability at 0 or 1), the difference is one-sided on the side that works; where neither
-    works it is unavailable (NaN, with an infinite error estimate)."""
+    works it is unavailable (NaN, with an infinite error estimate).
+
+    ``computed_in``: the dtype the forward really computes in, where it is not ``dtype`` (an
+    ``impl`` casting to float32 inside): the step and the rounding estimate are that dtype's
+    (float64's step under float32's rounding differences noise, not the gradient)."""
     f = _model_losses(subject, dtype) if forward == "model" else _impl_losses(subject, dtype)
     tdtype = TORCH_DTYPES[dtype]
-    u = UNIT_ROUNDOFF[dtype]
+    u = UNIT_ROUNDOFF[computed_in or dtype]
     base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
     pos = torch.tensor(subject.entry_positions, dtype=torch.long)  # (P,)
     n, p = base.shape[0], pos.shape[0]
     x = base[:, pos]  # (N, P)
     size = torch.where(x.abs() > 1, torch.exp2(torch.ceil(torch.log2(x.abs()))), torch.ones_like(x))
-    h = FD_STEP[dtype] * size
+    h = FD_STEP[computed_in or dtype] * size
     steps = torch.stack([h, -h, h / 2, -h / 2], dim=-1)  # (N, P, 4)
     moved = (x.unsqueeze(-1) + steps).to(tdtype).to(torch.float64)  # rounded to the dtype
     values = torch.empty(n * p * 4, dtype=torch.float64)  # row r: point r // 4p, entry (r % 4p) // 4
@@ -699,7 +704,7 @@ def gradient_differences(subject: Subject, points: Sequence[Point], dtype: str, 
     source's gradient is right and only its double backward is wrong."""
     gradient = autograd if source == "autograd" else impl
     tdtype = TORCH_DTYPES[dtype]
-    u = UNIT_ROUNDOFF[dtype]
+    u = UNIT_ROUNDOFF[computed_in or dtype]
     base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
     pos = torch.tensor(subject.entry_positions, dtype=torch.long)
     n, p = base.shape[0], pos.shape[0]

@@ -381,7 +381,8 @@ def _verify(
                 fd_pts = pts if at is None else [pts[i] for i in at]
                 fds["model"] = src.finite_differences(subject, fd_pts, dtype)
                 if model.impl is not None:
-                    fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl")
+                    fds["impl"] = src.finite_differences(subject, fd_pts, dtype, forward="impl",
+                                                         computed_in=_judged_in(outputs, "impl", dtype))
             if at is not None:
                 fd_counts[dtype] = len(at)
         methods += [o.method for o in (*outputs.values(), *fds.values()) if o.method]
