@@ -704,7 +704,7 @@ def gradient_differences(subject: Subject, points: Sequence[Point], dtype: str, 
     source's gradient is right and only its double backward is wrong."""
     gradient = autograd if source == "autograd" else impl
     tdtype = TORCH_DTYPES[dtype]
-    u = UNIT_ROUNDOFF[computed_in or dtype]
+    u = UNIT_ROUNDOFF[dtype]
     base = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)  # (N, S)
     pos = torch.tensor(subject.entry_positions, dtype=torch.long)
     n, p = base.shape[0], pos.shape[0]
