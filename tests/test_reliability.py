@@ -388,6 +388,9 @@ def test_ctrl_c_that_comes_during_the_fork_stops_the_worker(monkeypatch):
         raise AssertionError("never reached")
 
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    # Fork even where an earlier test in this process met a CUDA torch that refuses autograd in a
+    # forked child (found on a GPU machine: the worker then ran `run` in-process and slept 60 s).
+    monkeypatch.setattr(worker, "_NO_FORK", [])
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
