@@ -161,7 +161,9 @@ def _section(result: ModelResult) -> str:
 
     lines = [f"model `{result.name}`: {result.status}, {result.n_checks} checks"]
     for s in summarize(result):
-        lines.append(f"  {s.label:<24} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, "
+        # every check counted: imprecise and inconclusive ones too, where there are any
+        bands = "".join(f"{n} {what}, " for n, what in ((s.imprecise, "imprecise"), (s.inconclusive, "inconclusive")) if n)
+        lines.append(f"  {s.label:<24} {s.dtype}: {s.agree} agree, {s.mismatch} mismatch, {bands}"
                      f"{s.nondifferentiable + s.undefined} special; worst error/tolerance "
                      f"{num(s.worst_of_tolerance, 3)}")
     for u in result.unsupported:
