@@ -33,6 +33,7 @@ from .compare import (
 )
 from .dtypes import DTYPES
 from .model import Entry
+from .nearkinks import note_of, within_hull
 from .reference import ExactValue, PointReference
 from .results import Check, SourceSummary
 
@@ -94,6 +95,7 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
 OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
+NEAR_KINK = 12  # within the hull of the branches a condition near its kink may take (`nearkinks`)
 NOT_ZERO = 11  # a weight that does not reach the loss got a gradient other than exactly 0
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
@@ -154,6 +156,9 @@ class ExactArrays:
     sensitive: torch.Tensor | None = None  # u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ| in units of u (NaN: not computed)
     largest: torch.Tensor | None = None  # (rows,) the declared program's largest |value| (float64)
     zero: torch.Tensor | None = None  # bool, True where the entry does not reach the loss (exactly 0)
+    near_lo: torch.Tensor | None = None  # hull of the exact value and its branch-flipped alternatives where a
+    near_hi: torch.Tensor | None = None  #   condition is within rounding of a kink (`nearkinks`; NaN elsewhere)
+    near_notes: list[str | None] | None = None  # per row: which condition, how near (`nearkinks`)
 
     def value(self, i: int, j: int) -> ExactValue:
         r = self.refs[i]
@@ -258,6 +263,7 @@ class Group:
     layout: tuple[str, int] | None = None  # columns as (kind, entries): see `_label`
     output: int | None = None  # an operator's output entry, for a group of one output
     points: tuple[int, ...] | None = None  # the point each row is (None: row i is point i): fd at some points
+    near_notes: list[str | None] | None = None  # per row: the near-kink note (`nearkinks`)
 
 
 def _label(g: Group, j: int, entries: Sequence[Entry]) -> dict[str, Any]:
@@ -362,6 +368,8 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
     within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
     verdict = torch.where(underflow | within, IMPRECISE, verdict)
     note = torch.where(underflow, UNDERFLOW, torch.where(within, EXPLAINED, note))
+    kink = off & (verdict == MISMATCH) & within_hull(values, ex, cols, cmp.tol, dtype)  # `nearkinks`
+    verdict, note = torch.where(kink, IMPRECISE, verdict), torch.where(kink, NEAR_KINK, note)
     if source == "autograd":
         lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
         verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
@@ -392,7 +400,7 @@ def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str,
     if ex.zero is not None:
         verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp)
     return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=code)
+                 verdict=verdict, attribution=code, near_notes=ex.near_notes)
 
 
 def unreached(values: torch.Tensor, zero: torch.Tensor, verdict: torch.Tensor, code: torch.Tensor,
@@ -502,6 +510,7 @@ def _band_note(text: str, attribution: str | None = None) -> Any:
 
 
 BAND_NOTES: dict[int, Any] = {
+    NEAR_KINK: lambda g, i, j, value: ("imprecise", note_of(g.near_notes, i)),
     EXPLAINED: _explained_note,
     UNDERFLOW: _band_note("the exact value is below the dtype's smallest normal, and so is the error: lost to "
                           "gradual underflow, not a wrong gradient", "imprecise"),

@@ -515,3 +515,21 @@ class _ByColumn:
         return self.columns[key[1]]
 
 
+
+
+def slot_errors(prog: Program, points: Sequence[Sequence[float]], *, u: float = 2.0**-53) -> tuple[list[Any], list[Any]]:
+    """Every slot's float64 value and first-order worst-case rounding size (units of ``u``), all
+    points at once: entries are tensors of one value per point, or scalars shared by all (a
+    constant), booleans for conditions (`nearkinks` reads the operands of each condition).
+
+    >>> x, w = sp.symbols("x w", real=True)
+    >>> from gradcheck_sym.ir.compile import compile_expr
+    >>> v, E = slot_errors(compile_expr(w * x - 1, (x, w), rewrite_kinks=True), [[3.0, 2.0]])
+    >>> [float(e) for e in E][-1]
+    11.0
+    """
+    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+    with torch.no_grad():
+        run = _Pass(prog, batch, u=u)
+        run.run()
+    return run.v, run.E

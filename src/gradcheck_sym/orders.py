@@ -56,7 +56,8 @@ def fwd_groups(subject: src.Subject, names: Sequence[str], pts: Sequence[src.Poi
     ``judged(name)``: the dtype a source is judged in, where its code computes in another than it
     is given (as for its gradient: `verifier._judged_in`)."""
     outs, unsupported = _outputs(names, "jvp", lambda name: JVP_SOURCES[name](subject, pts, dtype))
-    loose = dataclasses.replace(ex, scale=ex.scale * HEADROOM)
+    # forward mode is not judged near kinks yet (`nearkinks`: first-order gradients only)
+    loose = dataclasses.replace(ex, scale=ex.scale * HEADROOM, near_lo=None, near_hi=None, near_notes=None)
     groups = []
     for name, out in outs:
         g = ch.source_group(name, ch.as_tensor(out.grads).reshape(len(pts), -1), loose,

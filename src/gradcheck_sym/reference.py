@@ -21,7 +21,7 @@ Three situations get more than a number:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +94,11 @@ def _value(A: Any, x: Any) -> Any:
     return A.zero if x is None else x
 
 
-def _run(prog: Program, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], bool]:
-    """Every slot's value, and whether some condition holds with equality (a boundary)."""
+def _run(prog: Program, A: Any, inputs: Sequence[Any], force: Mapping[int, int] | None = None
+         ) -> tuple[list[Any], bool]:
+    """Every slot's value, and whether some condition holds with equality (a boundary).
+    ``force``: condition slot -> the sign of ``lhs − rhs`` to decide it by instead of the exact one
+    (`nearkinks`: the branch a float computation may take near a kink)."""
     specs = _specs(prog)
     argss, datas = prog.args, prog.data
     vals: list[Any] = [None] * len(prog)
@@ -105,7 +108,7 @@ def _run(prog: Program, A: Any, inputs: Sequence[Any]) -> tuple[list[Any], bool]
         if spec.leaf:
             vals[k] = inputs[data]
         elif spec.test is not None:
-            s = A.compare(vals[args[0]], vals[args[1]])
+            s = A.compare(vals[args[0]], vals[args[1]]) if force is None or k not in force else force[k]
             if s == 0:
                 boundary = True
             vals[k] = None if s is None else spec.test(s, data)

@@ -370,6 +370,7 @@ def _verify(
         index = torch.tensor([row[p] for p in pts])
         ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]),
                              **{k: v[index] for k, v in band.items()})
+        ex = near_kinks_of(prepared, pts, [refs[p] for p in pts], dtype, factor, ex)
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
         notes += computed_notes(model, outputs, dtype)
@@ -553,6 +554,16 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
             rational=prepared.gradient.maybe_rational,
         )
     return refs, scale, band
+
+
+def near_kinks_of(prepared: Prepared, pts: Sequence[tuple[float, ...]], refs: Sequence[PointReference], dtype: str,
+                  factor: float, ex: Any) -> Any:
+    """``ex`` with the hull of the branches a float computation may take where a condition is within
+    rounding of its kink in ``dtype`` (`nearkinks`; README "The verdict")."""
+    from .nearkinks import attach, near_kinks
+
+    gp = prepared.gradient
+    return attach(ex, near_kinks(gp.prog, pts, refs, dtype, factor, rational=gp.maybe_rational))
 
 
 def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: str, factor: float, shared: Any) -> Any:
