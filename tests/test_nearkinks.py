@@ -153,6 +153,25 @@ def test_finite_differences_near_a_kink_do_not_blame_the_source() -> None:
     assert not [c for c in result.checks if c.source != "fd" and c.attribution in ("wrong", "forward_mismatch")]
 
 
+def test_an_l1_loss_whose_residual_rounds_to_zero_in_float32() -> None:
+    import sympy as sp
+
+    # fl32(0.772114634513855·0.75) = 0.5790859460830688 exactly, so torch computes w·x − y = 0 and
+    # torch.abs's derivative there is 0; exactly the residual is +2.98e-8 and ∂/∂w = x = 0.75
+    w, x, y = sp.symbols("w x y", real=True)
+    model = Model(name="l1", loss=sp.Abs(w * x - y), params=[w], inputs=[x, y],
+                  points=[{w: 0.772114634513855, x: 0.75, y: 0.5790859460830688}])
+    result = verify(model, impl=lambda w, x, y: torch.abs(w * x - y), samples=0)
+    assert result.status == "pass", [(c.source, c.dtype, c.note) for c in result.failed]
+    by = {(c.source, c.dtype): c for c in result.checks if c.quantity == "grad" and c.source != "fd"}
+    c = by[("impl", "float32")]
+    assert (c.exact, c.value, c.verdict) == (0.75, 0.0, "imprecise") and NEAR in c.note, c
+    assert by[("impl", "float64")].verdict == "agree"  # float64 resolves a gap of 3e-8
+    # the branches are ±0.75: a value beyond both is no rounding of either
+    wrong = verify(model, grad_impl=lambda w, x, y: {"w": 2 * x}, samples=0, dtypes=["float32"])
+    assert [(c.source, c.param, c.verdict) for c in wrong.failed] == [("grad_impl", "w", "mismatch")]
+
+
 # -- the corpus: Hypothesis's corner points of a ReLU network, in float32 ------------------------------
 
 HYPOTHESIS = settings(max_examples=30, derandomize=True, deadline=None, database=None,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,94 +173,100 @@ def _candidates(c: Condition, v: list[Any], E: list[Any], n: int, scale: float) 
     return near.tolist()
 
 
-def _at(E: list[Any], c: Condition, i: int) -> float:
+def _at(E: list[Any], c: Condition, i: int) -> tuple[float, float]:
+    """The rounding sizes of ``c``'s two operands at point ``i``."""
     def one(x: Any) -> float:
         t = torch.as_tensor(x, dtype=torch.float64)
         return float(t if t.dim() == 0 else t[i])
 
-    return one(E[c.lhs]) + one(E[c.rhs])
+    return one(E[c.lhs]), one(E[c.rhs])
 
 
 Described = list[tuple[Condition, float, float]]  # near condition, |lhs − rhs| exactly, its rounding bound
 
 
-def _near_at(prog: Program, inputs: list[fmpq], maybe: list[Condition], sizes: list[float], scale: float,
-             rational: bool) -> tuple[list[list[float]], Described] | None:
+def _near_at(prog: Program, inputs: list[fmpq], maybe: list[Condition], sizes: list[tuple[float, float]],
+             scale: float, rational: bool) -> tuple[list[list[float]], Described] | None:
     """At one point: the outputs with the near conditions' branches flipped, and the near
-    conditions; None when, decided exactly, none is near."""
-    A, vals = _exact(prog, inputs, rational, None)
-    near: Described = []
-    for c, size in zip(maybe, sizes):
-        s = A.compare(vals[c.lhs], vals[c.rhs])
-        if not s:  # on the boundary (a kink: `reference`'s one-sided values), or undecidable
-            continue
-        gap = abs(as_float(vals[c.lhs] - vals[c.rhs]))
-        if gap <= scale * size:
-            near.append((c, gap, scale * size))
-    if not near:
-        return None
-    choices = [_flips(prog, c, A.compare(vals[c.lhs], vals[c.rhs])) for c, _, _ in near]
-    if len(near) <= MAX_ENUMERATED:
-        combos = [combo for combo in itertools.product(*[[None, *alts] for alts in choices]) if any(combo)]
-    else:  # each alone, and all together (their first alternative)
-        combos = [tuple(alt if j == i else None for j in range(len(near))) for i, alts in enumerate(choices)
-                  for alt in alts]
-        combos.append(tuple(alts[0] for alts in choices))
-    alternatives = []
-    for combo in combos:
-        force: dict[int, int] = {}
-        for (c, _, _), sign in zip(near, combo):
-            if sign is not None:
-                force.update({k: sign * orient for k, orient in c.slots})
-        try:
-            B, flipped = _exact(prog, inputs, rational, force)
-        except (ArithmeticError, ValueError):  # an alternative that cannot be evaluated explains nothing
-            continue
-        alternatives.append(_outputs(prog, B, flipped))
-    return alternatives, near
-
-
-def _flips(prog: Program, c: Condition, sign: int) -> list[int]:
-    """The signs of ``lhs − rhs`` that decide ``c``'s tests otherwise than ``sign`` does, one per
-    distinct outcome (a tie is a third outcome only for ``==`` and ``!=``)."""
-
-    def outcome(s: int) -> tuple[bool, ...]:
-        out = []
-        for k, orient in c.slots:
-            test = REGISTRY[prog.ops[k]].test
-            assert test is not None
-            out.append(bool(test(s * orient, prog.data[k])))
-        return tuple(out)
-
-    seen = {outcome(sign)}
-    flips = []
-    for s in (-sign, 0):
-        o = outcome(s)
-        if o not in seen:
-            seen.add(o)
-            flips.append(s)
-    return flips
-
-
-def _exact(prog: Program, inputs: list[fmpq], rational: bool, force: Mapping[int, int] | None) -> tuple[Any, list[Any]]:
-    """Every slot's exact value (rationals, else balls at rising precision), with ``force``."""
+    conditions; None when, decided exactly, none is near.  Exactly in rationals when the program
+    allows, else in balls, all at one precision (raised until every comparison is decided)."""
     if rational:
         try:
-            A: Any = Rationals()
-            return A, _run(prog, A, inputs, force)[0]
+            return _near_in(prog, Rationals(), inputs, maybe, sizes, scale)
         except NotRational:
             pass
     prec, old = START_PREC, ctx.prec
     try:
         while True:
             ctx.prec = prec
-            A = Balls(final=prec >= MAX_PREC)
             try:
-                return A, _run(prog, A, [arb(q) for q in inputs], force)[0]
+                return _near_in(prog, Balls(final=prec >= MAX_PREC), [arb(q) for q in inputs], maybe, sizes, scale)
             except NeedPrecision:
                 prec *= 2
     finally:
         ctx.prec = old
+
+
+def _near_in(prog: Program, A: Any, inputs: list[Any], maybe: list[Condition], sizes: list[tuple[float, float]],
+             scale: float) -> tuple[list[list[float]], Described] | None:
+    vals = _run(prog, A, inputs)[0]
+    near: Described = []
+    states: list[list[dict[int, Any]]] = []
+    for c, (e_lhs, e_rhs) in zip(maybe, sizes):
+        s = A.compare(vals[c.lhs], vals[c.rhs])
+        if not s:  # on the boundary (a kink: `reference`'s one-sided values), or undecidable
+            continue
+        gap, bound = abs(as_float(vals[c.lhs] - vals[c.rhs])), scale * (e_lhs + e_rhs)
+        if gap <= bound:
+            near.append((c, gap, bound))
+            states.append(_states(prog, vals, c, s, bound, e_lhs > e_rhs))
+    if not near:
+        return None
+    if len(near) <= MAX_ENUMERATED:
+        combos = [combo for combo in itertools.product(*[[None, *st] for st in states]) if any(combo)]
+    else:  # each alone, and all together (at the far end of their rounding)
+        combos = [tuple(x if j == i else None for j in range(len(near))) for i, st in enumerate(states) for x in st]
+        combos.append(tuple(st[1] for st in states))
+    alternatives = []
+    for combo in combos:
+        override: dict[int, Any] = {}
+        for state in combo:
+            override.update(state or {})
+        try:
+            flipped = _run(prog, A, inputs, override)[0]
+        except (ArithmeticError, ValueError):  # an alternative that cannot be evaluated explains nothing
+            continue
+        alternatives.append(_outputs(prog, A, flipped))
+    return alternatives, near
+
+
+def _states(prog: Program, vals: list[Any], c: Condition, sign: int, bound: float, lhs_rounds: bool
+            ) -> list[dict[int, Any]]:
+    """The ways a float computation may decide ``c`` otherwise than the exact sign ``sign``, as slot
+    overrides for `reference._run`: the operand that carries the rounding (``lhs_rounds``: the
+    first) moved onto the boundary with the conditions decided the other way; moved past it to the
+    far end of its rounding error (``bound``), so that what the other branch computes from it is
+    covered too (relu's output is the rounded z itself); and, where a tie is a third outcome
+    (``==``, ``!=``), onto the boundary as it is."""
+    moved, other = (c.lhs, c.rhs) if lhs_rounds else (c.rhs, c.lhs)
+    to = 1 if moved == c.lhs else -1  # (moved − other) = to · (lhs − rhs)
+
+    def at(t: int, magnitude: float) -> dict[int, Any]:  # lhs − rhs = t · magnitude
+        step = fmpq(*float(magnitude).as_integer_ratio()) * (t * to)
+        return {moved: vals[other] + (arb(step) if isinstance(vals[other], arb) else step)}
+
+    def outcome(s: int) -> dict[int, Any]:
+        out = {}
+        for k, orient in c.slots:
+            test = REGISTRY[prog.ops[k]].test
+            assert test is not None
+            out[k] = bool(test(s * orient, prog.data[k]))
+        return out
+
+    states = [{**at(0, 0.0), **outcome(-sign)}, at(-sign, bound)]
+    if outcome(0) not in (outcome(sign), outcome(-sign)):
+        states.append(at(0, 0.0))
+    return states
 
 
 def _reference_row(ref: PointReference) -> list[float]:
@@ -298,9 +304,12 @@ def _note(prog: Program, near: Described, dtype: str) -> str:
 
 
 def _condition_text(prog: Program, c: Condition) -> str:
-    k, orient = c.slots[0]
-    a, b = prog.args[k]
-    return f"{_slot_text(prog, a)} {prog.data[k]} {_slot_text(prog, b)}"
+    texts: dict[int, str] = prog.__dict__.setdefault("_near_texts", {})  # not pickled (`Program.__getstate__`)
+    k, _ = c.slots[0]
+    if k not in texts:
+        a, b = prog.args[k]
+        texts[k] = f"{_slot_text(prog, a)} {prog.data[k]} {_slot_text(prog, b)}"
+    return texts[k]
 
 
 def _slot_text(prog: Program, k: int) -> str:

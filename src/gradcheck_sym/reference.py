@@ -94,21 +94,23 @@ def _value(A: Any, x: Any) -> Any:
     return A.zero if x is None else x
 
 
-def _run(prog: Program, A: Any, inputs: Sequence[Any], force: Mapping[int, int] | None = None
+def _run(prog: Program, A: Any, inputs: Sequence[Any], override: Mapping[int, Any] | None = None
          ) -> tuple[list[Any], bool]:
     """Every slot's value, and whether some condition holds with equality (a boundary).
-    ``force``: condition slot -> the sign of ``lhs − rhs`` to decide it by instead of the exact one
-    (`nearkinks`: the branch a float computation may take near a kink)."""
+    ``override``: slot -> the value it takes instead (`nearkinks`: a condition decided the other
+    way, an operand at the far end of its rounding error)."""
     specs = _specs(prog)
     argss, datas = prog.args, prog.data
     vals: list[Any] = [None] * len(prog)
     boundary = False
     for k in range(len(prog)):
         spec, args, data = specs[k], argss[k], datas[k]
-        if spec.leaf:
+        if override is not None and k in override:
+            vals[k] = override[k]
+        elif spec.leaf:
             vals[k] = inputs[data]
         elif spec.test is not None:
-            s = A.compare(vals[args[0]], vals[args[1]]) if force is None or k not in force else force[k]
+            s = A.compare(vals[args[0]], vals[args[1]])
             if s == 0:
                 boundary = True
             vals[k] = None if s is None else spec.test(s, data)
