@@ -348,7 +348,8 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
       seen an error as large as the value (an ill-conditioned declaration);
     * **imprecise**: it disagrees, but by no more than `compare.IMPRECISE_FACTOR` times the explained
       bound (rounding the values the gradient is computed from, `errorbound`), or the exact value
-      is below the dtype's smallest normal and the error is too (gradual underflow);
+      is below the dtype's smallest normal and the error is too (gradual underflow), or the point is
+      within rounding of a kink and the value within the hull of the branches (`nearkinks`);
     * the ``autograd`` source (the declaration compiled to torch) disagreeing where the declared
       program overflows the dtype, or where its own rounding bound exceeds the value: the declared
       formula is not computable there (**inconclusive**), not torch being wrong."""
