@@ -153,6 +153,25 @@ def test_finite_differences_near_a_kink_do_not_blame_the_source() -> None:
     assert not [c for c in result.checks if c.source != "fd" and c.attribution in ("wrong", "forward_mismatch")]
 
 
+@pytest.mark.parametrize("units", [3, 5])  # every combination of branches; above 4, each alone and all together
+def test_several_conditions_near_their_kinks_at_once(units: int) -> None:
+    W, b, V = matrix("W1", (units, 2)), matrix("b1", units), matrix("W2", (1, units))
+    model = Model(name=f"relu-{units}", loss=nn.mse(nn.dense(V, nn.relu(nn.dense(W, X, b)), b2), Y),
+                  params=[W, b, V, b2], inputs=[X, Y],
+                  points=[{"W1": [[-0.7097599506378174, 0.946346640586853]] * units, "b1": [[0]] * units,
+                           "W2": [[1] * units], "b2": [[0]], "X": [[1], [0.75]], "Y": [[1]]}])
+    result = verify(model, grad_impl=numpy_backprop, samples=0, dtypes=["float32"])
+    assert result.status == "pass", [(c.param, c.index, c.value, c.exact) for c in result.failed]
+    near = [c for c in result.checks if c.source == "grad_impl" and c.verdict == "imprecise"]
+    assert {(c.param, c.index) for c in near} >= {("W1", (r, 0)) for r in range(units)}
+    assert all(c.value == 0 for c in near if c.param == "W1")  # every unit took the other branch
+    assert ("and 2 more" in near[0].note) == (units == 5)
+    # a value beyond every combination of branches (twice the exact) is still a mismatch
+    doubled = verify(model, grad_impl=lambda **t: {k: 2 * v for k, v in numpy_backprop(**t, mask=">=").items()},
+                     samples=0, dtypes=["float32"])
+    assert {c.param for c in doubled.failed} >= {"b2"}
+
+
 def test_an_l1_loss_whose_residual_rounds_to_zero_in_float32() -> None:
     import sympy as sp
 

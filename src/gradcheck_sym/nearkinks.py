@@ -112,7 +112,10 @@ def near_kinks(prog: Program, points: Sequence[Sequence[float]], refs: Sequence[
         if not maybe:
             continue
         inputs = [fmpq(*float(x).as_integer_ratio()) for x in points[i]]
-        found = _near_at(prog, inputs, maybe, [_at(E, c, i) for c in maybe], NEAR_FACTOR * u, rational)
+        try:
+            found = _near_at(prog, inputs, maybe, [_at(E, c, i) for c in maybe], NEAR_FACTOR * u, rational)
+        except Exception:  # noqa: BLE001 - no alternative there (outside a domain ...): nothing explained, a mismatch stays one
+            continue
         if found is None:
             continue
         alternatives, described = found
@@ -337,7 +340,7 @@ def _slot_text(prog: Program, k: int) -> str:
 
     try:
         return str(build(k))
-    except OverflowError:
+    except Exception:  # noqa: BLE001 - too large to write out, or not writable as SymPy: say how large
         return f"a value of {_count(prog, k)} operations (slot {k})"
 
 
