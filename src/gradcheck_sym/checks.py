@@ -95,8 +95,8 @@ def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor
 NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORNER = 0, 1, 2, 3, 4, 5
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
 OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
-NEAR_KINK = 12  # within the hull of the branches a condition near its kink may take (`nearkinks`)
 NOT_ZERO = 11  # a weight that does not reach the loss got a gradient other than exactly 0
+NEAR_KINK = 12  # within the hull of the branches a condition near its kink may take (`nearkinks`)
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
