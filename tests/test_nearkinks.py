@@ -150,6 +150,7 @@ def test_finite_differences_near_a_kink_do_not_blame_the_source() -> None:
     result = verify(relu_net(), grad_impl=numpy_backprop, points=[LEAD_POINT], samples=0, dtypes=["float32"])
     fd = [c for c in result.checks if c.source == "fd" and (c.param, c.index) in NEAR_ENTRIES]
     assert fd and all(c.attribution in (None, "noise") for c in fd)  # the differences straddle the kink
+    assert all("straddle a kink" in c.note and NEAR in c.note for c in fd if c.attribution == "noise")
     assert not [c for c in result.checks if c.source != "fd" and c.attribution in ("wrong", "forward_mismatch")]
 
 

@@ -457,7 +457,8 @@ def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: Exa
     verdict = torch.where(values.isnan() & fd_error.isinf() & (verdict == 1), 3, verdict)
     noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
+                 verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise,
+                 near_notes=ex.near_notes)
 
 
 def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | None = None) -> tuple[str | None, str]:
@@ -478,6 +479,9 @@ def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | Non
     if g.source == "fd":
         if verdict == 1:
             if t.noise is not None and t.noise[i][j]:
+                if g.near_notes is not None and g.near_notes[i]:  # `nearkinks`
+                    return "noise", ("the differences straddle a kink within their step, not a bug ("
+                                     + g.near_notes[i].split(", so ")[0] + ")")
                 return "noise", "finite-difference truncation or rounding, not a bug"
             return "forward_mismatch", "differences of a forward that does not compute the model"
         return None, e.reason
