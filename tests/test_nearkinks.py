@@ -215,7 +215,7 @@ def test_hypothesis_kink_points_of_correct_code_are_never_mismatches() -> None:
         near.append(sum(1 for c in result.checks if c.note and NEAR in c.note))
 
     check()
-    assert sum(1 for n in near if n) >= 2  # corner points, rounded to float32, did land within rounding of a kink
+    assert sum(1 for n in near if n) >= 1  # corner points, rounded to float32, did land within rounding of a kink
 
 
 def test_hypothesis_kink_points_still_find_a_planted_bug() -> None:
