@@ -79,20 +79,21 @@ class Rationals:
         return q
 
     def pow(self, x: fmpq, e: sp.Rational) -> fmpq:
-        if e.q == 1:
-            if x == 0 and e < 0:
+        p, q = int(e.p), int(e.q)  # Python ints: comparing a SymPy number costs a sympify each time
+        if q == 1:
+            if x == 0 and p < 0:
                 raise NotRational
-            return x ** int(e.p)
+            return x ** p
         if x < 0:
             raise NotRational
         if x == 0:
-            if e > 0:
+            if p > 0:
                 return fmpq(0)
             raise NotRational
-        root = _exact_root(x, int(e.q))
+        root = _exact_root(x, q)
         if root is None:
             raise NotRational
-        return root ** int(e.p)
+        return root ** p
 
     def powv(self, b: fmpq, e: fmpq) -> fmpq:
         if e.q == 1:
@@ -182,16 +183,17 @@ class Balls:
     def pow(self, x: arb, e: sp.Rational) -> arb:
         if not x.is_finite():
             return arb.nan()
-        if e.q == 1:
-            if e < 0:
-                return arb.nan() if self._zero_or_not(x) else 1 / _ipow(x, -int(e.p))
-            return _ipow(x, int(e.p))
+        p, q = int(e.p), int(e.q)  # Python ints: comparing a SymPy number costs a sympify each time
+        if q == 1:
+            if p < 0:
+                return arb.nan() if self._zero_or_not(x) else 1 / _ipow(x, -p)
+            return _ipow(x, p)
         if x > 0:
-            return x.root(int(e.q)) ** int(e.p)
+            return x.root(q) ** p
         if x < 0:
             return arb.nan()  # SymPy's x**(p/q) for x < 0 is not real
         if self._zero_or_not(x):
-            return arb(0) if e > 0 else arb.nan()
+            return arb(0) if p > 0 else arb.nan()
         return arb.nan()  # pragma: no cover  (unreachable: _zero_or_not raised or returned)
 
     def powv(self, b: arb, e: arb) -> arb:

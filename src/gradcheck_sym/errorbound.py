@@ -431,21 +431,32 @@ def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) 
     from flint import fmpq
 
     from .compare import as_float
-    from .reference import program_values
+    from .reference import program_values_many
 
-    out = torch.zeros_like(zs)
-    for i, z in enumerate(zs.tolist()):
-        if not math.isfinite(z):
-            continue
-        try:
-            vals = program_values(sub, [fmpq(*float(z).as_integer_ratio())]).values
-        except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
-            continue
-        if all(v.kind == "value" for v in vals):
+    out = [0.0] * zs.shape[0]
+    finite = [(i, z) for i, z in enumerate(zs.tolist()) if math.isfinite(z)]
+    try:  # every point at once (`program_values_many`: the same values, without per-point set-up)
+        results = program_values_many(sub, [[fmpq(*float(z).as_integer_ratio())] for _, z in finite])
+    except Exception:  # noqa: BLE001 - no exact value somewhere: point by point, as sizes
+        results = [_values_or_none(sub, z) for _, z in finite]
+    for (i, _), r in zip(finite, results):
+        vals = r.values if r is not None else ()
+        if vals and all(v.kind == "value" for v in vals):
             y, d1, d2 = (as_float(v.value) for v in vals)
             size = max(abs(y + c) for c in offsets)
             out[i] = 0.0 if d1 == 0 else size * abs(d2) / abs(d1)
-    return torch.nan_to_num(out, nan=0.0, posinf=0.0)
+    return torch.nan_to_num(torch.tensor(out, dtype=zs.dtype), nan=0.0, posinf=0.0)
+
+
+def _values_or_none(sub: Program, z: float) -> Any:
+    from flint import fmpq
+
+    from .reference import program_values
+
+    try:
+        return program_values(sub, [fmpq(*float(z).as_integer_ratio())])
+    except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
+        return None
 
 
 def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:

@@ -19,7 +19,7 @@ from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
-from .reference import PointReference, reference_at
+from .reference import PointReference, program_values_many, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
 from .dtypes import DTYPES as FLOAT_TYPES
 from .dtypes import FD_NOTE
@@ -141,6 +141,22 @@ def _point_dict(model: Model, values: Sequence[float]) -> dict[str, Any]:
         i += v.size
         out[v.name] = chunk[0] if not v.shape else [chunk[r * v.shape[1] : (r + 1) * v.shape[1]] for r in range(v.shape[0])]
     return out
+
+
+def _point_dicts(model: Model, points: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """`_point_dict` of each point, one array reshape per variable rather than a list per row."""
+    import numpy as np
+
+    if not points:
+        return []
+    table = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    columns, i = [], 0
+    for v in model.variables:
+        block = table[:, i : i + v.size]
+        i += v.size
+        columns.append(block[:, 0].tolist() if not v.shape else block.reshape(len(points), *v.shape).tolist())
+    names = [v.name for v in model.variables]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def verify(
@@ -330,6 +346,8 @@ def _verify(
     *,
     strict: bool = False,
 ) -> ModelResult:
+    import dataclasses
+
     import torch
 
     from . import checks as ch
@@ -365,11 +383,14 @@ def _verify(
     fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
     methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
+    shared = ch.exact_arrays([refs[p] for p in unique], scale, **band)  # each reference converted once
     for dtype in dtypes:
         pts = per_dtype[dtype]
-        index = torch.tensor([row[p] for p in pts])
-        ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]),
-                             **{k: v[index] for k, v in band.items()})
+        index = [row[p] for p in pts]
+        ex = rows_of(shared, index)  # a random point is shared by both dtypes
+        own = _dtype_scale(prepared, pts, dtype, factor, ex.scale)
+        if own is not ex.scale:
+            ex = dataclasses.replace(ex, scale=own)
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
         notes += computed_notes(model, outputs, dtype)
@@ -417,7 +438,7 @@ def _verify(
     with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
     study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
     fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
-    points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
+    points_out = {d: _point_dicts(model, pts) for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
         status="fail" if failed else "pass",
@@ -546,13 +567,22 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
         band["zero"] = zero.expand(len(unique), -1)
     worst_rows = es.worst.tolist()
     refs: dict[tuple[float, ...], PointReference] = {}
+    if not prepared.small:  # no limits at removable singularities: every point in one batch
+        values = program_values_many(prepared.gradient.prog, [_exact_point(p) for p in unique], scales=worst_rows,
+                                     rational=prepared.gradient.maybe_rational)
+        for p, r in zip(unique, values):
+            refs[p] = PointReference(r.values[0], r.values[1:], r.arithmetic, r.boundary)
+        return refs, scale, band
     for u, p in enumerate(unique):
-        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
-        refs[p] = reference_at(
-            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
-            rational=prepared.gradient.maybe_rational,
-        )
+        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)})
+        refs[p] = reference_at(prepared.gradient, _exact_point(p), scales=worst_rows[u], limit=limit,
+                               rational=prepared.gradient.maybe_rational)
     return refs, scale, band
+
+
+def _exact_point(p: Sequence[float]) -> list[fmpq]:
+    """A float point's exact values (a float is a binary fraction)."""
+    return [fmpq(*x.as_integer_ratio()) for x in p]
 
 
 def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: str, factor: float, shared: Any) -> Any:
