@@ -78,8 +78,8 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _to_float32s(values: list[float]) -> list[float]:
-    """`to_float32` of each value (a C array of floats rounds as `struct` does), with its error
-    for a value beyond float32's range."""
+    """`to_float32` of each value (a C array of floats rounds as `struct` does; values beyond
+    float32's range, and NaN, one at a time by `to_float32`)."""
     if all(-FLOAT32_MAX <= x <= FLOAT32_MAX for x in values):
         return array("f", values).tolist()
     return [to_float32(x) for x in values]

@@ -1,0 +1,181 @@
+"""Exact references of many points at once (issue 12, row 2): the same values as point by point,
+and the batch is what actually runs."""
+
+from __future__ import annotations
+
+import random
+import struct
+from fractions import Fraction
+
+import pytest
+import sympy as sp
+import torch
+from flint import arb, fmpq
+
+from gradcheck_sym import Model, reference, verify
+from gradcheck_sym.errorbound import _chain, _output_errors, activations
+from gradcheck_sym.graph import compile_expr
+from gradcheck_sym.reference import ExactValue, program_values, program_values_many
+from gradcheck_sym.sampling import _float32_bounds, points_for, round_to, rounded, to_float32
+from gradcheck_sym.verifier import _point_dict, _point_dicts, prepare, references
+from gradcheck_sym.zoo import mlp
+
+x, w, v = sp.symbols("x w v", real=True)
+
+
+def _described(value: object) -> object:
+    if isinstance(value, arb):
+        return ("arb", str(value.mid()), str(value.rad()))  # the very same ball
+    return value
+
+
+def _same(a: reference.ProgramValues, b: reference.ProgramValues) -> None:
+    assert (a.arithmetic, a.boundary) == (b.arithmetic, b.boundary)
+    assert len(a.values) == len(b.values)
+    for p, q in zip(a.values, b.values):
+        assert (p.kind, p.reason) == (q.kind, q.reason)
+        assert [_described(getattr(p, f)) for f in ("value", "left", "right")] == \
+            [_described(getattr(q, f)) for f in ("value", "left", "right")]
+
+
+# exp(w) - 1 - w at a tiny w cancels to w²/2: 128 bits are not narrow enough, the batch hands it on
+PROGRAM = compile_expr((sp.exp(x * w) - 1 - x * w) * sp.sqrt(v) + (v - 1) / v, (x, w, v), rewrite_kinks=True)
+POINTS = {
+    "rational": [fmpq(0), fmpq(3), fmpq(4)],  # exp(0) = 1, sqrt(4) = 2
+    "ball": [fmpq(1, 3), fmpq(2), fmpq(5)],
+    "undefined": [fmpq(1), fmpq(1), fmpq(-4)],  # sqrt of a negative
+    "pole": [fmpq(1), fmpq(1), fmpq(0)],
+    "cancellation": [fmpq(1), fmpq(1, 2**70), fmpq(1)],
+}
+
+
+def test_many_points_give_what_each_point_gives() -> None:
+    names = list(POINTS)
+    many = program_values_many(PROGRAM, [POINTS[n] for n in names])
+    for name, got in zip(names, many):
+        _same(got, program_values(PROGRAM, POINTS[name]))
+    kinds = {n: r.values[0].kind for n, r in zip(names, many)}
+    assert kinds == {"rational": "value", "ball": "value", "undefined": "undefined", "pole": "undefined",
+                     "cancellation": "value"}
+    arithmetic = {n: r.arithmetic for n, r in zip(names, many)}
+    assert arithmetic["rational"] == "rational" and arithmetic["ball"] == f"ball/{reference.START_PREC}"
+    assert arithmetic["cancellation"] != f"ball/{reference.START_PREC}"  # raised precision, certified
+    tiny = many[names.index("cancellation")].values[0].value  # w²/2 + w³/6 + ...
+    assert tiny.rel_accuracy_bits() >= reference.NARROW_BITS and float(tiny.mid()) == 2.0**-141
+
+
+def test_the_batch_runs_without_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    original = reference.program_values
+
+    def counted(prog, point, **kw):  # type: ignore[no-untyped-def]
+        calls.append(point)
+        return original(prog, point, **kw)
+
+    monkeypatch.setattr(reference, "program_values", counted)
+    program_values_many(PROGRAM, [POINTS[n] for n in ("rational", "ball", "undefined", "pole")])
+    assert calls == []  # every one in the batch, undefined values included
+    program_values_many(PROGRAM, [POINTS["ball"], POINTS["cancellation"]])
+    assert calls == [POINTS["cancellation"]]  # only the point that needs more precision
+
+
+def test_exact_value_of_is_an_ordinary_value() -> None:
+    a, b = ExactValue.of(arb(3)), ExactValue("value", arb(3))
+    assert (a.kind, a.left, a.right, a.reason, a.is_value) == (b.kind, b.left, b.right, b.reason, b.is_value)
+    q = ExactValue.of(fmpq(1, 3))
+    assert q == ExactValue("value", fmpq(1, 3)) and hash(q) == hash(ExactValue("value", fmpq(1, 3)))
+
+
+def test_references_of_a_large_model_are_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = mlp()
+    prepared = prepare(m)
+    assert not prepared.small  # no limits: the batch path
+    pts = rounded(points_for(m, 3, 5), m.symbols, "float64")
+    calls: list[object] = []
+    original = reference.program_values
+
+    def counted(prog, point, **kw):  # type: ignore[no-untyped-def]
+        if prog is prepared.gradient.prog:
+            calls.append(point)
+        return original(prog, point, **kw)
+
+    monkeypatch.setattr(reference, "program_values", counted)
+    refs, _, _ = references(prepared, pts, 1.0)
+    assert calls == []
+    monkeypatch.setattr(reference, "program_values", original)
+    for p in pts:
+        one = reference.reference_at(prepared.gradient, [fmpq(*q.as_integer_ratio()) for q in p],
+                                     rational=prepared.gradient.maybe_rational)
+        assert refs[p].arithmetic == one.arithmetic == f"ball/{reference.START_PREC}"
+        assert [_described(g.value) for g in (refs[p].loss, *refs[p].grads)] == \
+            [_described(g.value) for g in (one.loss, *one.grads)]
+
+
+def test_activation_sizes_are_the_point_by_point_ones() -> None:
+    prog = compile_expr(sp.tanh(w * x) ** 2 + sp.exp(-w), (w, x), rewrite_kinks=False)
+    y, z = activations(prog)[0]
+    sub, _ = _chain(prog, y, z)
+    zs = torch.tensor([0.0, 0.5, -3.0, 40.0, float("inf"), float("nan")], dtype=torch.float64)
+    expected = []
+    for t in zs.tolist():
+        if t != t or abs(t) == float("inf"):
+            expected.append(0.0)
+            continue
+        f, d1, d2 = (float(val.value.mid()) if isinstance(val.value, arb) else float(val.value)
+                     for val in program_values(sub, [fmpq(*t.as_integer_ratio())]).values)
+        expected.append(0.0 if d1 == 0 else abs(f) * abs(d2) / abs(d1))
+    assert _output_errors(sub, zs).tolist() == pytest.approx(expected, rel=1e-15, abs=0)
+    assert _output_errors(sub, zs)[3] > 0  # the tail: exact values, not a float f' of 0
+
+
+def _drawn_one_at_a_time(model: Model, samples: int, seed: int) -> list[dict]:
+    """The draw as it was written before it was batched: one `struct` rounding per value."""
+    rng = random.Random(f"{seed}:{model.name}")
+    out = []
+    for _ in range(samples):
+        point = {}
+        for s in model.symbols:
+            lo, hi = _float32_bounds(*model.domain[s])
+            point[s] = min(max(to_float32(rng.uniform(lo, hi)), lo), hi)
+        out.append(point)
+    return out
+
+
+def test_batched_draw_and_rounding_are_the_one_at_a_time_ones() -> None:
+    m = Model(name="draw", loss=(w * x - v) ** 2, params=[w], inputs=[x, v],
+              domain={x: (-1, 1), w: (-3e38, 3e38), v: (0, Fraction(1, 3))})
+    got = points_for(m, 200, 7)
+    want = _drawn_one_at_a_time(m, 200, 7)
+    assert [[struct.pack("<d", p[s]) for s in m.symbols] for p in got] == \
+        [[struct.pack("<d", p[s]) for s in m.symbols] for p in want]  # bit for bit
+    exact = [{x: Fraction(1, 3), w: Fraction(-7, 10**40), v: 1e30}]
+    for d in ("float64", "float32", "bfloat16"):
+        assert rounded(got + exact, m.symbols, d) == [tuple(round_to(p[s], d) for s in m.symbols) for p in got + exact]
+    beyond = [{x: 1e39, w: -1e300, v: float("nan")}]  # outside float32's range: as `to_float32` rounds them
+    assert str(rounded(beyond, m.symbols, "float32")) == str([tuple(to_float32(p[s]) for s in m.symbols) for p in beyond])
+
+
+def test_report_points_are_the_per_point_dicts() -> None:
+    m = mlp()
+    pts = rounded(points_for(m, 4, 2), m.symbols, "float32")
+    assert _point_dicts(m, pts) == [_point_dict(m, p) for p in pts]
+    assert _point_dicts(m, []) == []
+
+
+def test_one_conversion_of_the_references_serves_both_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym import cache, checks
+
+    cache.disable()
+    calls = []
+    original = checks.exact_arrays
+
+    def counted(refs, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(refs))
+        return original(refs, *a, **kw)
+
+    monkeypatch.setattr(checks, "exact_arrays", counted)
+    m = Model(name="both", loss=(sp.tanh(w * x) - v) ** 2, params=[w], inputs=[x, v], domain={"*": (-2, 2)},
+              points=[{x: Fraction(1, 3), w: Fraction(1, 7), v: Fraction(2, 3)}])
+    r = verify(m, samples=5, seed=1)
+    assert r.status == "pass" and set(r.points) == {"float64", "float32"}
+    assert calls == [7]  # 5 random points shared by both dtypes + the explicit point rounded twice
