@@ -179,3 +179,93 @@ def test_one_conversion_of_the_references_serves_both_dtypes(monkeypatch: pytest
     r = verify(m, samples=5, seed=1)
     assert r.status == "pass" and set(r.points) == {"float64", "float32"}
     assert calls == [7]  # 5 random points shared by both dtypes + the explicit point rounded twice
+
+
+# -- the activation sizes beside the exact gradient (`worker.Beside`) ---------------------------
+
+def test_work_beside_runs_in_a_child_and_gives_its_result() -> None:
+    import os
+
+    from gradcheck_sym.worker import Beside
+
+    with Beside(lambda: (os.getpid(), torch.arange(3.0) * 2)) as b:
+        pid, t = b.result()
+    assert b.forked and pid != os.getpid() and t.tolist() == [0.0, 2.0, 4.0]
+    with Beside(lambda: os.getpid(), fork=False) as b:
+        assert b.result() == os.getpid() and not b.forked
+
+
+def test_a_child_that_crashes_or_fails_leaves_the_work_to_this_process() -> None:
+    import os
+    import signal
+
+    from gradcheck_sym.worker import Beside
+
+    parent = os.getpid()
+
+    def crash() -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash in native code, in the child
+        return 7
+
+    def fails_there() -> int:
+        if os.getpid() != parent:
+            raise RuntimeError("Autograd-and-Fork")  # as a CUDA build's torch says it in a child
+        return 8
+
+    unpicklable = lambda: (lambda: 9) if os.getpid() != parent else 9  # noqa: E731
+    for work, want in ((crash, 7), (fails_there, 8), (unpicklable, 9)):
+        with Beside(work) as b:
+            assert b.result() == want and not b.forked
+
+
+def test_leaving_the_block_early_stops_the_child() -> None:
+    import os
+    import time
+
+    from gradcheck_sym.worker import Beside
+
+    with pytest.raises(KeyboardInterrupt):
+        with Beside(lambda: time.sleep(60)) as b:
+            pid = b.pid
+            assert pid is not None
+            raise KeyboardInterrupt  # Ctrl-C while this process computes its half
+    assert b.pid is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # stopped and reaped: no child left behind
+
+
+def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym import cache, verifier, worker
+
+    cache.disable()
+    m = mlp()
+    prepared = prepare(m)
+    pts = rounded(points_for(m, 4, 3), m.symbols, "float64")
+    made: list[worker.Beside] = []
+
+    class Recorded(worker.Beside):
+        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(worker, "Beside", Recorded)
+    monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
+    _, _, forked = references(prepared, pts, 1.0)
+    assert made and made[-1].forked  # the sizes came from the child
+    monkeypatch.setattr(verifier, "OVERLAP_WORK", 10**12)
+    _, _, inline = references(prepared, pts, 1.0)
+    assert not made[-1].forked
+    assert set(forked) == set(inline)
+    for k in forked:
+        torch.testing.assert_close(forked[k], inline[k], rtol=0, atol=0, equal_nan=True)  # bit for bit
+
+
+def test_float_points_are_the_binary_fractions_they_are() -> None:
+    floats = [[0.1, 2.5, 5.0], [0.0, 3.0, 4.0], [1.0, -0.75, 1e-300]]
+    many = program_values_many(PROGRAM, floats)
+    for got, p in zip(many, floats):
+        _same(got, program_values(PROGRAM, [fmpq(*q.as_integer_ratio()) for q in p]))
+    assert many[1].arithmetic == "rational"
+    with pytest.raises((OverflowError, ValueError)):  # as a fraction of it would: no such number
+        program_values_many(PROGRAM, [[float("inf"), 1.0, 1.0]])

@@ -220,8 +220,9 @@ class Balls:
 
     def fn(self, spec: Any, xs: list[arb], data: object = None) -> arb:
         """A registry function (`ir.functions.function`): NaN outside its real domain or at a pole."""
-        if not all(x.is_finite() for x in xs):
-            return arb.nan()
+        for x in xs:
+            if not x.is_finite():
+                return arb.nan()
         if spec.domain is not None:
             inside = spec.domain(xs[0])
             if inside is False:

@@ -428,15 +428,15 @@ def _chain(prog: Program, y: int, z: int) -> tuple[Program, tuple[Any, ...]]:
 def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) -> Tensor:
     """``|f(z)|·|f''(z)|/|f'(z)|`` at each float ``z``, from exact values (0 where f' = 0 or
     where there is no exact value); ``|f(z)|`` is the largest ``|f(z) + c|`` over ``offsets``."""
-    from flint import fmpq
-
     from .compare import as_float
     from .reference import program_values_many
+    from .symbolic import maybe_rational
 
     out = [0.0] * zs.shape[0]
     finite = [(i, z) for i, z in enumerate(zs.tolist()) if math.isfinite(z)]
     try:  # every point at once (`program_values_many`: the same values, without per-point set-up)
-        results = program_values_many(sub, [[fmpq(*float(z).as_integer_ratio())] for _, z in finite])
+        results = program_values_many(sub, [[z] for _, z in finite],  # floats: exact binary fractions
+                                      rational=maybe_rational(sub))  # balls at once for exp, tanh, ...
     except Exception:  # noqa: BLE001 - no exact value somewhere: point by point, as sizes
         results = [_values_or_none(sub, z) for _, z in finite]
     for (i, _), r in zip(finite, results):

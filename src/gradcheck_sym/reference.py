@@ -21,6 +21,7 @@ Three situations get more than a number:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -354,7 +355,7 @@ def program_values(
 
 def program_values_many(
     prog: Program,
-    points: Sequence[Sequence[fmpq]],
+    points: Sequence[Sequence[fmpq | float]],
     *,
     scales: Sequence[Sequence[float]] | None = None,
     rational: bool = True,
@@ -362,7 +363,8 @@ def program_values_many(
     """`program_values` at each of ``points`` (``scales``: one row per point), with the same
     results, for many points at once: a straight-line program is run at every point with the
     precision, the number system and the constants set up once; a point that needs more (a
-    wider precision, an undefined value) is left to `program_values`.
+    wider precision) is left to `program_values`.  A point's values may be floats: the binary
+    fractions they are (a ball is made from a float exactly, five times faster than from a fraction).
 
     >>> x, w = sp.symbols("x w", real=True)
     >>> from gradcheck_sym.ir.compile import compile_expr
@@ -370,6 +372,8 @@ def program_values_many(
     >>> [r.arithmetic for r in program_values_many(prog, [[fmpq(0), fmpq(3)], [fmpq(1), fmpq(2)]])]
     ['rational', 'ball/128']
     """
+    points = [p if all(type(q) is fmpq or (type(q) is float and math.isfinite(q)) for q in p) else _fractions(p)
+              for p in points]  # an infinite or NaN "point" fails as `program_values` fails on it
     compiled = _straight_line(prog)
     out: list[ProgramValues | None] = [None] * len(points)
     if compiled is not None:
@@ -377,18 +381,23 @@ def program_values_many(
         if rational:
             todo = _rational_values(prog, points, out)
         _ball_values(prog, compiled, points, todo, scales, out)
-    return [r if r is not None else program_values(prog, p, scales=None if scales is None else scales[i],
+    return [r if r is not None else program_values(prog, _fractions(p), scales=None if scales is None else scales[i],
                                                    rational=rational)
             for i, (r, p) in enumerate(zip(out, points))]
 
 
-def _rational_values(prog: Program, points: Sequence[Sequence[fmpq]], out: list[ProgramValues | None]) -> list[int]:
+def _fractions(point: Sequence[fmpq | float]) -> list[fmpq]:
+    return [q if isinstance(q, fmpq) else fmpq(*float(q).as_integer_ratio()) for q in point]
+
+
+def _rational_values(prog: Program, points: Sequence[Sequence[fmpq | float]], out: list[ProgramValues | None]
+                     ) -> list[int]:
     """Fill ``out`` where a point's values are all rational; the others' indices."""
     A = Rationals()
     todo = []
     for i, p in enumerate(points):
         try:
-            outs, _, _ = _evaluate(prog, A, list(p))
+            outs, _, _ = _evaluate(prog, A, _fractions(p))
         except NotRational:
             todo.append(i)
             continue
@@ -396,7 +405,7 @@ def _rational_values(prog: Program, points: Sequence[Sequence[fmpq]], out: list[
     return todo
 
 
-def _ball_values(prog: Program, compiled: Any, points: Sequence[Sequence[fmpq]], todo: Sequence[int],
+def _ball_values(prog: Program, compiled: Any, points: Sequence[Sequence[fmpq | float]], todo: Sequence[int],
                  scales: Sequence[Sequence[float]] | None, out: list[ProgramValues | None]) -> None:
     """Fill ``out`` at the points ``todo`` whose balls at `START_PREC` are narrow and finite."""
     run, _, _, fns = compiled

@@ -368,7 +368,8 @@ def _verify(
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
     notes: list[str] = []
-    refs, scale, band = references(prepared, unique, factor)
+    with src.one_thread():  # the error analysis: elementwise over the points (0.2 s with 1 thread, 1.9 s with 2)
+        refs, scale, band = references(prepared, unique, factor)
     if "sensitive" not in band and (model.impl is not None or model.grad_impl is not None):
         notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
                      f"sensitivity of a model of {len(symbols)} variables at {len(unique)} points costs more than "
@@ -546,38 +547,55 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
 
     from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
                              sensitivity_affordable)
+    from .worker import Beside
 
     symbols = prepared.model.symbols
     es = error_scales_batch(prepared.gradient, unique, explained=True)
     scale = factor * error_scale(es.worst, es.probable)
     band = {"explained": factor * es.explained, "largest": es.largest}
-    hessian = prepared.sensitivity_program()
-    if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
-        hessian = None  # the declared program's bound only (`_verify` says so in a note)
-    if hessian is not None:
-        band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
-        if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
-            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
-    if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
-        band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation_sensitivity(
-            prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
-    unreached = getattr(prepared.model, "unreached", frozenset())
-    if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
-        zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
-        band["zero"] = zero.expand(len(unique), -1)
-    worst_rows = es.worst.tolist()
+    layered = len(symbols) > 1 and not prepared.model.is_operator  # its layers' derivatives may be, too
+    forward, wrt = (prepared.forward_program() if layered else None), [e.symbol for e in prepared.entries]
+    # the activation sizes in a forked child while the exact gradient is computed here (`worker.Beside`)
+    big = layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
+    with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big) as activation:
+        hessian = prepared.sensitivity_program()
+        if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
+            hessian = None  # the declared program's bound only (`_verify` says so in a note)
+        if hessian is not None:
+            band["sensitive"] = factor * input_sensitivity(hessian, wrt, unique)
+            if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
+                band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
+        unreached = getattr(prepared.model, "unreached", frozenset())
+        if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
+            zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
+            band["zero"] = zero.expand(len(unique), -1)
+        refs = _exact_references(prepared, unique, es.worst.tolist())
+        if layered:
+            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation.result()
+    return refs, scale, band
+
+
+# Points × gradient-program slots from which the activation sizes are computed in a forked child,
+# beside the exact gradient (mlp-193 at 1,000 points: 1.2 million; a fork and the sizes' pickle cost
+# a few milliseconds, the sizes themselves a second)
+OVERLAP_WORK = 200_000
+
+
+def _exact_references(prepared: Prepared, unique: Sequence[tuple[float, ...]], worst_rows: list[list[float]]
+                      ) -> dict[tuple[float, ...], PointReference]:
     refs: dict[tuple[float, ...], PointReference] = {}
     if not prepared.small:  # no limits at removable singularities: every point in one batch
-        values = program_values_many(prepared.gradient.prog, [_exact_point(p) for p in unique], scales=worst_rows,
+        values = program_values_many(prepared.gradient.prog, unique, scales=worst_rows,  # floats: exact
                                      rational=prepared.gradient.maybe_rational)
         for p, r in zip(unique, values):
             refs[p] = PointReference(r.values[0], r.values[1:], r.arithmetic, r.boundary)
-        return refs, scale, band
+        return refs
+    symbols = prepared.model.symbols
     for u, p in enumerate(unique):
         limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)})
         refs[p] = reference_at(prepared.gradient, _exact_point(p), scales=worst_rows[u], limit=limit,
                                rational=prepared.gradient.maybe_rational)
-    return refs, scale, band
+    return refs
 
 
 def _exact_point(p: Sequence[float]) -> list[fmpq]:
