@@ -269,3 +269,20 @@ def test_float_points_are_the_binary_fractions_they_are() -> None:
     assert many[1].arithmetic == "rational"
     with pytest.raises((OverflowError, ValueError)):  # as a fraction of it would: no such number
         program_values_many(PROGRAM, [[float("inf"), 1.0, 1.0]])
+
+
+def test_floats_of_many_points_are_those_of_their_exact_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym.compare import as_float
+    from gradcheck_sym.reference import NOT_VALUES, program_floats_many
+
+    names = list(POINTS)
+    want = []
+    for n in names:
+        r = program_values(PROGRAM, POINTS[n])
+        want.append(tuple(as_float(v.value) for v in r.values) if all(v.is_value for v in r.values) else NOT_VALUES)
+    calls: list[object] = []
+    original = reference.program_values
+    monkeypatch.setattr(reference, "program_values", lambda prog, p, **kw: calls.append(p) or original(prog, p, **kw))
+    assert program_floats_many(PROGRAM, [POINTS[n] for n in names]) == want
+    assert calls == [POINTS["cancellation"]]  # the others in the batch
+    assert want[names.index("undefined")] == NOT_VALUES and want[names.index("rational")] == (0.75,)

@@ -428,33 +428,29 @@ def _chain(prog: Program, y: int, z: int) -> tuple[Program, tuple[Any, ...]]:
 def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) -> Tensor:
     """``|f(z)|·|f''(z)|/|f'(z)|`` at each float ``z``, from exact values (0 where f' = 0 or
     where there is no exact value); ``|f(z)|`` is the largest ``|f(z) + c|`` over ``offsets``."""
-    from .compare import as_float
-    from .reference import program_values_many
+    from .reference import program_floats_many
     from .symbolic import maybe_rational
 
     out = [0.0] * zs.shape[0]
     finite = [(i, z) for i, z in enumerate(zs.tolist()) if math.isfinite(z)]
-    try:  # every point at once (`program_values_many`: the same values, without per-point set-up)
-        results = program_values_many(sub, [[z] for _, z in finite],  # floats: exact binary fractions
+    try:  # every point at once (`program_floats_many`: the same values, without per-point set-up)
+        results = program_floats_many(sub, [[z] for _, z in finite],  # floats: exact binary fractions
                                       rational=maybe_rational(sub))  # balls at once for exp, tanh, ...
     except Exception:  # noqa: BLE001 - no exact value somewhere: point by point, as sizes
-        results = [_values_or_none(sub, z) for _, z in finite]
+        results = [_floats_or_none(sub, z) for _, z in finite]
     for (i, _), r in zip(finite, results):
-        vals = r.values if r is not None else ()
-        if vals and all(v.kind == "value" for v in vals):
-            y, d1, d2 = (as_float(v.value) for v in vals)
+        if r:
+            y, d1, d2 = r
             size = max(abs(y + c) for c in offsets)
             out[i] = 0.0 if d1 == 0 else size * abs(d2) / abs(d1)
     return torch.nan_to_num(torch.tensor(out, dtype=zs.dtype), nan=0.0, posinf=0.0)
 
 
-def _values_or_none(sub: Program, z: float) -> Any:
-    from flint import fmpq
-
-    from .reference import program_values
+def _floats_or_none(sub: Program, z: float) -> Any:
+    from .reference import program_floats_many
 
     try:
-        return program_values(sub, [fmpq(*float(z).as_integer_ratio())])
+        return program_floats_many(sub, [[z]])[0]
     except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
         return None
 

@@ -372,17 +372,60 @@ def program_values_many(
     >>> [r.arithmetic for r in program_values_many(prog, [[fmpq(0), fmpq(3)], [fmpq(1), fmpq(2)]])]
     ['rational', 'ball/128']
     """
+    def package(A: Any, outs: list[Any], arithmetic: str) -> ProgramValues:
+        if A.name == "ball" and all(o.is_finite() for o in outs):  # every output a value: nothing more to it
+            return ProgramValues(tuple(map(ExactValue.of, outs)), arithmetic, False)
+        return _package(prog, A, outs, False, None, arithmetic, None)
+
+    return _many(prog, points, scales, rational, package, lambda r: r)
+
+
+# The floats of a point some of whose outputs are not values (`program_floats_many`)
+NOT_VALUES = ()
+
+
+def program_floats_many(prog: Program, points: Sequence[Sequence[fmpq | float]], *, rational: bool = True
+                        ) -> list[tuple[float, ...]]:
+    """The nearest float of each output's exact value (`compare.as_float`) at each of ``points``, as
+    `program_values_many` computes them, or `NOT_VALUES` where some output is not a value
+    (undefined, a corner): for sizes, which need no exact value kept (no objects per value).
+
+    >>> x = sp.Symbol("x", real=True)
+    >>> from gradcheck_sym.ir.compile import compile_expr
+    >>> program_floats_many(compile_expr(sp.exp(x) / x, (x,), rewrite_kinks=True), [[0.0], [1.0]])
+    [(), (2.718281828459045,)]
+    """
+    from .compare import as_float
+
+    def floats(A: Any, outs: list[Any], arithmetic: str) -> tuple[float, ...]:
+        if A.name == "ball":
+            return tuple(float(o.mid()) for o in outs) if all(o.is_finite() for o in outs) else NOT_VALUES
+        return tuple(as_float(o) for o in outs)  # rationals: always values
+
+    def of_values(r: ProgramValues) -> tuple[float, ...]:
+        if all(v.kind == "value" for v in r.values):
+            return tuple(as_float(v.value) for v in r.values)
+        return NOT_VALUES
+
+    return _many(prog, points, None, rational, floats, of_values)
+
+
+def _many(prog: Program, points: Sequence[Sequence[fmpq | float]], scales: Sequence[Sequence[float]] | None,
+          rational: bool, make: Callable[[Any, list[Any], str], Any], otherwise: Callable[[ProgramValues], Any]
+          ) -> list[Any]:
+    """``make(A, outputs, arithmetic)`` at each point evaluated in the batch, ``otherwise`` of
+    `program_values` at the others."""
     points = [p if all(type(q) is fmpq or (type(q) is float and math.isfinite(q)) for q in p) else _fractions(p)
               for p in points]  # an infinite or NaN "point" fails as `program_values` fails on it
     compiled = _straight_line(prog)
-    out: list[ProgramValues | None] = [None] * len(points)
+    out: list[Any] = [None] * len(points)
     if compiled is not None:
         todo: Sequence[int] = range(len(points))
         if rational:
-            todo = _rational_values(prog, points, out)
-        _ball_values(prog, compiled, points, todo, scales, out)
-    return [r if r is not None else program_values(prog, _fractions(p), scales=None if scales is None else scales[i],
-                                                   rational=rational)
+            todo = _rational_values(prog, points, out, make)
+        _ball_values(prog, compiled, points, todo, scales, out, make)
+    return [r if r is not None else otherwise(program_values(prog, _fractions(p), rational=rational,
+                                                             scales=None if scales is None else scales[i]))
             for i, (r, p) in enumerate(zip(out, points))]
 
 
@@ -390,8 +433,8 @@ def _fractions(point: Sequence[fmpq | float]) -> list[fmpq]:
     return [q if isinstance(q, fmpq) else fmpq(*float(q).as_integer_ratio()) for q in point]
 
 
-def _rational_values(prog: Program, points: Sequence[Sequence[fmpq | float]], out: list[ProgramValues | None]
-                     ) -> list[int]:
+def _rational_values(prog: Program, points: Sequence[Sequence[fmpq | float]], out: list[Any],
+                     make: Callable[[Any, list[Any], str], Any]) -> list[int]:
     """Fill ``out`` where a point's values are all rational; the others' indices."""
     A = Rationals()
     todo = []
@@ -401,13 +444,15 @@ def _rational_values(prog: Program, points: Sequence[Sequence[fmpq | float]], ou
         except NotRational:
             todo.append(i)
             continue
-        out[i] = _package(prog, A, outs, False, None, "rational", None)
+        out[i] = make(A, outs, "rational")
     return todo
 
 
 def _ball_values(prog: Program, compiled: Any, points: Sequence[Sequence[fmpq | float]], todo: Sequence[int],
-                 scales: Sequence[Sequence[float]] | None, out: list[ProgramValues | None]) -> None:
-    """Fill ``out`` at the points ``todo`` whose balls at `START_PREC` are narrow and finite."""
+                 scales: Sequence[Sequence[float]] | None, out: list[Any],
+                 make: Callable[[Any, list[Any], str], Any]) -> None:
+    """Fill ``out`` at the points ``todo`` whose balls at `START_PREC` are narrow (as
+    `program_values` would accept them there)."""
     run, _, _, fns = compiled
     arithmetic = f"ball/{START_PREC}"
     old = ctx.prec
@@ -421,12 +466,8 @@ def _ball_values(prog: Program, compiled: Any, points: Sequence[Sequence[fmpq | 
             except NeedPrecision:
                 continue
             outs = [zero if o is None else o for o in outs]
-            if not _narrow(outs, None if scales is None else scales[i]):
-                continue
-            if all(o.is_finite() for o in outs):  # every output a value: nothing to package but that
-                out[i] = ProgramValues(tuple(map(ExactValue.of, outs)), arithmetic, False)
-            else:
-                out[i] = _package(prog, A, outs, False, None, arithmetic, None)
+            if _narrow(outs, None if scales is None else scales[i]):
+                out[i] = make(A, outs, arithmetic)
     finally:
         ctx.prec = old
 
