@@ -250,6 +250,7 @@ def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.Monk
             made.append(self)
 
     monkeypatch.setattr(worker, "Beside", Recorded)
+    monkeypatch.setattr(verifier, "core_to_spare", lambda: True)
     monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
     _, _, forked = references(prepared, pts, 1.0)
     assert made and made[-1].forked  # the sizes came from the child
@@ -286,3 +287,14 @@ def test_floats_of_many_points_are_those_of_their_exact_values(monkeypatch: pyte
     assert program_floats_many(PROGRAM, [POINTS[n] for n in names]) == want
     assert calls == [POINTS["cancellation"]]  # the others in the batch
     assert want[names.index("undefined")] == NOT_VALUES and want[names.index("rational")] == (0.75,)
+
+
+def test_no_child_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from gradcheck_sym import verifier
+
+    monkeypatch.setattr(os, "getloadavg", lambda: ((os.cpu_count() or 1) + 0.0, 0.0, 0.0))
+    assert not verifier.core_to_spare()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert verifier.core_to_spare() == ((os.cpu_count() or 1) >= 2)

@@ -557,7 +557,7 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     forward, wrt = (prepared.forward_program() if layered else None), [e.symbol for e in prepared.entries]
     # the activation sizes in a forked child while the exact gradient is computed here (`worker.Beside`)
     big = layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
-    with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big) as activation:
+    with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big and core_to_spare()) as activation:
         hessian = prepared.sensitivity_program()
         if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
             hessian = None  # the declared program's bound only (`_verify` says so in a note)
@@ -576,9 +576,21 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
 
 
 # Points × gradient-program slots from which the activation sizes are computed in a forked child,
-# beside the exact gradient (mlp-193 at 1,000 points: 1.2 million; a fork and the sizes' pickle cost
-# a few milliseconds, the sizes themselves a second)
+# beside the exact gradient, when a core is free (mlp-193 at 1,000 points: 1.2 million slots; the
+# fork and the sizes' pickle cost 70-100 ms, the sizes themselves 0.6 s of CPU).  On the shared
+# 2-core machine, busy with other work, the child only competed: 4.96 s against 4.35 s in-process.
 OVERLAP_WORK = 200_000
+
+
+def core_to_spare() -> bool:
+    """Whether the machine has a core that nothing else is using (load average over the last
+    minute at most the number of cores less one and a half)."""
+    import os
+
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1.5
+    except OSError:  # no load average (some containers, Windows): do not assume a free core
+        return False
 
 
 def _exact_references(prepared: Prepared, unique: Sequence[tuple[float, ...]], worst_rows: list[list[float]]
