@@ -8,10 +8,11 @@ is the point a float32 computation actually sees.
 
 from __future__ import annotations
 
+import operator
 import random
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import sympy as sp
@@ -88,7 +89,15 @@ def _to_float32s(values: list[float]) -> list[float]:
 def rounded(points: Sequence[dict[sp.Symbol, Fraction | float]], symbols: Sequence[sp.Symbol], dtype: str) -> list[tuple[float, ...]]:
     """Each point as a tuple of ``dtype`` values in ``symbols`` order."""
     if dtype == "float64":
-        return [tuple(map(float, map(p.__getitem__, symbols))) for p in points]
+        return [tuple(map(float, _in_order(p, symbols))) for p in points]
     if dtype == "float32":
-        return [tuple(_to_float32s(list(map(float, map(p.__getitem__, symbols))))) for p in points]
+        return [tuple(_to_float32s(list(map(float, _in_order(p, symbols))))) for p in points]
     return [tuple(round_to(p[s], dtype) for s in symbols) for p in points]
+
+
+def _in_order(point: dict[sp.Symbol, Fraction | float], symbols: Sequence[sp.Symbol]) -> Iterable[Fraction | float]:
+    """The point's values in ``symbols`` order: its own order when its keys are those symbols (a
+    drawn point's are), which spares hashing every symbol (SymPy's hash is Python code)."""
+    if len(point) == len(symbols) and all(map(operator.is_, point, symbols)):
+        return point.values()
+    return map(point.__getitem__, symbols)

@@ -384,12 +384,13 @@ def _verify(
     fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
     methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
-    shared = ch.exact_arrays([refs[p] for p in unique], scale, **band)  # each reference converted once
+    with src.one_thread():  # indexing small tensors (a second thread cost 10-100 ms of waiting on the shared machine)
+        shared = ch.exact_arrays([refs[p] for p in unique], scale, **band)  # each reference converted once
     for dtype in dtypes:
         pts = per_dtype[dtype]
-        index = [row[p] for p in pts]
-        ex = rows_of(shared, index)  # a random point is shared by both dtypes
-        own = _dtype_scale(prepared, pts, dtype, factor, ex.scale)
+        with src.one_thread():
+            ex = rows_of(shared, [row[p] for p in pts])  # a random point is shared by both dtypes
+            own = _dtype_scale(prepared, pts, dtype, factor, ex.scale)
         if own is not ex.scale:
             ex = dataclasses.replace(ex, scale=own)
         say(f"{model.name}: {dtype} sources")
@@ -439,7 +440,8 @@ def _verify(
     with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
     study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
     fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
-    points_out = {d: _point_dicts(model, pts) for d, pts in per_dtype.items()}
+    dicts = _point_dicts(model, unique)  # a point shared by both dtypes is written out once (read-only)
+    points_out = {d: [dicts[row[p]] for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
         status="fail" if failed else "pass",
