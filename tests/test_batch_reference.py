@@ -298,3 +298,32 @@ def test_no_child_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not verifier.core_to_spare()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert verifier.core_to_spare() == ((os.cpu_count() or 1) >= 2)
+
+
+def test_straight_line_powers_are_the_registry_rule_ball_for_ball() -> None:
+    from flint import ctx
+
+    from gradcheck_sym.arith import Balls, Rationals
+
+    prepared = prepare(mlp())
+    prog = prepared.gradient.prog
+    compiled = reference._straight_line(prog)
+    assert compiled is not None
+    source = compiled[0].__code__.co_names
+    assert "inv" in source  # 1/x without the general power's dispatch
+    pts = rounded(points_for(prepared.model, 3, 4), prepared.model.symbols, "float64")
+    old = ctx.prec
+    ctx.prec = reference.START_PREC
+    try:
+        A = Balls()
+        for p in pts:
+            fast, _, _ = reference._evaluate(prog, A, [arb(q) for q in p])
+            slots, _ = reference._run(prog, A, [arb(q) for q in p])  # instruction by instruction
+            for a, b in zip(fast, (reference._value(A, slots[o]) for o in prog.outputs)):
+                assert a.mid() == b.mid() and a.rad() == b.rad()
+    finally:
+        ctx.prec = old
+    Q = Rationals()
+    assert (Q.inv(fmpq(-2, 3)), Balls().inv(arb(0)).is_finite()) == (fmpq(-3, 2), False)
+    with pytest.raises(reference.NotRational):
+        Q.inv(fmpq(0))

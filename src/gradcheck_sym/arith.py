@@ -95,6 +95,12 @@ class Rationals:
             raise NotRational
         return root ** p
 
+    def inv(self, x: fmpq) -> fmpq:
+        """``pow(x, -1)``."""
+        if x == 0:
+            raise NotRational
+        return 1 / x
+
     def powv(self, b: fmpq, e: fmpq) -> fmpq:
         if e.q == 1:
             return self.pow(b, sp.Integer(int(e.p)))
@@ -125,15 +131,16 @@ class Rationals:
 
 
 def _ipow(x: arb, n: int) -> arb:
-    """x**n for n >= 0 by squaring (arb's own power is NaN for balls that contain zero)."""
-    result = arb(1)
+    """x**n for n >= 0 by squaring (arb's own power is NaN for balls that contain zero); no
+    multiplication by an exact 1 (which widens a radius by a rounding of its own)."""
+    result: arb | None = None
     while n:
         if n & 1:
-            result = result * x
+            result = x if result is None else result * x
         n >>= 1
         if n:
             x = x * x
-    return result
+    return arb(1) if result is None else result
 
 
 class Balls:
@@ -195,6 +202,12 @@ class Balls:
         if self._zero_or_not(x):
             return arb(0) if p > 0 else arb.nan()
         return arb.nan()  # pragma: no cover  (unreachable: _zero_or_not raised or returned)
+
+    def inv(self, x: arb) -> arb:
+        """``pow(x, -1)``."""
+        if not x.is_finite() or self._zero_or_not(x):
+            return arb.nan()
+        return 1 / x
 
     def powv(self, b: arb, e: arb) -> arb:
         if not (b.is_finite() and e.is_finite()):

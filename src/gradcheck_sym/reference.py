@@ -146,6 +146,8 @@ def _straight_line(prog: Program) -> Any:
             consts.append((spec, data))
         elif spec.code is not None:
             lines.append(f" v{k} = {spec.code(a)}")
+        elif spec.name == "pow" and data in (2, -1):  # the common powers without the general rule's dispatch
+            lines.append(f" v{k} = {a[0]} * {a[0]}" if data == 2 else f" v{k} = A.inv({a[0]})")
         else:
             fns[k] = spec.exact
             lines.append(f" v{k} = F[{k}](A, [{', '.join(a)}], D[{k}])")
