@@ -327,3 +327,32 @@ def test_straight_line_powers_are_the_registry_rule_ball_for_ball() -> None:
     assert (Q.inv(fmpq(-2, 3)), Balls().inv(arb(0)).is_finite()) == (fmpq(-3, 2), False)
     with pytest.raises(reference.NotRational):
         Q.inv(fmpq(0))
+
+
+def test_the_batch_runs_with_the_cycle_collector_paused_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from gradcheck_sym.reference import collection_paused
+
+    seen = []
+    original = reference._ball_values
+
+    def recorded(*a, **kw):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return original(*a, **kw)
+
+    monkeypatch.setattr(reference, "_ball_values", recorded)
+    assert gc.isenabled()
+    program_values_many(PROGRAM, [POINTS["ball"]])
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ZeroDivisionError):
+        with collection_paused():
+            1 / 0  # noqa: B018
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # paused by someone else: left so
+    finally:
+        gc.enable()

@@ -19,7 +19,7 @@ from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
-from .reference import PointReference, program_values_many, reference_at
+from .reference import PointReference, collection_paused, program_values_many, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
 from .dtypes import DTYPES as FLOAT_TYPES
 from .dtypes import FD_NOTE
@@ -360,15 +360,17 @@ def _verify(
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
     subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
-    exact_points = points_for(model, samples, seed, explicit=explicit)
+    with collection_paused():  # the points, their roundings: hundreds of thousands of small objects
+        exact_points = points_for(model, samples, seed, explicit=explicit)
+        per_dtype = {d: rounded(exact_points, model.symbols, d) for d in dtypes}
     if not exact_points:
         raise GradcheckError(f"model `{model.name}`: no points to check (give points= or a domain and --samples > 0)")
     symbols = model.symbols
-    per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
     notes: list[str] = []
-    with src.one_thread():  # the error analysis: elementwise over the points (0.2 s with 1 thread, 1.9 s with 2)
+    # the error analysis: elementwise over the points (0.2 s with 1 thread, 1.9 s with 2)
+    with src.one_thread(), collection_paused():
         refs, scale, band = references(prepared, unique, factor)
     if "sensitive" not in band and (model.impl is not None or model.grad_impl is not None):
         notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
@@ -384,7 +386,8 @@ def _verify(
     fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
     methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
-    with src.one_thread():  # indexing small tensors (a second thread cost 10-100 ms of waiting on the shared machine)
+    # indexing small tensors (a second thread cost 10-100 ms of waiting on the shared machine)
+    with src.one_thread(), collection_paused():
         shared = ch.exact_arrays([refs[p] for p in unique], scale, **band)  # each reference converted once
     for dtype in dtypes:
         pts = per_dtype[dtype]
@@ -440,7 +443,8 @@ def _verify(
     with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
     study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
     fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
-    dicts = _point_dicts(model, unique)  # a point shared by both dtypes is written out once (read-only)
+    with collection_paused():
+        dicts = _point_dicts(model, unique)  # a point shared by both dtypes is written out once (read-only)
     points_out = {d: [dicts[row[p]] for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
