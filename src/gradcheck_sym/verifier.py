@@ -431,7 +431,7 @@ def _verify(
             unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
         everything = all_checks or size <= ch.DETAIL_LIMIT
-        with src.one_thread():
+        with src.one_thread(), collection_paused():  # a check object per entry and point
             made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
             failed = failed or ch.any_failure(groups, strict)
         kept += made
