@@ -356,3 +356,20 @@ def test_the_batch_runs_with_the_cycle_collector_paused_and_restores_it(monkeypa
         assert not gc.isenabled()  # paused by someone else: left so
     finally:
         gc.enable()
+
+
+def test_a_child_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from gradcheck_sym import worker
+
+    parent = os.getpid()
+    monkeypatch.setattr(worker, "PATIENCE_MIN", 0.3)
+    start = time.monotonic()
+    with worker.Beside(lambda: time.sleep(60) if os.getpid() != parent else 5) as b:
+        pid = b.pid
+        assert b.result() == 5 and not b.forked  # computed here
+    assert time.monotonic() - start < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # the stuck child was stopped

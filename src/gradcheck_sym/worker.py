@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import time
@@ -203,6 +204,12 @@ def _out_of_memory(name: str, memory: int | None) -> str:
             "points (--samples) or a smaller model")
 
 
+# How long `Beside.result` waits for its child: this many times as long as this process took for
+# its own part since the fork, and at least PATIENCE_MIN seconds; then the work is done here.
+PATIENCE = 10.0
+PATIENCE_MIN = 60.0
+
+
 class Beside:
     """``work()`` computed in a forked child (unless not ``fork``) while this process does
     something else (the exact gradient here, the activation sizes there: two cores), and its
@@ -227,15 +234,27 @@ class Beside:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(write)
-        self.pid, self.read = pid, read
+        self.pid, self.read, self.started = pid, read, time.monotonic()
 
     def result(self) -> Any:
         if self.pid is None:
             return self.work()
-        with os.fdopen(self.read, "rb") as f:
-            data = f.read()
+        # a child stuck (on a lock that some thread held when the fork copied it) is given up on
+        deadline = time.monotonic() + max(PATIENCE_MIN, PATIENCE * (time.monotonic() - self.started))
+        chunks = []
+        while True:
+            ready, _, _ = select.select([self.read], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.close()
+                return self.work()
+            chunk = os.read(self.read, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self.read)
         os.waitpid(self.pid, 0)
         self.pid = None
+        data = b"".join(chunks)
         try:
             status, value = pickle.loads(data)
         except Exception:  # noqa: BLE001 - nothing (a crash) or half of it: computed here
