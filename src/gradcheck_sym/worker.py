@@ -30,6 +30,7 @@ import select
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -227,7 +228,9 @@ class Beside:
         read, write = os.pipe()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process (torch's
+                warnings.simplefilter("ignore", DeprecationWarning)  # pools): the child runs on one thread
+                pid = os.fork()
             if pid == 0:  # pragma: no cover  (the child: coverage does not follow it)
                 os.close(read)
                 _beside_child(write, work)
