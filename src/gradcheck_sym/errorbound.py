@@ -428,24 +428,31 @@ def _chain(prog: Program, y: int, z: int) -> tuple[Program, tuple[Any, ...]]:
 def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) -> Tensor:
     """``|f(z)|·|f''(z)|/|f'(z)|`` at each float ``z``, from exact values (0 where f' = 0 or
     where there is no exact value); ``|f(z)|`` is the largest ``|f(z) + c|`` over ``offsets``."""
-    from flint import fmpq
+    from .reference import program_floats_many
+    from .symbolic import maybe_rational
 
-    from .compare import as_float
-    from .reference import program_values
-
-    out = torch.zeros_like(zs)
-    for i, z in enumerate(zs.tolist()):
-        if not math.isfinite(z):
-            continue
-        try:
-            vals = program_values(sub, [fmpq(*float(z).as_integer_ratio())]).values
-        except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
-            continue
-        if all(v.kind == "value" for v in vals):
-            y, d1, d2 = (as_float(v.value) for v in vals)
+    out = [0.0] * zs.shape[0]
+    finite = [(i, z) for i, z in enumerate(zs.tolist()) if math.isfinite(z)]
+    try:  # every point at once (`program_floats_many`: the same values, without per-point set-up)
+        results = program_floats_many(sub, [[z] for _, z in finite],  # floats: exact binary fractions
+                                      rational=maybe_rational(sub))  # balls at once for exp, tanh, ...
+    except Exception:  # noqa: BLE001 - no exact value somewhere: point by point, as sizes
+        results = [_floats_or_none(sub, z) for _, z in finite]
+    for (i, _), r in zip(finite, results):
+        if r:
+            y, d1, d2 = r
             size = max(abs(y + c) for c in offsets)
             out[i] = 0.0 if d1 == 0 else size * abs(d2) / abs(d1)
-    return torch.nan_to_num(out, nan=0.0, posinf=0.0)
+    return torch.nan_to_num(torch.tensor(out, dtype=zs.dtype), nan=0.0, posinf=0.0)
+
+
+def _floats_or_none(sub: Program, z: float) -> Any:
+    from .reference import program_floats_many
+
+    try:
+        return program_floats_many(sub, [[z]])[0]
+    except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
+        return None
 
 
 def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
