@@ -37,8 +37,10 @@ from typing import Any
 import sympy as sp
 import torch
 
+from . import scalars
 from .ir.ops import REGISTRY
 from .ir.program import Program
+from .scalars import Scalars
 from .torch_codegen import evaluate
 
 Tensor = torch.Tensor
@@ -77,25 +79,25 @@ class _Pass:
     """Values, worst-case errors E and variances V of every slot, for a batch of points: the
     `ir.ops.ErrorPass` the registry's rounding rules read and write."""
 
-    T = torch
+    T: Any = torch
 
-    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None,
+    def __init__(self, prog: Program, points: Any, *, errors: bool = True, widen: list[Any] | None = None,
                  u: float = 2.0**-53) -> None:
         self.prog = prog
         self.u = u  # the unit roundoff the sizes are for: only an op's `accuracy` term depends on it
         self.errors = errors  # False: values only (the float64 gradient program, for speed)
         self.widen = widen  # extra rounding charged to each slot's value (`explained_scales`)
         n = len(prog)
-        self._zero = torch.zeros((), dtype=torch.float64)
+        self._zero = self.T.zeros((), dtype=self.T.float64)
         self.v: list[Any] = [None] * n
         self.E: list[Any] = [self._zero] * n
         self.V: list[Any] = [self._zero] * n
         self.points = points
 
-    def zero(self) -> Tensor:
+    def zero(self) -> Any:
         return self._zero
 
-    def combine(self, parts: list[tuple[int, Tensor]], roundings: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def combine(self, parts: list[tuple[int, Any]], roundings: list[Any]) -> tuple[Any, Any]:
         if not self.errors:
             return self.E[0], self.V[0]
         # sums of non-negative terms in a fixed order, started at the first term rather than at a
@@ -103,20 +105,20 @@ class _Pass:
         e: Any = None
         var: Any = None
         for a, d in parts:
-            te, tv = d.abs() * self.E[a], d * d * self.V[a]
+            te, tv = abs(d) * self.E[a], d * d * self.V[a]
             e, var = (te, tv) if e is None else (e + te, var + tv)
         for r in roundings:
-            te, tv = r.abs(), r * r
+            te, tv = abs(r), r * r
             e, var = (te, tv) if e is None else (e + te, var + tv)
         if e is None:
-            return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+            return self.T.zeros((), dtype=self.T.float64), self.T.zeros((), dtype=self.T.float64)
         return e, var
 
-    def local_partials(self, k: int) -> list[Tensor]:
+    def local_partials(self, k: int) -> list[Any]:
         args = self.prog.args[k]
         prog, slots = _partials_program(self.prog.ops[k], len(args), self.prog.data[k])
         vals = evaluate(prog, [self.v[a] for a in args])
-        return [vals[s] for s in slots]  # type: ignore[misc]
+        return [vals[s] for s in slots]
 
     def run(self) -> None:
         prog = self.prog
@@ -128,7 +130,46 @@ class _Pass:
                 spec.rounding(self, k, args, data)
                 if self.widen is not None and self.widen[k] is not None:
                     self.E[k] = self.E[k] + self.widen[k]
-                    self.V[k] = self.V[k] + self.widen[k] ** 2
+                    self.V[k] = self.V[k] + self.widen[k] * self.widen[k]
+
+
+class _FloatPass(_Pass):
+    """`_Pass` at one point on Python floats (`scalars`): the same rules, the same bounds bit for
+    bit, without a torch call per instruction (only functions such as tanh call torch)."""
+
+    T: Any = Scalars
+
+    def local_partials(self, k: int) -> list[Any]:
+        args = self.prog.args[k]
+        prog, slots = _partials_program(self.prog.ops[k], len(args), self.prog.data[k])
+        if not scalars.supported(prog, scalars.LOWERED | scalars.FUNCTIONS):
+            raise _NotFloat
+        vals = scalars.evaluate(prog, [self.v[a] for a in args])
+        return [vals[s] for s in slots]
+
+    def run(self) -> None:
+        prog, point, widen = self.prog, self.points, self.widen
+        v, E, V = self.v, self.E, self.V
+        for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
+            spec = REGISTRY[op]
+            if spec.leaf:
+                v[k] = point[data]
+            else:
+                spec.rounding(self, k, args, data)
+                if widen is not None and widen[k] is not None:
+                    w = widen[k]
+                    E[k] = E[k] + w
+                    V[k] = V[k] + w * w
+
+
+class _NotFloat(Exception):
+    """A program the float pass has no rule for (`scalars.supported`): the tensor pass runs it."""
+
+
+def _float_passes(prog: Program, points: Sequence[Sequence[float]]) -> bool:
+    """Whether the error pass at ``points`` runs on floats (`_FloatPass`): few points, and a
+    program of ops with float rules."""
+    return 0 < len(points) <= scalars.SCALAR_POINTS and scalars.supported(prog)
 
 
 def _columns(cols: list[Any], n: int) -> Tensor:
@@ -173,8 +214,14 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
     every point (values of its variables), all points in one pass; with ``explained`` also the
     wider bound of `ErrorScales.explained` (a second pass) and each point's largest value.  ``u``:
     the unit roundoff of the dtype, which matters only for programs with an op whose torch
-    implementation has an error of its own in no dtype's units (`dtype_dependent`)."""
+    implementation has an error of its own in no dtype's units (`dtype_dependent`).  A few points
+    run on floats (`_FloatPass`, the same bounds)."""
     prog = _program(gp)
+    if _float_passes(prog, points):
+        try:
+            return _float_scales(prog, points, explained, u)
+        except _NotFloat:
+            pass
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
         run = _Pass(prog, batch, u=u)
@@ -194,6 +241,63 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         wide_v = _columns([wide.V[o] for o in prog.outputs], n)
         return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
                            largest=largest.to(torch.float64))
+
+
+def _float_magnitude(value: Any) -> float | None:
+    """`_magnitude` of a float slot of `_FloatPass`."""
+    if not isinstance(value, float):
+        return None
+    return 0.0 if value != value else abs(value)
+
+
+def _float_widening(run: _Pass) -> list[Any]:
+    """`_widening` of a `_FloatPass` (maxima of NaN-free magnitudes, as `torch.maximum` takes them)."""
+    prog = run.prog
+    around: list[Any] = [None] * len(prog)
+    for k, (op, args) in enumerate(zip(prog.ops, prog.args)):
+        if op not in ("add", "acc"):
+            continue
+        size = _float_magnitude(run.v[k])
+        if size is None:
+            continue
+        for a in args:
+            around[a] = size if around[a] is None or size > around[a] else around[a]
+    out: list[Any] = [None] * len(prog)
+    for k, op in enumerate(prog.ops):
+        own = _float_magnitude(run.v[k])
+        if around[k] is None or own is None or REGISTRY[op].leaf or op == "const":
+            continue
+        d = around[k] - own  # clamp_min(0) keeps NaN (inf − inf), nan_to_num makes it 0
+        out[k] = 0.0 if d != d else (d if d > 0.0 else 0.0)
+    return out
+
+
+def _float_scales(prog: Program, points: Sequence[Sequence[float]], explained: bool, u: float) -> ErrorScales:
+    """`error_scales_batch` point by point on floats (`_FloatPass`): one tensor per result."""
+    from .compare import error_scale
+
+    w, v, wide_w, wide_v, largest = [], [], [], [], []
+    for p in points:
+        run = _FloatPass(prog, [float(x) for x in p], u=u)
+        run.run()
+        w.append([run.E[o] for o in prog.outputs])
+        v.append([run.V[o] for o in prog.outputs])
+        if explained:
+            sizes = [m for m in map(_float_magnitude, run.v) if m is not None]
+            largest.append(max(sizes) if sizes else 0.0)
+            wide = _FloatPass(prog, run.points, widen=_float_widening(run), u=u)
+            wide.run()
+            wide_w.append([wide.E[o] for o in prog.outputs])
+            wide_v.append([wide.V[o] for o in prog.outputs])
+    as_t = _float_rows
+    if not explained:
+        return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt())
+    return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt(), explained=error_scale(as_t(wide_w), as_t(wide_v).sqrt()),
+                       largest=torch.tensor(largest, dtype=torch.float64))
+
+
+def _float_rows(rows: list[list[Any]]) -> Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def dtype_dependent(gp: Any) -> bool:
@@ -239,12 +343,23 @@ def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple
     if _LAST_PASS and _LAST_PASS[0] == key and _LAST_PASS[1] is prog:
         kept: tuple[Tensor, Tensor] = _LAST_PASS[2]
         return kept
-    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
-    with torch.no_grad():
-        run = _Pass(prog, batch)
-        run.run()
-        n = batch.shape[0]
-        out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
+    n = len(points)
+    out: tuple[Tensor, Tensor] | None = None
+    if _float_passes(prog, points):
+        try:
+            runs = [_FloatPass(prog, [float(x) for x in p]) for p in points]
+            for run in runs:
+                run.run()
+            out = (_float_rows([[r.v[o] for o in prog.outputs] for r in runs]),
+                   _float_rows([[r.E[o] for o in prog.outputs] for r in runs]))
+        except _NotFloat:
+            out = None
+    if out is None:
+        batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+        with torch.no_grad():
+            run = _Pass(prog, batch)
+            run.run()
+            out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
     _LAST_PASS[:] = [key, prog, out] if n <= _KEPT_POINTS else []
     return out
 
