@@ -10,11 +10,13 @@ summaries always count everything.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from flint import arb
 
@@ -37,30 +39,83 @@ from .reference import ExactValue, PointReference
 from .results import Check, SourceSummary
 
 # -- the rules of `compare`, on arrays: one entry per point and quantity ------------------------
+#
+# The rules are written once against an array namespace ``N``: torch (`_Torch`), or NumPy
+# (`_NumPy`) for a group of at most `NUMPY_VALUES` values, where a torch call's dispatch costs
+# several times NumPy's on a handful of numbers (a single-point check's groups have two or three).
+# Both are IEEE-754 float64 elementwise (+ − × /, abs, comparisons, selections, frexp, exp2 of
+# integers: exact), so they give the same verdicts bit for bit (`tests/test_scalars.py`).
 
 
-def ulp_array(x: torch.Tensor, dtype: str) -> torch.Tensor:
+class _Torch:
+    """The array functions the rules use, in torch."""
+
+    where, maximum, minimum = staticmethod(torch.where), staticmethod(torch.maximum), staticmethod(torch.minimum)
+    isfinite, isnan, isinf = staticmethod(torch.isfinite), staticmethod(torch.isnan), staticmethod(torch.isinf)
+    frexp, exp2, sign = staticmethod(torch.frexp), staticmethod(torch.exp2), staticmethod(torch.sign)
+    clamp_min, nan_to_num = staticmethod(torch.clamp_min), staticmethod(torch.nan_to_num)
+    zeros_like, ones_like = staticmethod(torch.zeros_like), staticmethod(torch.ones_like)
+
+    @staticmethod
+    def f64(x: Any) -> Any:
+        return x.to(torch.float64)
+
+    @staticmethod
+    def scalar(x: float) -> Any:
+        return torch.tensor(x, dtype=torch.float64)
+
+    @staticmethod
+    def expand_as(x: Any, like: Any) -> Any:
+        return x.expand_as(like)
+
+
+class _NumPy:
+    """The same functions in NumPy, with torch's names (`_Torch`)."""
+
+    where, maximum, minimum = staticmethod(np.where), staticmethod(np.maximum), staticmethod(np.minimum)
+    isfinite, isnan, isinf = staticmethod(np.isfinite), staticmethod(np.isnan), staticmethod(np.isinf)
+    frexp, exp2, sign = staticmethod(np.frexp), staticmethod(np.exp2), staticmethod(np.sign)
+    clamp_min, nan_to_num = staticmethod(np.maximum), staticmethod(np.nan_to_num)
+    zeros_like, ones_like = staticmethod(np.zeros_like), staticmethod(np.ones_like)
+
+    @staticmethod
+    def f64(x: Any) -> Any:
+        return x.astype(np.float64)
+
+    @staticmethod
+    def scalar(x: float) -> Any:
+        return np.float64(x)
+
+    @staticmethod
+    def expand_as(x: Any, like: Any) -> Any:
+        return np.broadcast_to(x, like.shape)
+
+
+NUMPY_VALUES = 64  # a group of at most this many values is judged on NumPy arrays (`_NumPy`)
+
+
+def ulp_array(x: Any, dtype: str, N: Any = _Torch) -> Any:
     """`ulp` of every element."""
-    mantissa, exponent = torch.frexp(x.abs())
-    e = torch.clamp_min(exponent.to(torch.float64) - 1, MIN_EXPONENT[dtype])
-    e = torch.where(x == 0, torch.tensor(float(MIN_EXPONENT[dtype]), dtype=torch.float64), e)
-    spacing = torch.exp2(e - MANTISSA_BITS[dtype])
-    return torch.where(torch.isfinite(x), spacing, torch.tensor(math.inf, dtype=torch.float64))
+    mantissa, exponent = N.frexp(abs(x))
+    e = N.clamp_min(N.f64(exponent) - 1, MIN_EXPONENT[dtype])
+    e = N.where(x == 0, N.scalar(float(MIN_EXPONENT[dtype])), e)
+    spacing = N.exp2(e - MANTISSA_BITS[dtype])
+    return N.where(N.isfinite(x), spacing, N.scalar(math.inf))
 
 
 @dataclass(frozen=True)
 class Comparison:
     """Values against exact values, elementwise (NaN where there is no exact value)."""
 
-    err: torch.Tensor  # |value - exact|
-    rel: torch.Tensor
-    ulps: torch.Tensor
-    tol: torch.Tensor
-    agree: torch.Tensor  # bool
+    err: Any  # |value - exact| (torch tensors, NumPy arrays while `_NumPy` judges)
+    rel: Any
+    ulps: Any
+    tol: Any
+    agree: Any  # bool
 
 
-def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, dtype: str,
-            sensitive: torch.Tensor | None = None, declared: bool = True) -> Comparison:
+def compare(values: Any, hi: Any, lo: Any, scale: Any, dtype: str, sensitive: Any | None = None,
+            declared: bool = True, N: Any = _Torch) -> Comparison:
     """`compare.tolerance` applied elementwise (``hi + lo`` is the exact value, `compare.split`).
 
     ``sensitive`` (units of u, NaN where unknown): the function's own sensitivity to rounding its
@@ -68,26 +123,26 @@ def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: tor
     Where it is known, a source running unknown code (``declared=False``: impl, grad_impl) is held
     to it alone; the declaration's own float evaluation (autograd) to the larger of it and the
     declared program's rounding size ``scale``."""
-    spacing = ulp_array(hi, dtype)
+    spacing = ulp_array(hi, dtype, N)
     if sensitive is not None:
         own = SENSITIVITY_FACTOR * sensitive
-        known = ~torch.isnan(own)
-        scale = torch.where(known, torch.maximum(scale, own) if declared else own, scale)
-    tol = torch.where(
-        torch.isfinite(scale), torch.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
+        known = ~N.isnan(own)
+        scale = N.where(known, N.maximum(scale, own) if declared else own, scale)
+    tol = N.where(
+        N.isfinite(scale), N.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
     )
-    finite = torch.isfinite(values)
-    err = torch.where(finite, ((values - hi) - lo).abs(), torch.tensor(math.inf, dtype=torch.float64))
-    rel = torch.where(err == 0, torch.zeros_like(err), err / hi.abs())
+    finite = N.isfinite(values)
+    err = N.where(finite, abs((values - hi) - lo), N.scalar(math.inf))
+    rel = N.where(err == 0, N.zeros_like(err), err / abs(hi))
     return Comparison(err=err, rel=rel, ulps=err / spacing, tol=tol, agree=finite & (err <= tol))
 
 
-def fd_tolerance_array(fd_error: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
-    return torch.maximum(FD_SIGMAS * fd_error, tol)
+def fd_tolerance_array(fd_error: Any, tol: Any, N: Any = _Torch) -> Any:
+    return N.maximum(FD_SIGMAS * fd_error, tol)
 
 
-def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.isfinite(fd) & torch.isfinite(target) & ((fd - target).abs() <= fd_tol)
+def fd_agrees_array(fd: Any, fd_tol: Any, target: Any, N: Any = _Torch) -> Any:
+    return N.isfinite(fd) & N.isfinite(target) & (abs(fd - target) <= fd_tol)
 
 
 # attribution codes -> (attribution, note), as data
@@ -125,10 +180,10 @@ SECOND_ATTRIBUTION: dict[int, tuple[str | None, str]] = {
 }
 
 
-def attribute(agree: torch.Tensor, fd_ok_exact: torch.Tensor, fd_ok_source: torch.Tensor) -> torch.Tensor:
+def attribute(agree: Any, fd_ok_exact: Any, fd_ok_source: Any, N: Any = _Torch) -> Any:
     """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
-    code = torch.where(fd_ok_exact, WRONG, torch.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
-    return torch.where(agree, NO_ATTRIBUTION, code)
+    code = N.where(fd_ok_exact, WRONG, N.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
+    return N.where(agree, NO_ATTRIBUTION, code)
 
 
 DETAIL_LIMIT = 20_000  # a dtype with more checks than this keeps only the interesting ones
@@ -295,46 +350,46 @@ VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined", "impreci
 AGREE, MISMATCH, IMPRECISE, UNRESOLVED_VERDICT = 0, 1, 4, 5
 
 
-def _verdicts(kind: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
-    v = torch.where(agree, 0, 1)
-    v = torch.where(kind == NONDIFFERENTIABLE, 2, v)
-    return torch.where(kind == UNDEFINED, 3, v)
+def _verdicts(kind: Any, agree: Any, N: Any = _Torch) -> Any:
+    v = N.where(agree, 0, 1)
+    v = N.where(kind == NONDIFFERENTIABLE, 2, v)
+    return N.where(kind == UNDEFINED, 3, v)
 
 
-def outside_corner(values: torch.Tensor, ex: ExactArrays, cols: slice, tol: torch.Tensor, dtype: str) -> torch.Tensor:
+def outside_corner(values: Any, ex: ExactArrays, cols: slice, tol: Any, dtype: str, N: Any = _Torch) -> Any:
     """At a corner a source must return a subgradient: a finite value within the closed range of
     the one-sided derivatives (up to the rounding ``tol`` and a few ulps).  NaN, inf, or anything
     outside is a mismatch; any value inside is a valid choice (torch's ``abs`` picks 0, ``relu``
     the left side)."""
     left, right = ex.left[:, cols], ex.right[:, cols]
-    lo, hi = torch.minimum(left, right), torch.maximum(left, right)
-    slack = FLOOR_ULPS * ulp_array(torch.maximum(lo.abs(), hi.abs()), dtype) + torch.nan_to_num(tol, nan=0.0, posinf=0.0)
-    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & ~(left.isnan() | right.isnan())
-    inside = torch.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
+    lo, hi = N.minimum(left, right), N.maximum(left, right)
+    slack = FLOOR_ULPS * ulp_array(N.maximum(abs(lo), abs(hi)), dtype, N) + N.nan_to_num(tol, nan=0.0, posinf=0.0)
+    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & ~(N.isnan(left) | N.isnan(right))
+    inside = N.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
     return judged & ~inside
 
 
-def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> Any:
     """Where the declared program cannot be computed in ``dtype``: an instruction overflows it, or
     its own rounding bound is not small against the exact value (it cancels, or divides 0 by 0)."""
-    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * ex.hi[:, cols].abs())
+    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * abs(ex.hi[:, cols]))
     if ex.largest is None:
         return cancels
     return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
 
 
-def out_of_range(values: torch.Tensor, ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+def out_of_range(values: Any, ex: ExactArrays, cols: slice, dtype: str, N: Any = _Torch) -> Any:
     """Where the exact value is beyond the dtype's largest finite number (float16's 65504) and the
     source returned that dtype's rounding of it (an infinity of its sign, or its largest number):
     no value of the dtype can hold it, so there is nothing to check (every source, not only the
     declared formula's own evaluation)."""
     hi = ex.hi[:, cols]
     big = DTYPES[dtype].max
-    return (ex.kind[:, cols] == VALUE) & (hi.abs() > big) & (torch.sign(values) == torch.sign(hi)) & (values.abs() >= big)
+    return (ex.kind[:, cols] == VALUE) & (abs(hi) > big) & (N.sign(values) == N.sign(hi)) & (abs(values) >= big)
 
 
-def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
-          dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+def bands(source: str, values: Any, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: Any,
+          dtype: str, N: Any = _Torch) -> tuple[Any, Any]:
     """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
 
     * **inconclusive**: it agrees, but its tolerance is not small against the exact value (over
@@ -348,80 +403,130 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
       formula is not computable there (**inconclusive**), not torch being wrong."""
     hi = ex.hi[:, cols]
     u = UNIT_ROUNDOFF[dtype]
-    note = torch.zeros_like(verdict)
+    note = N.zeros_like(verdict)
     valued = ex.kind[:, cols] == VALUE
-    floor = FLOOR_ULPS * ulp_array(hi, dtype)
-    unresolved = valued & (verdict == AGREE) & (hi != 0) & (cmp.tol > INCONCLUSIVE_FRACTION * hi.abs()) & (cmp.tol > floor)
-    verdict = torch.where(unresolved, UNRESOLVED_VERDICT, verdict)
-    note = torch.where(unresolved, UNRESOLVED, note)
+    floor = FLOOR_ULPS * ulp_array(hi, dtype, N)
+    unresolved = valued & (verdict == AGREE) & (hi != 0) & (cmp.tol > INCONCLUSIVE_FRACTION * abs(hi)) & (cmp.tol > floor)
+    verdict = N.where(unresolved, UNRESOLVED_VERDICT, verdict)
+    note = N.where(unresolved, UNRESOLVED, note)
     off = valued & (verdict == MISMATCH)
-    finite = torch.isfinite(values)
+    finite = N.isfinite(values)
     tiny = DTYPES[dtype].smallest_normal
-    underflow = off & finite & (hi.abs() < tiny) & (cmp.err <= tiny)
-    explained = torch.zeros_like(hi) if ex.explained is None else ex.explained[:, cols]
+    underflow = off & finite & (abs(hi) < tiny) & (cmp.err <= tiny)
+    explained = N.zeros_like(hi) if ex.explained is None else ex.explained[:, cols]
     within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
-    verdict = torch.where(underflow | within, IMPRECISE, verdict)
-    note = torch.where(underflow, UNDERFLOW, torch.where(within, EXPLAINED, note))
+    verdict = N.where(underflow | within, IMPRECISE, verdict)
+    note = N.where(underflow, UNDERFLOW, N.where(within, EXPLAINED, note))
     if source == "autograd":
         lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
-        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
-        note = torch.where(lost, NOT_COMPUTABLE, note)
-    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype)
-    return torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, note)
+        verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
+        note = N.where(lost, NOT_COMPUTABLE, note)
+    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype, N)
+    return N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, note)
 
 
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
     """A gradient source's values against the exact gradient, attributed with FD's help."""
+    if _numpy_judges(values):
+        with np.errstate(all="ignore"):
+            return _from_numpy(_source_group(source, values.numpy(), _exact_numpy(ex), dtype,
+                                             None if fd is None else _group_numpy(fd), _NumPy))
+    return _source_group(source, values, ex, dtype, fd, _Torch)
+
+
+def _source_group(source: str, values: Any, ex: ExactArrays, dtype: str, fd: Group | None, N: Any) -> Group:
     cols = slice(1, None)
     hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
     cmp = compare(values, hi, lo, scale, dtype, None if ex.sensitive is None else ex.sensitive[:, cols],
-                  declared=source == "autograd")
-    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
-    verdict, band_note = bands(source, values, ex, cols, cmp, verdict, dtype)
+                  declared=source == "autograd", N=N)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree, N)
+    verdict, band_note = bands(source, values, ex, cols, cmp, verdict, dtype, N)
     if fd is None:
-        code = torch.where(verdict == 1, 4, 0)
+        code = N.where(verdict == 1, 4, 0)
     else:
-        fd_tol = fd_tolerance_array(fd.fd_error, cmp.tol)  # type: ignore[arg-type]
-        ok_exact = fd_agrees_array(fd.values, fd_tol, hi)
-        ok_source = fd_agrees_array(fd.values, fd_tol, values)
-        code = torch.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source), 0)
-    code = torch.where(band_note > 0, band_note, code)
-    corner = outside_corner(values, ex, cols, cmp.tol, dtype)
-    verdict = torch.where(corner, 1, verdict)
-    code = torch.where(corner, OUTSIDE_CORNER, code)
+        fd_tol = fd_tolerance_array(fd.fd_error, cmp.tol, N)
+        ok_exact = fd_agrees_array(fd.values, fd_tol, hi, N)
+        ok_source = fd_agrees_array(fd.values, fd_tol, values, N)
+        code = N.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source, N), 0)
+    code = N.where(band_note > 0, band_note, code)
+    corner = outside_corner(values, ex, cols, cmp.tol, dtype, N)
+    verdict = N.where(corner, 1, verdict)
+    code = N.where(corner, OUTSIDE_CORNER, code)
     if ex.zero is not None:
-        verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp)
+        verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp, N)
     return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
 
 
-def unreached(values: torch.Tensor, zero: torch.Tensor, verdict: torch.Tensor, code: torch.Tensor,
-              cmp: Comparison) -> tuple[torch.Tensor, torch.Tensor, Comparison]:
+def unreached(values: Any, zero: Any, verdict: Any, code: Any, cmp: Comparison, N: Any = _Torch
+              ) -> tuple[Any, Any, Comparison]:
     """Entries that do not reach the loss (``zero``) agree when the source returns exactly 0 (a
     missing gradient is read as 0), and anything else, however small, is a mismatch: no rounding
     can make a gradient out of a weight that is never used."""
-    zero = zero.expand_as(values)
+    zero = N.expand_as(zero, values)
     off = zero & (values != 0)  # NaN too
-    verdict = torch.where(zero, torch.where(off, MISMATCH, AGREE), verdict)
-    code = torch.where(zero, torch.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
-    tol = torch.where(zero, torch.zeros_like(cmp.tol), cmp.tol)
+    verdict = N.where(zero, N.where(off, MISMATCH, AGREE), verdict)
+    code = N.where(zero, N.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
+    tol = N.where(zero, N.zeros_like(cmp.tol), cmp.tol)
     return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & ~off)
 
 
 def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
     """A forward's values against the exact loss: a mismatch means the forward is not the model."""
+    if _numpy_judges(values):
+        with np.errstate(all="ignore"):
+            return _from_numpy(_loss_group(source, values.numpy(), _exact_numpy(ex), dtype, _NumPy))
+    return _loss_group(source, values, ex, dtype, _Torch)
+
+
+def _loss_group(source: str, values: Any, ex: ExactArrays, dtype: str, N: Any) -> Group:
     cols = slice(0, 1)
-    cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
-    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
-    code = torch.where(verdict == 1, 2, 0)
+    cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype, N=N)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree, N)
+    code = N.where(verdict == 1, 2, 0)
     if source == "autograd":  # the declared formula itself may not be computable there (`bands`)
         lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
-        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
-        code = torch.where(lost, NOT_COMPUTABLE, code)
-    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype)
-    verdict, code = torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, code)
+        verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
+        code = N.where(lost, NOT_COMPUTABLE, code)
+    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype, N)
+    verdict, code = N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, code)
     return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
+
+
+def _numpy_judges(values: torch.Tensor) -> bool:
+    """Whether a group of these values is judged on NumPy arrays (`_NumPy`)."""
+    return values.numel() <= NUMPY_VALUES and values.dtype == torch.float64 and not values.requires_grad
+
+
+def _exact_numpy(ex: ExactArrays) -> ExactArrays:
+    """``ex`` with its arrays as NumPy views (no copy)."""
+    kept = ex.__dict__.get("_numpy")
+    if kept is None:
+        changes = {f.name: getattr(ex, f.name).numpy() for f in dataclasses.fields(ex)
+                   if isinstance(getattr(ex, f.name), torch.Tensor)}
+        kept = dataclasses.replace(ex, **changes)
+        ex.__dict__["_numpy"] = kept
+    return kept  # type: ignore[no-any-return]
+
+
+def _group_numpy(g: Group) -> Group:
+    """A (finite-difference) group's values and errors as NumPy views."""
+    arrays = {"values": g.values.numpy(), "fd_error": None if g.fd_error is None else g.fd_error.numpy()}
+    return dataclasses.replace(g, **arrays)
+
+
+def _tensor(x: Any) -> Any:
+    if not isinstance(x, np.ndarray):
+        return x
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+def _from_numpy(g: Group) -> Group:
+    """A group judged on NumPy arrays, as torch tensors (what every reader of a group expects)."""
+    cmp = Comparison(**{f.name: _tensor(getattr(g.cmp, f.name)) for f in dataclasses.fields(Comparison)})
+    return dataclasses.replace(g, values=_tensor(g.values), cmp=cmp, verdict=_tensor(g.verdict),
+                               attribution=_tensor(g.attribution), fd_error=_tensor(g.fd_error), noise=_tensor(g.noise))
 
 
 def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
@@ -437,18 +542,27 @@ def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) 
 def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
              forward_wrong: torch.Tensor | None) -> Group:
     """Finite differences against the exact gradient, held to their own error estimate."""
+    if _numpy_judges(values) and fd_error.dtype == torch.float64:
+        with np.errstate(all="ignore"):
+            return _from_numpy(_fd_group(forward, values.numpy(), fd_error.numpy(), _exact_numpy(ex), dtype,
+                                         None if forward_wrong is None else forward_wrong.numpy(), _NumPy))
+    return _fd_group(forward, values, fd_error, ex, dtype, forward_wrong, _Torch)
+
+
+def _fd_group(forward: str, values: Any, fd_error: Any, ex: ExactArrays, dtype: str, forward_wrong: Any | None,
+              N: Any) -> Group:
     cols = slice(1, None)
     hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
-    cmp = compare(values, hi, lo, scale, dtype)
-    fd_tol = fd_tolerance_array(fd_error, cmp.tol)
-    agree = fd_agrees_array(values, fd_tol, hi)
+    cmp = compare(values, hi, lo, scale, dtype, N=N)
+    fd_tol = fd_tolerance_array(fd_error, cmp.tol, N)
+    agree = fd_agrees_array(values, fd_tol, hi, N)
     cmp = Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=fd_tol, agree=agree)
-    verdict = _verdicts(ex.kind[:, cols], agree)
+    verdict = _verdicts(ex.kind[:, cols], agree, N)
     # no difference could be taken (the forward fails or is not finite on both sides): unavailable
-    verdict = torch.where(values.isnan() & fd_error.isinf() & (verdict == 1), 3, verdict)
-    noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
+    verdict = N.where(N.isnan(values) & N.isinf(fd_error) & (verdict == 1), 3, verdict)
+    noise = N.ones_like(agree) if forward_wrong is None else ~N.expand_as(forward_wrong.reshape(-1, 1), agree)
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise)
+                 verdict=verdict, attribution=N.zeros_like(verdict), fd_error=fd_error, noise=noise)
 
 
 def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | None = None) -> tuple[str | None, str]:
@@ -601,11 +715,13 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
     summaries: list[SourceSummary] = []
     texts: dict[int, str] = {}  # the exact values live as long as this call: their ids stay theirs
     for g in groups:
-        ratio = _of_tolerance(g)
         n, m = g.verdict.shape
+        small = everything and n * m <= SMALL_SUMMARY
+        ratio = None if small else _of_tolerance(g)  # a small group's summary is counted in Python
         if everything:
             chosen = [(i, j) for i in range(n) for j in range(m)]
         else:
+            assert ratio is not None
             special = torch.nonzero(g.verdict > 0)[:SPECIAL_KEPT].tolist()
             top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
@@ -613,9 +729,10 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
         lists.texts = texts
         made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
-        if everything and n * m <= SMALL_SUMMARY:
+        if small:
             counts, worst_index, worst_rel, worst_ulps, worst_ratio = _small_summary(lists, n, m)
         else:
+            assert ratio is not None
             valued = _valued(g)
             worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
             counts = [int((g.verdict == k).sum()) for k in range(len(VERDICT_NAMES))]

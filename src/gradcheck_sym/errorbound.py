@@ -348,8 +348,8 @@ def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple
     if _float_passes(prog, points):
         try:
             runs = [_FloatPass(prog, [float(x) for x in p]) for p in points]
-            for run in runs:
-                run.run()
+            for one in runs:
+                one.run()
             out = (_float_rows([[r.v[o] for o in prog.outputs] for r in runs]),
                    _float_rows([[r.E[o] for o in prog.outputs] for r in runs]))
         except _NotFloat:
@@ -584,8 +584,25 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
         return torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
 
 
-def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+def _analysis(prog: Program) -> tuple[list[tuple[int, int]], dict[tuple[int, int], tuple[Program, list[float]]]]:
+    """`activations` of ``prog`` and, per pair, its `_chain` (programs of the same shape shared,
+    so each is compiled for exact evaluation once) and `_offsets`: kept on the program, since they
+    depend on it alone (every check of a model asks again)."""
+    kept = prog.__dict__.get("_activation_analysis")
+    if kept is not None and kept[0] == len(prog):
+        return kept[1], kept[2]
     pairs = activations(prog)
+    shapes: dict[tuple[Any, ...], Program] = {}
+    chains = {}
+    for y, z in pairs:
+        sub, key = _chain(prog, y, z)
+        chains[(y, z)] = (shapes.setdefault(key, sub), _offsets(prog, y))
+    prog.__dict__["_activation_analysis"] = (len(prog), pairs, chains)
+    return pairs, chains
+
+
+def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+    pairs, chains = _analysis(prog)
     n = len(points)
     out = torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
     if not pairs:
@@ -594,9 +611,8 @@ def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Seq
     columns = [c.clone().requires_grad_(True) for c in batch.T]  # one leaf per variable: no scatter
     position = {s: i for i, s in enumerate(prog.variables)}
     wanted = [columns[position[s]] for s in wrt]
-    chains: dict[tuple[Any, ...], Program] = {}
     with torch.enable_grad():
-        run = _Pass(prog, _ByColumn(columns), errors=False)  # type: ignore[arg-type]
+        run = _Pass(prog, _ByColumn(columns), errors=False)
         run.run()
         loss = run.v[prog.outputs[0]]
         pairs = [(y, z) for y, z in pairs if all(isinstance(run.v[k], Tensor) and run.v[k].requires_grad for k in (y, z))]
@@ -608,9 +624,8 @@ def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Seq
             return out
         sizes = []
         for y, z, adj in used:
-            sub, key = _chain(prog, y, z)
-            sub = chains.setdefault(key, sub)
-            err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), _offsets(prog, y))
+            sub, offsets = chains[(y, z)]
+            err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), offsets)
             sizes.append(adj.detach().abs().expand(n) * err)
         for (_, z, _), size in zip(used, sizes):  # one backward pass per function (batched ones were slower)
             dz = torch.autograd.grad(run.v[z].sum(), wanted, retain_graph=True, allow_unused=True)
