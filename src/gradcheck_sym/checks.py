@@ -190,6 +190,30 @@ DETAIL_LIMIT = 20_000  # a dtype with more checks than this keeps only the inter
 WORST_KEPT = 10  # ... plus this many closest to their tolerance, per source
 SPECIAL_KEPT = 200  # ... and at most this many disagreements and special points per source
 
+class Deferred:
+    """A per-point array computed when first read: the explained bound (`ExactArrays.explained`)
+    decides only whether a mismatch is imprecise, and costs a second error pass and the activation
+    sensitivity (`verifier.references`), so a check where every source agrees never computes it.
+    Indexing defers too (``d[rows]`` is computed from ``d`` when read)."""
+
+    def __init__(self, compute: Any) -> None:
+        self._compute: Any = compute
+        self._value: Any = None
+
+    def resolve(self) -> Any:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        return self._value
+
+    def __getitem__(self, index: Any) -> Deferred:
+        return Deferred(lambda: self.resolve()[index])
+
+
+def resolved(x: Any) -> Any:
+    """``x``, or its value if it is `Deferred`."""
+    return x.resolve() if isinstance(x, Deferred) else x
+
+
 VALUE, NONDIFFERENTIABLE, UNDEFINED = 0, 1, 2
 _KIND = {"value": VALUE, "nondifferentiable": NONDIFFERENTIABLE, "undefined": UNDEFINED}
 
@@ -205,7 +229,8 @@ class ExactArrays:
     right: torch.Tensor
     scale: torch.Tensor  # rounding-error size, units of u
     refs: list[PointReference]  # one per row, for the exact text and the reasons
-    explained: torch.Tensor | None = None  # the explained bound (`errorbound.ErrorScales.explained`), units of u
+    explained: torch.Tensor | Deferred | None = None  # the explained bound (`errorbound.ErrorScales.explained`),
+    #   units of u; `Deferred` until a mismatch reads it
     sensitive: torch.Tensor | None = None  # u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ| in units of u (NaN: not computed)
     largest: torch.Tensor | None = None  # (rows,) the declared program's largest |value| (float64)
     zero: torch.Tensor | None = None  # bool, True where the entry does not reach the loss (exactly 0)
@@ -238,8 +263,8 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
     cols = slice(0, 1) if values else slice(1, None)
 
     def cat(name: str) -> torch.Tensor:
-        first = getattr(parts[0], name)[:, :1]
-        return torch.cat([first, *(getattr(p, name)[:, cols] for p in parts)], dim=1)
+        first = resolved(getattr(parts[0], name))[:, :1]
+        return torch.cat([first, *(resolved(getattr(p, name))[:, cols] for p in parts)], dim=1)
 
     def maybe(name: str) -> torch.Tensor | None:
         return cat(name) if all(getattr(p, name) is not None for p in parts) else None
@@ -250,7 +275,7 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
                          explained=maybe("explained"), sensitive=maybe("sensitive"), largest=parts[0].largest)
 
 
-def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | None = None,
+def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | Deferred | None = None,
                  sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None,
                  zero: torch.Tensor | None = None) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
@@ -413,7 +438,8 @@ def bands(source: str, values: Any, ex: ExactArrays, cols: slice, cmp: Compariso
     finite = N.isfinite(values)
     tiny = DTYPES[dtype].smallest_normal
     underflow = off & finite & (abs(hi) < tiny) & (cmp.err <= tiny)
-    explained = N.zeros_like(hi) if ex.explained is None else ex.explained[:, cols]
+    # the explained bound matters only where a source disagrees (`Deferred`: computed then)
+    explained = N.zeros_like(hi) if ex.explained is None or not off.any() else resolved(ex.explained)[:, cols]
     within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
     verdict = N.where(underflow | within, IMPRECISE, verdict)
     note = N.where(underflow, UNDERFLOW, N.where(within, EXPLAINED, note))
@@ -503,8 +529,11 @@ def _exact_numpy(ex: ExactArrays) -> ExactArrays:
     """``ex`` with its arrays as NumPy views (no copy)."""
     kept = ex.__dict__.get("_numpy")
     if kept is None:
-        changes = {f.name: getattr(ex, f.name).numpy() for f in dataclasses.fields(ex)
-                   if isinstance(getattr(ex, f.name), torch.Tensor)}
+        changes: dict[str, Any] = {f.name: getattr(ex, f.name).numpy() for f in dataclasses.fields(ex)
+                                   if isinstance(getattr(ex, f.name), torch.Tensor)}
+        if isinstance(ex.explained, Deferred):
+            later = ex.explained
+            changes["explained"] = Deferred(lambda: later.resolve().numpy())
         kept = dataclasses.replace(ex, **changes)
         ex.__dict__["_numpy"] = kept
     return kept  # type: ignore[no-any-return]

@@ -209,17 +209,18 @@ def _widening(run: _Pass) -> list[Any]:
 
 
 def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False,
-                       u: float = 2.0**-53) -> ErrorScales:
+                       u: float = 2.0**-53, largest: bool = False) -> ErrorScales:
     """Running error analysis of every output of a program (or `symbolic.GradientProgram`) at
     every point (values of its variables), all points in one pass; with ``explained`` also the
     wider bound of `ErrorScales.explained` (a second pass) and each point's largest value.  ``u``:
     the unit roundoff of the dtype, which matters only for programs with an op whose torch
-    implementation has an error of its own in no dtype's units (`dtype_dependent`).  A few points
-    run on floats (`_FloatPass`, the same bounds)."""
+    implementation has an error of its own in no dtype's units (`dtype_dependent`); with ``largest``
+    (and not ``explained``) each point's largest value without the second pass.  A few points run on
+    floats (`_FloatPass`, the same bounds)."""
     prog = _program(gp)
     if _float_passes(prog, points):
         try:
-            return _float_scales(prog, points, explained, u)
+            return _float_scales(prog, points, explained, u, largest)
         except _NotFloat:
             pass
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
@@ -229,10 +230,12 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         n = batch.shape[0]
         w = _columns([run.E[o] for o in prog.outputs], n)
         v = _columns([run.V[o] for o in prog.outputs], n)
-        if not explained:
+        if not (explained or largest):
             return ErrorScales(worst=w, probable=v.sqrt())
         sizes = [m for m in map(_magnitude, run.v) if m is not None]
-        largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
+        most = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
+        if not explained:
+            return ErrorScales(worst=w, probable=v.sqrt(), largest=most.to(torch.float64))
         wide = _Pass(prog, batch, widen=_widening(run), u=u)
         wide.run()
         from .compare import error_scale
@@ -240,7 +243,7 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         wide_w = _columns([wide.E[o] for o in prog.outputs], n)
         wide_v = _columns([wide.V[o] for o in prog.outputs], n)
         return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
-                           largest=largest.to(torch.float64))
+                           largest=most.to(torch.float64))
 
 
 def _float_magnitude(value: Any) -> float | None:
@@ -272,28 +275,32 @@ def _float_widening(run: _Pass) -> list[Any]:
     return out
 
 
-def _float_scales(prog: Program, points: Sequence[Sequence[float]], explained: bool, u: float) -> ErrorScales:
+def _float_scales(prog: Program, points: Sequence[Sequence[float]], explained: bool, u: float,
+                  largest: bool = False) -> ErrorScales:
     """`error_scales_batch` point by point on floats (`_FloatPass`): one tensor per result."""
     from .compare import error_scale
 
-    w, v, wide_w, wide_v, largest = [], [], [], [], []
+    w, v, wide_w, wide_v, most = [], [], [], [], []
     for p in points:
         run = _FloatPass(prog, [float(x) for x in p], u=u)
         run.run()
         w.append([run.E[o] for o in prog.outputs])
         v.append([run.V[o] for o in prog.outputs])
-        if explained:
+        if explained or largest:
             sizes = [m for m in map(_float_magnitude, run.v) if m is not None]
-            largest.append(max(sizes) if sizes else 0.0)
+            most.append(max(sizes) if sizes else 0.0)
+        if explained:
             wide = _FloatPass(prog, run.points, widen=_float_widening(run), u=u)
             wide.run()
             wide_w.append([wide.E[o] for o in prog.outputs])
             wide_v.append([wide.V[o] for o in prog.outputs])
     as_t = _float_rows
-    if not explained:
+    if not (explained or largest):
         return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt())
+    if not explained:
+        return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt(), largest=torch.tensor(most, dtype=torch.float64))
     return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt(), explained=error_scale(as_t(wide_w), as_t(wide_v).sqrt()),
-                       largest=torch.tensor(largest, dtype=torch.float64))
+                       largest=torch.tensor(most, dtype=torch.float64))
 
 
 def _float_rows(rows: list[list[Any]]) -> Tensor:

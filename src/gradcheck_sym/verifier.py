@@ -495,12 +495,16 @@ def rows_of(ex: Any, rows: Sequence[int]) -> Any:
 
     import torch
 
+    from . import checks as ch
+
     n = ex.hi.shape[0]
     index = torch.tensor(rows, dtype=torch.long)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(ex):
         value = getattr(ex, f.name)
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            changes[f.name] = value[index]
+        elif isinstance(value, ch.Deferred):  # the explained bound, computed when read
             changes[f.name] = value[index]
         elif isinstance(value, list) and len(value) == n:
             changes[f.name] = [value[i] for i in rows]
@@ -526,20 +530,28 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
                              sensitivity_affordable)
 
+    from .checks import Deferred
+
     symbols = prepared.model.symbols
-    es = error_scales_batch(prepared.gradient, unique, explained=True)
+    es = error_scales_batch(prepared.gradient, unique, largest=True)
     scale = factor * error_scale(es.worst, es.probable)
-    band = {"explained": factor * es.explained, "largest": es.largest}
+    band: dict[str, Any] = {"largest": es.largest}
     hessian = prepared.sensitivity_program()
     if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
         hessian = None  # the declared program's bound only (`_verify` says so in a note)
     if hessian is not None:
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
-        if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
-            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
-    if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
-        band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation_sensitivity(
-            prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
+
+    def explained() -> Any:  # computed only if some source disagrees (`checks.Deferred`)
+        out = factor * error_scales_batch(prepared.gradient, unique, explained=True).explained
+        if hessian is not None and len(symbols) == 1:  # an elementwise function: its derivative may be
+            out = out + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)  # computed from its output
+        if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
+            out = out + factor * OUTPUT_ROUNDING * activation_sensitivity(
+                prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
+        return out
+
+    band["explained"] = Deferred(explained)
     unreached = getattr(prepared.model, "unreached", frozenset())
     if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
         zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
