@@ -107,10 +107,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
     if not prepared.small:
         return None
     model = prepared.model
-    t = sp.Symbol("t", real=True)
-    line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
 
     def limit(i: int | None) -> Any:
+        t = sp.Symbol("t", real=True)  # the line is made here: SymPy arithmetic, and rarely needed
+        line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
         expr = model.loss if i is None else sp.diff(model.loss, prepared.entries[i].symbol)
         try:
             f = expr.subs(line)
