@@ -76,6 +76,7 @@ def test_float_error_pass_gives_the_tensor_bounds_bit_for_bit(name, i, array_pat
         _scales_both_ways(prepared.gradient, [[float(p)]], array_paths)
         _scales_both_ways(prepared.gradient, [[float(p)], [float(torch.tensor(p / 3, dtype=torch.float32))]],
                           array_paths)
+    _scales_both_ways(prepared.gradient, [[float(p)] for p in TAIL_POINTS[:scalars.SCALAR_POINTS]], array_paths)
     hessian = prepared.sensitivity_program()
     wrt = [e.symbol for e in prepared.entries]
     errorbound._LAST_PASS.clear()
