@@ -68,6 +68,20 @@ class _Torch:
     def expand_as(x: Any, like: Any) -> Any:
         return x.expand_as(like)
 
+    not_ = staticmethod(torch.logical_not)
+
+    @staticmethod
+    def any(x: Any) -> bool:
+        return bool(x.any())
+
+    @staticmethod
+    def column(x: Any) -> Any:
+        return x.reshape(-1, 1)
+
+    @staticmethod
+    def div(a: Any, b: Any) -> Any:
+        return a / b
+
 
 class _NumPy:
     """The same functions in NumPy, with torch's names (`_Torch`)."""
@@ -97,6 +111,11 @@ class _NumPy:
     @staticmethod
     def expand_as(x: Any, like: Any) -> Any:
         return np.broadcast_to(x, like.shape)
+
+    not_ = staticmethod(np.logical_not)
+    any = staticmethod(_Torch.any)
+    column = staticmethod(_Torch.column)
+    div = staticmethod(_Torch.div)
 
 
 NUMPY_VALUES = 64  # a group of at most this many values is judged on NumPy arrays (`_NumPy`)
@@ -134,15 +153,15 @@ def compare(values: Any, hi: Any, lo: Any, scale: Any, dtype: str, sensitive: An
     spacing = ulp_array(hi, dtype, N) if spacing is None else spacing
     if sensitive is not None:
         own = SENSITIVITY_FACTOR * sensitive
-        known = ~N.isnan(own)
+        known = N.not_(N.isnan(own))
         scale = N.where(known, N.maximum(scale, own) if declared else own, scale)
     tol = N.where(
         N.isfinite(scale), N.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
     )
     finite = N.isfinite(values)
     err = N.where(finite, abs((values - hi) - lo), N.scalar(math.inf))
-    rel = N.where(err == 0, N.zeros_like(err), err / abs(hi))
-    return Comparison(err=err, rel=rel, ulps=err / spacing, tol=tol, agree=finite & (err <= tol))
+    rel = N.where(err == 0, N.zeros_like(err), N.div(err, abs(hi)))
+    return Comparison(err=err, rel=rel, ulps=N.div(err, spacing), tol=tol, agree=finite & (err <= tol))
 
 
 def fd_tolerance_array(fd_error: Any, tol: Any, N: Any = _Torch) -> Any:
@@ -397,18 +416,18 @@ def outside_corner(values: Any, ex: ExactArrays, cols: slice, tol: Any, dtype: s
     left, right = ex.left[:, cols], ex.right[:, cols]
     lo, hi = N.minimum(left, right), N.maximum(left, right)
     slack = FLOOR_ULPS * ulp_array(N.maximum(abs(lo), abs(hi)), dtype, N) + N.nan_to_num(tol, nan=0.0, posinf=0.0)
-    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & ~(N.isnan(left) | N.isnan(right))
+    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & N.not_(N.isnan(left) | N.isnan(right))
     inside = N.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
-    return judged & ~inside
+    return judged & N.not_(inside)
 
 
-def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> Any:
+def not_computable(ex: ExactArrays, cols: slice, dtype: str, N: Any = _Torch) -> Any:
     """Where the declared program cannot be computed in ``dtype``: an instruction overflows it, or
     its own rounding bound is not small against the exact value (it cancels, or divides 0 by 0)."""
-    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * abs(ex.hi[:, cols]))
+    cancels = N.not_(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * abs(ex.hi[:, cols]))
     if ex.largest is None:
         return cancels
-    return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
+    return cancels | N.not_(N.column(ex.largest <= DTYPES[dtype].max))
 
 
 def out_of_range(values: Any, ex: ExactArrays, cols: slice, dtype: str, N: Any = _Torch) -> Any:
@@ -447,12 +466,12 @@ def bands(source: str, values: Any, ex: ExactArrays, cols: slice, cmp: Compariso
     tiny = DTYPES[dtype].smallest_normal
     underflow = off & finite & (abs(hi) < tiny) & (cmp.err <= tiny)
     # the explained bound matters only where a source disagrees (`Deferred`: computed then)
-    explained = N.zeros_like(hi) if ex.explained is None or not off.any() else resolved(ex.explained)[:, cols]
-    within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
+    explained = N.zeros_like(hi) if ex.explained is None or not N.any(off) else resolved(ex.explained)[:, cols]
+    within = off & finite & N.not_(underflow) & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
     verdict = N.where(underflow | within, IMPRECISE, verdict)
     note = N.where(underflow, UNDERFLOW, N.where(within, EXPLAINED, note))
     if source == "autograd":
-        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
+        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype, N)
         verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
         note = N.where(lost, NOT_COMPUTABLE, note)
     beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype, N)
@@ -503,7 +522,7 @@ def unreached(values: Any, zero: Any, verdict: Any, code: Any, cmp: Comparison, 
     verdict = N.where(zero, N.where(off, MISMATCH, AGREE), verdict)
     code = N.where(zero, N.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
     tol = N.where(zero, N.zeros_like(cmp.tol), cmp.tol)
-    return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & ~off)
+    return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & N.not_(off))
 
 
 def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
@@ -516,16 +535,16 @@ def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -
 
 def _loss_group(source: str, values: Any, ex: ExactArrays, dtype: str, N: Any) -> Group:
     cols = slice(0, 1)
-    cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype, N=N)
+    cmp = compare(N.column(values), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype, N=N)
     verdict = _verdicts(ex.kind[:, cols], cmp.agree, N)
     code = N.where(verdict == 1, 2, 0)
     if source == "autograd":  # the declared formula itself may not be computable there (`bands`)
-        lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
+        lost = not_computable(ex, cols, dtype, N) & (verdict == MISMATCH)
         verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
         code = N.where(lost, NOT_COMPUTABLE, code)
-    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype, N)
+    beyond = (verdict == MISMATCH) & out_of_range(N.column(values), ex, cols, dtype, N)
     verdict, code = N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, code)
-    return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
+    return Group(source=source, forward=None, quantity="loss", values=N.column(values), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
 
 
@@ -602,7 +621,7 @@ def _fd_group(forward: str, values: Any, fd_error: Any, ex: ExactArrays, dtype: 
     verdict = _verdicts(ex.kind[:, cols], agree, N)
     # no difference could be taken (the forward fails or is not finite on both sides): unavailable
     verdict = N.where(N.isnan(values) & N.isinf(fd_error) & (verdict == 1), 3, verdict)
-    noise = N.ones_like(agree) if forward_wrong is None else ~N.expand_as(forward_wrong.reshape(-1, 1), agree)
+    noise = N.ones_like(agree) if forward_wrong is None else N.not_(N.expand_as(N.column(forward_wrong), agree))
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
                  verdict=verdict, attribution=N.zeros_like(verdict), fd_error=fd_error, noise=noise)
 
