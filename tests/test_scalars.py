@@ -28,12 +28,15 @@ def two_weights() -> Model:
 
 @pytest.fixture
 def array_paths(monkeypatch):  # type: ignore[no-untyped-def]
-    """A function that runs ``f()`` with the fast paths switched off."""
+    """A function that runs ``f()`` with the fast paths switched off (``numpy=True``: all but the
+    NumPy arrays, so that groups are judged on them instead of number by number)."""
 
-    def run(f):  # type: ignore[no-untyped-def]
+    def run(f, numpy=False):  # type: ignore[no-untyped-def]
         with monkeypatch.context() as m:
-            m.setattr(scalars, "SCALAR_POINTS", 0)
-            m.setattr(checks, "NUMPY_VALUES", 0)
+            m.setattr(checks, "FLOAT_VALUES", 0)
+            if not numpy:
+                m.setattr(scalars, "SCALAR_POINTS", 0)
+                m.setattr(checks, "NUMPY_VALUES", 0)
             return f()
 
     return run
@@ -62,6 +65,7 @@ def _verify_both_ways(model: Model, array_paths, **kw) -> str:  # type: ignore[n
     fast = _result(model, **kw)
     slow = array_paths(lambda: _result(model, **kw))
     assert fast == slow  # every check's verdict, tolerance, errors, attribution, note; every summary
+    assert array_paths(lambda: _result(model, **kw), numpy=True) == slow  # groups too large for floats
     return fast
 
 
@@ -138,7 +142,7 @@ def test_a_network_same_both_ways(array_paths):  # type: ignore[no-untyped-def]
 
 
 def test_a_single_point_check_of_a_small_model_takes_the_fast_paths(monkeypatch):  # type: ignore[no-untyped-def]
-    calls = {"float": 0, "tensor": 0, "numpy": 0}
+    calls = {"float": 0, "tensor": 0, "floats": 0}
 
     def counting(key, f):  # type: ignore[no-untyped-def]
         def wrapped(*a, **k):  # type: ignore[no-untyped-def]
@@ -149,16 +153,16 @@ def test_a_single_point_check_of_a_small_model_takes_the_fast_paths(monkeypatch)
 
     monkeypatch.setattr(errorbound._FloatPass, "run", counting("float", errorbound._FloatPass.run))
     monkeypatch.setattr(errorbound._Pass, "run", counting("tensor", errorbound._Pass.run))
-    monkeypatch.setattr(checks, "_from_numpy", counting("numpy", checks._from_numpy))
+    monkeypatch.setattr(checks, "_assembled", counting("floats", checks._assembled))
     model = two_weights()
     assert_gradients(model, points=[{w1: 0.1, w2: -1.3, x: 1.7, y: 0.3}], samples=0)  # not float32 values
     # the error pass at 2 points (float64 and float32), the Hessian's at 2; every source agrees, so
     # the explained bound (a widened pass, and activation_sensitivity's torch pass) is never computed
     assert calls["float"] == 4
     assert calls["tensor"] == 0
-    # per dtype: loss and gradient of autograd and impl, and the fd of both forwards
-    assert calls["numpy"] == 2 * 6
-    calls.update(float=0, tensor=0, numpy=0)
+    # per dtype, judged number by number: loss and gradient of autograd and impl, the fd of both forwards
+    assert calls["floats"] == 2 * 6
+    calls.update(float=0, tensor=0, floats=0)
     verify(model, samples=5, seed=0)  # 5 points: the tensor paths
     assert calls["float"] == 0 and calls["tensor"] > 1
 

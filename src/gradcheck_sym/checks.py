@@ -118,7 +118,56 @@ class _NumPy:
     div = staticmethod(_Torch.div)
 
 
+def _float_max(a: Any, b: Any) -> Any:  # torch.maximum: NaN if either is NaN
+    return a if a != a or a > b else b if b == b else b
+
+
+def _float_min(a: Any, b: Any) -> Any:
+    return a if a != a or a < b else b
+
+
+def _float_div(a: float, b: float) -> float:
+    """IEEE-754 division (Python raises where it divides by zero)."""
+    if b == 0:
+        return math.nan if a == 0 or a != a else math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
+
+
+def _float_nan_to_num(x: float, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> float:
+    if x != x:
+        return nan
+    if x == math.inf:
+        return 1.7976931348623157e308 if posinf is None else posinf
+    if x == -math.inf:
+        return -1.7976931348623157e308 if neginf is None else neginf
+    return x
+
+
+class _Floats:
+    """The same functions on one number (Python floats, ints and bools): a group of at most
+    `FLOAT_VALUES` values is judged number by number (`_by_element`), each rule a few Python
+    operations instead of an array call.  IEEE-754 float64 throughout, as torch and NumPy."""
+
+    where = staticmethod(lambda c, a, b: a if c else b)
+    maximum, minimum, clamp_min = staticmethod(_float_max), staticmethod(_float_min), staticmethod(_float_max)
+    isfinite, isnan, isinf = staticmethod(math.isfinite), staticmethod(math.isnan), staticmethod(math.isinf)
+    frexp = staticmethod(math.frexp)
+    exp2 = staticmethod(lambda e: math.ldexp(1.0, int(e)))  # e: a whole number (an exponent)
+    sign = staticmethod(lambda x: x if x != x or x == 0 else math.copysign(1.0, x))
+    nan_to_num = staticmethod(_float_nan_to_num)
+    zeros_like = staticmethod(lambda x: type(x)(0))
+    ones_like = staticmethod(lambda x: type(x)(1))
+    f64 = staticmethod(float)
+    scalar = staticmethod(float)
+    expand_as = staticmethod(lambda x, like: x)
+    not_ = staticmethod(lambda x: not x)
+    any = staticmethod(bool)
+    column = staticmethod(lambda x: x)
+    div = staticmethod(_float_div)
+
+
 NUMPY_VALUES = 64  # a group of at most this many values is judged on NumPy arrays (`_NumPy`)
+FLOAT_VALUES = 8  # ... and of at most this many, number by number on floats (`_Floats`)
 
 
 def ulp_array(x: Any, dtype: str, N: Any = _Torch) -> Any:
@@ -480,6 +529,14 @@ def bands(source: str, values: Any, ex: ExactArrays, cols: slice, cmp: Compariso
 
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
     """A gradient source's values against the exact gradient, attributed with FD's help."""
+    if _floats_judge(values):
+        cells, vals = _cells(ex), values.tolist()
+        fds = None if fd is None else (fd.values.tolist(), fd.fd_error.tolist())  # type: ignore[union-attr]
+        n, m = values.shape
+        with_fd = [[None if fds is None else _FdCell(values=fds[0][i][j], fd_error=fds[1][i][j]) for j in range(m)]
+                   for i in range(n)]
+        return _assembled(values, [[_source_group(source, vals[i][j], _Element(cells, i, j), dtype, with_fd[i][j],
+                                                  _Floats) for j in range(m)] for i in range(n)])
     if _numpy_judges(values):
         with np.errstate(all="ignore"):
             return _from_numpy(_source_group(source, values.numpy(), _exact_numpy(ex), dtype,
@@ -527,6 +584,10 @@ def unreached(values: Any, zero: Any, verdict: Any, code: Any, cmp: Comparison, 
 
 def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
     """A forward's values against the exact loss: a mismatch means the forward is not the model."""
+    if _floats_judge(values):
+        cells, vals = _cells(ex), values.reshape(-1).tolist()
+        return _assembled(values.reshape(-1, 1), [[_loss_group(source, v, _Element(cells, i, 0), dtype, _Floats)]
+                                                  for i, v in enumerate(vals)])
     if _numpy_judges(values):
         with np.errstate(all="ignore"):
             return _from_numpy(_loss_group(source, values.numpy(), _exact_numpy(ex), dtype, _NumPy))
@@ -546,6 +607,70 @@ def _loss_group(source: str, values: Any, ex: ExactArrays, dtype: str, N: Any) -
     verdict, code = N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, code)
     return Group(source=source, forward=None, quantity="loss", values=N.column(values), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
+
+
+def _floats_judge(values: torch.Tensor) -> bool:
+    """Whether a group of these values is judged number by number (`_Floats`)."""
+    return values.numel() <= FLOAT_VALUES and values.dtype == torch.float64 and not values.requires_grad
+
+
+class _Pick:
+    """One entry of an `ExactArrays` field, read as the rules slice it (``a[:, cols]``)."""
+
+    def __init__(self, rows: list[list[Any]], i: int, j: int) -> None:
+        self.rows, self.i, self.j = rows, i, j
+
+    def __getitem__(self, key: tuple[slice, slice]) -> Any:
+        return self.rows[self.i][(key[1].start or 0) + self.j]
+
+
+_PER_ENTRY = ("kind", "hi", "lo", "left", "right", "scale", "sensitive", "zero")
+
+
+def _cells(ex: ExactArrays) -> dict[str, Any]:
+    """``ex``'s fields as nested lists, read once (kept on ``ex``)."""
+    kept = ex.__dict__.get("_cells")
+    if kept is None:
+        kept = {name: None if getattr(ex, name) is None else getattr(ex, name).tolist() for name in _PER_ENTRY}
+        kept["largest"] = None if ex.largest is None else ex.largest.tolist()
+        later = ex.explained
+        kept["explained"] = None if later is None else Deferred(lambda: resolved(later).tolist())
+        ex.__dict__["_cells"] = kept
+    return kept
+
+
+class _Element:
+    """Entry ``(i, j)`` of a group's exact side, with the fields the rules read (`_Pick`)."""
+
+    def __init__(self, cells: dict[str, Any], i: int, j: int) -> None:
+        for name in _PER_ENTRY:
+            setattr(self, name, None if cells[name] is None else _Pick(cells[name], i, j))
+        self.largest = None if cells["largest"] is None else cells["largest"][i]
+        lazy = cells["explained"]
+        self.explained = None if lazy is None else Deferred(lambda: _Pick(lazy.resolve(), i, j))
+
+
+@dataclass
+class _FdCell:
+    values: float
+    fd_error: float
+
+
+def _assembled(values: torch.Tensor, cells: list[list[Group]], fd_error: torch.Tensor | None = None) -> Group:
+    """The groups of single entries (`_Floats`) as one group of tensors, as the array paths make it."""
+    first = cells[0][0]
+
+    def grid(read: Any, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([[read(c) for c in row] for row in cells], dtype=dtype)
+
+    f64 = torch.float64
+    cmp = Comparison(err=grid(lambda c: c.cmp.err, f64), rel=grid(lambda c: c.cmp.rel, f64),
+                     ulps=grid(lambda c: c.cmp.ulps, f64), tol=grid(lambda c: c.cmp.tol, f64),
+                     agree=grid(lambda c: c.cmp.agree, torch.bool))
+    return Group(source=first.source, forward=first.forward, quantity=first.quantity, values=values,
+                 columns=first.columns, cmp=cmp, verdict=grid(lambda c: c.verdict, torch.int64),
+                 attribution=grid(lambda c: c.attribution, torch.int64), fd_error=fd_error,
+                 noise=None if first.noise is None else grid(lambda c: c.noise, torch.bool))
 
 
 def _numpy_judges(values: torch.Tensor) -> bool:
@@ -603,6 +728,13 @@ def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) 
 def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
              forward_wrong: torch.Tensor | None) -> Group:
     """Finite differences against the exact gradient, held to their own error estimate."""
+    if _floats_judge(values) and fd_error.dtype == torch.float64:
+        cells, vals, errs = _cells(ex), values.tolist(), fd_error.tolist()
+        wrong = None if forward_wrong is None else forward_wrong.reshape(-1).tolist()
+        n, m = values.shape
+        return _assembled(values, [[_fd_group(forward, vals[i][j], errs[i][j], _Element(cells, i, j), dtype,
+                                              None if wrong is None else wrong[i], _Floats) for j in range(m)]
+                                   for i in range(n)], fd_error)
     if _numpy_judges(values) and fd_error.dtype == torch.float64:
         with np.errstate(all="ignore"):
             return _from_numpy(_fd_group(forward, values.numpy(), fd_error.numpy(), _exact_numpy(ex), dtype,
