@@ -527,13 +527,16 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     ``sensitive``, ``largest``)."""
     import torch
 
+    from .checks import Deferred
     from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
                              sensitivity_affordable)
-
-    from .checks import Deferred
+    from .scalars import SCALAR_POINTS
 
     symbols = prepared.model.symbols
-    es = error_scales_batch(prepared.gradient, unique, largest=True)
+    # a few points: the explained bound waits until a source disagrees (`checks.Deferred`; a second
+    # float pass then); many: computed with the first pass, as one pass is costly there
+    few = len(unique) <= SCALAR_POINTS
+    es = error_scales_batch(prepared.gradient, unique, largest=few, explained=not few)
     scale = factor * error_scale(es.worst, es.probable)
     band: dict[str, Any] = {"largest": es.largest}
     hessian = prepared.sensitivity_program()
@@ -542,8 +545,9 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     if hessian is not None:
         band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
 
-    def explained() -> Any:  # computed only if some source disagrees (`checks.Deferred`)
-        out = factor * error_scales_batch(prepared.gradient, unique, explained=True).explained
+    def explained() -> Any:
+        wide = error_scales_batch(prepared.gradient, unique, explained=True).explained if few else es.explained
+        out = factor * wide
         if hessian is not None and len(symbols) == 1:  # an elementwise function: its derivative may be
             out = out + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)  # computed from its output
         if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
@@ -551,7 +555,7 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
                 prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
         return out
 
-    band["explained"] = Deferred(explained)
+    band["explained"] = Deferred(explained) if few else explained()
     unreached = getattr(prepared.model, "unreached", frozenset())
     if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
         zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
