@@ -120,12 +120,16 @@ class _Pass:
         vals = evaluate(prog, [self.v[a] for a in args])
         return [vals[s] for s in slots]
 
+    def leaf(self, j: int) -> Any:
+        """Variable ``j`` at every point."""
+        return self.points[:, j]
+
     def run(self) -> None:
         prog = self.prog
         for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
             spec = REGISTRY[op]
             if spec.leaf:
-                self.v[k] = self.points[:, data]
+                self.v[k] = self.leaf(data)
             else:
                 spec.rounding(self, k, args, data)
                 if self.widen is not None and self.widen[k] is not None:
@@ -147,19 +151,8 @@ class _FloatPass(_Pass):
         vals = scalars.evaluate(prog, [self.v[a] for a in args])
         return [vals[s] for s in slots]
 
-    def run(self) -> None:
-        prog, point, widen = self.prog, self.points, self.widen
-        v, E, V = self.v, self.E, self.V
-        for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
-            spec = REGISTRY[op]
-            if spec.leaf:
-                v[k] = point[data]
-            else:
-                spec.rounding(self, k, args, data)
-                if widen is not None and widen[k] is not None:
-                    w = widen[k]
-                    E[k] = E[k] + w
-                    V[k] = V[k] + w * w
+    def leaf(self, j: int) -> Any:
+        return self.points[j]  # ``points``: the one point, a list of floats
 
 
 class _NotFloat(Exception):
