@@ -1,5 +1,5 @@
 """Issue 12, item 1: a single-point check runs its error analysis on Python floats
-(`scalars`, `errorbound._FloatPass`) and judges its groups on NumPy arrays (`checks._NumPy`).
+(`scalars`, `errorbound._FloatPass`) and judges its groups number by number or on NumPy arrays (`arrays`).
 Both must give what the torch array paths give, bit for bit: bounds, verdicts, bands, notes.
 Each test runs the same models both ways (the fast paths switched off by setting their size
 limits to 0) and compares entry by entry; and the fast paths must be taken for a small model."""
