@@ -62,7 +62,8 @@ def main(runs: int = 7) -> None:
 
     def theirs() -> None:
         for p in points:
-            ts = [torch.tensor(p[k], dtype=torch.float64, requires_grad=k.startswith("w")) for k in ("w1", "w2", "x", "y")]
+            ts = [torch.tensor(p[k], dtype=torch.float64, requires_grad=k.startswith("w"))
+                  for k in ("w1", "w2", "x", "y")]
             assert torch.autograd.gradcheck(impl, ts)
 
     ours(), theirs()
@@ -80,7 +81,8 @@ def main(runs: int = 7) -> None:
     assert best is not None
     a, b, parts = best
     n = len(points)
-    print(f"ours {a / n * 1e3:.2f} ms per check; gradcheck {b / n * 1e3:.3f} ms; {a / b:.1f}x (the run where ours was fastest)")
+    print(f"ours {a / n * 1e3:.2f} ms per check; gradcheck {b / n * 1e3:.3f} ms; {a / b:.1f}x "
+          "(the run where ours was fastest)")
     for label, s in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"  {s / n * 1e3:6.2f} ms  {label}")
     print(f"  {(a - sum(parts.values())) / n * 1e3:6.2f} ms  everything else")

@@ -26,6 +26,10 @@ def two_weights() -> Model:
                  domain={"*": (-2, 2)}, impl=lambda w1, w2, x, y: (torch.tanh(w1 * x) * w2 - y) ** 2)
 
 
+def slipped_impl(w1, w2, x, y):  # type: ignore[no-untyped-def]
+    return (torch.tanh(w1 * x) * w2 * (1 + 1e-9) - y) ** 2  # off by a relative 1e-9: a mismatch in float64
+
+
 @pytest.fixture
 def array_paths(monkeypatch):  # type: ignore[no-untyped-def]
     """A function that runs ``f()`` with the fast paths switched off (``numpy=True``: all but the
@@ -117,7 +121,7 @@ def test_corners_same_verdicts_both_ways(name, array_paths):  # type: ignore[no-
 def test_two_weights_random_points_and_a_planted_error_same_both_ways(array_paths):  # type: ignore[no-untyped-def]
     rng = random.Random(0)
     model = two_weights()
-    wrong = two_weights().with_implementations(impl=lambda w1, w2, x, y: (torch.tanh(w1 * x) * w2 * (1 + 1e-9) - y) ** 2)
+    wrong = two_weights().with_implementations(impl=slipped_impl)
     for m in (model, wrong):
         for _ in range(4):
             point = {s: rng.uniform(-2, 2) for s in (w1, w2, x, y)}
@@ -138,7 +142,8 @@ def test_unreached_weight_and_ops_without_float_rules_same_both_ways(array_paths
 
 def test_a_network_same_both_ways(array_paths):  # type: ignore[no-untyped-def]
     # imprecise verdicts: the explained bound was computed (torch.tanh against 1 − 2/(e²ᶻ + 1))
-    assert '"verdict": "imprecise"' in _verify_both_ways(tanh_network("1-2/(exp(2z)+1)"), array_paths, samples=1, seed=4)
+    text = _verify_both_ways(tanh_network("1-2/(exp(2z)+1)"), array_paths, samples=1, seed=4)
+    assert '"verdict": "imprecise"' in text
 
 
 def test_a_single_point_check_of_a_small_model_takes_the_fast_paths(monkeypatch):  # type: ignore[no-untyped-def]
@@ -174,6 +179,6 @@ def test_the_explained_bound_is_computed_only_where_a_source_disagrees(monkeypat
     point = [{w1: 0.1, w2: -1.3, x: 1.7, y: 0.3}]
     assert verify(two_weights(), points=point, samples=0).status == "pass"
     assert computed == []
-    slipped = two_weights().with_implementations(impl=lambda w1, w2, x, y: (torch.tanh(w1 * x) * w2 * (1 + 1e-9) - y) ** 2)
+    slipped = two_weights().with_implementations(impl=slipped_impl)
     assert verify(slipped, points=point, samples=0).status == "fail"
     assert computed == [1]  # once for both dtypes

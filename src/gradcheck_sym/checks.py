@@ -233,7 +233,8 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
                          explained=maybe("explained"), sensitive=maybe("sensitive"), largest=parts[0].largest)
 
 
-def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | Deferred | None = None,
+def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *,
+                 explained: torch.Tensor | Deferred | None = None,
                  sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None,
                  zero: torch.Tensor | None = None) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
