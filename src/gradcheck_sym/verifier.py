@@ -107,10 +107,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
     if not prepared.small:
         return None
     model = prepared.model
-    t = sp.Symbol("t", real=True)
-    line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
 
     def limit(i: int | None) -> Any:
+        t = sp.Symbol("t", real=True)  # the line is made here: SymPy arithmetic, and rarely needed
+        line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
         expr = model.loss if i is None else sp.diff(model.loss, prepared.entries[i].symbol)
         try:
             f = expr.subs(line)
@@ -523,12 +523,16 @@ def rows_of(ex: Any, rows: Sequence[int]) -> Any:
 
     import torch
 
+    from . import checks as ch
+
     n = ex.hi.shape[0]
     index = torch.tensor(rows, dtype=torch.long)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(ex):
         value = getattr(ex, f.name)
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            changes[f.name] = value[index]
+        elif isinstance(value, ch.Deferred):  # the explained bound, computed when read
             changes[f.name] = value[index]
         elif isinstance(value, list) and len(value) == n:
             changes[f.name] = [value[i] for i in rows]
@@ -551,33 +555,47 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     ``sensitive``, ``largest``)."""
     import torch
 
+    from .checks import Deferred
     from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
                              sensitivity_affordable)
+    from .scalars import SCALAR_POINTS
     from .worker import Beside
 
     symbols = prepared.model.symbols
-    es = error_scales_batch(prepared.gradient, unique, explained=True)
+    # a few points: the explained bound waits until a source disagrees (`checks.Deferred`; a second
+    # float pass then); many: computed with the first pass, as one pass is costly there
+    few = len(unique) <= SCALAR_POINTS
+    es = error_scales_batch(prepared.gradient, unique, largest=few, explained=not few)
     scale = factor * error_scale(es.worst, es.probable)
-    band = {"explained": factor * es.explained, "largest": es.largest}
+    band: dict[str, Any] = {"largest": es.largest}
     layered = len(symbols) > 1 and not prepared.model.is_operator  # its layers' derivatives may be, too
     forward, wrt = (prepared.forward_program() if layered else None), [e.symbol for e in prepared.entries]
-    # the activation sizes in a forked child while the exact gradient is computed here (`worker.Beside`)
-    big = layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
+    hessian = prepared.sensitivity_program()
+    if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
+        hessian = None  # the declared program's bound only (`_verify` says so in a note)
+
+    def explained(activation: Beside | None) -> Any:
+        wide = error_scales_batch(prepared.gradient, unique, explained=True).explained if few else es.explained
+        out = factor * wide
+        if hessian is not None and len(symbols) == 1:  # an elementwise function: its derivative may be
+            out = out + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)  # computed from its output
+        if layered:
+            sizes = activation.result() if activation is not None else activation_sensitivity(forward, wrt, unique)
+            out = out + factor * OUTPUT_ROUNDING * sizes
+        return out
+
+    # many points: the activation sizes in a forked child while the exact gradient is computed here
+    # (`worker.Beside`)
+    big = not few and layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
     with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big and core_to_spare()) as activation:
-        hessian = prepared.sensitivity_program()
-        if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
-            hessian = None  # the declared program's bound only (`_verify` says so in a note)
         if hessian is not None:
             band["sensitive"] = factor * input_sensitivity(hessian, wrt, unique)
-            if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
-                band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
         unreached = getattr(prepared.model, "unreached", frozenset())
         if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
             zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
             band["zero"] = zero.expand(len(unique), -1)
         refs = _exact_references(prepared, unique, es.worst.tolist())
-        if layered:
-            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation.result()
+        band["explained"] = Deferred(lambda: explained(None)) if few else explained(activation)
     return refs, scale, band
 
 
