@@ -108,6 +108,7 @@ NO_ATTRIBUTION, WRONG, FORWARD_MISMATCH, INCONCLUSIVE, UNCONFIRMED, OUTSIDE_CORN
 NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the imprecise and inconclusive bands
 OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
 NOT_ZERO = 11  # a weight that does not reach the loss got a gradient other than exactly 0
+FD_BOTH = 13  # finite differences agree with the exact value and with the source: too coarse to tell
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -117,6 +118,8 @@ ATTRIBUTION: dict[int, tuple[str | None, str]] = {
         "compute the declared model",
     ),
     INCONCLUSIVE: ("wrong", "finite differences agree with neither (inconclusive); the exact value decides"),
+    FD_BOTH: ("wrong", "finite differences agree with both the exact value and this source (the error is below "
+              "their resolution); the exact value decides"),
     UNCONFIRMED: ("wrong", "no finite differences to confirm"),
     NOT_ZERO: ("wrong", "this weight does not occur in the declared loss, so its exact gradient is 0: a source "
                "must return exactly 0 (or no gradient) for it"),
@@ -135,12 +138,16 @@ SECOND_ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     ),
     INCONCLUSIVE: ("wrong", "finite differences of this source's gradient agree with neither (inconclusive); the "
                    "exact value decides"),
+    FD_BOTH: ("wrong", "finite differences of this source's gradient agree with both the exact value and it (the "
+              "error is below their resolution); the exact value decides"),
 }
 
 
 def attribute(agree: Any, fd_ok_exact: Any, fd_ok_source: Any, N: Any = _Torch) -> Any:
     """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
-    code = N.where(fd_ok_exact, WRONG, N.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
+    # agreeing with both says nothing about which is right: only the exact value does
+    code = N.where(fd_ok_exact, N.where(fd_ok_source, FD_BOTH, WRONG), N.where(fd_ok_source, FORWARD_MISMATCH,
+                                                                                INCONCLUSIVE))
     return N.where(agree, NO_ATTRIBUTION, code)
 
 
