@@ -79,20 +79,27 @@ class Rationals:
         return q
 
     def pow(self, x: fmpq, e: sp.Rational) -> fmpq:
-        if e.q == 1:
-            if x == 0 and e < 0:
+        p, q = int(e.p), int(e.q)  # Python ints: comparing a SymPy number costs a sympify each time
+        if q == 1:
+            if x == 0 and p < 0:
                 raise NotRational
-            return x ** int(e.p)
+            return x ** p
         if x < 0:
             raise NotRational
         if x == 0:
-            if e > 0:
+            if p > 0:
                 return fmpq(0)
             raise NotRational
-        root = _exact_root(x, int(e.q))
+        root = _exact_root(x, q)
         if root is None:
             raise NotRational
-        return root ** int(e.p)
+        return root ** p
+
+    def inv(self, x: fmpq) -> fmpq:
+        """``pow(x, -1)``."""
+        if x == 0:
+            raise NotRational
+        return 1 / x
 
     def powv(self, b: fmpq, e: fmpq) -> fmpq:
         if e.q == 1:
@@ -124,15 +131,16 @@ class Rationals:
 
 
 def _ipow(x: arb, n: int) -> arb:
-    """x**n for n >= 0 by squaring (arb's own power is NaN for balls that contain zero)."""
-    result = arb(1)
+    """x**n for n >= 0 by squaring (arb's own power is NaN for balls that contain zero); no
+    multiplication by an exact 1 (which widens a radius by a rounding of its own)."""
+    result: arb | None = None
     while n:
         if n & 1:
-            result = result * x
+            result = x if result is None else result * x
         n >>= 1
         if n:
             x = x * x
-    return result
+    return arb(1) if result is None else result
 
 
 class Balls:
@@ -182,17 +190,24 @@ class Balls:
     def pow(self, x: arb, e: sp.Rational) -> arb:
         if not x.is_finite():
             return arb.nan()
-        if e.q == 1:
-            if e < 0:
-                return arb.nan() if self._zero_or_not(x) else 1 / _ipow(x, -int(e.p))
-            return _ipow(x, int(e.p))
+        p, q = int(e.p), int(e.q)  # Python ints: comparing a SymPy number costs a sympify each time
+        if q == 1:
+            if p < 0:
+                return arb.nan() if self._zero_or_not(x) else 1 / _ipow(x, -p)
+            return _ipow(x, p)
         if x > 0:
-            return x.root(int(e.q)) ** int(e.p)
+            return x.root(q) ** p
         if x < 0:
             return arb.nan()  # SymPy's x**(p/q) for x < 0 is not real
         if self._zero_or_not(x):
-            return arb(0) if e > 0 else arb.nan()
+            return arb(0) if p > 0 else arb.nan()
         return arb.nan()  # pragma: no cover  (unreachable: _zero_or_not raised or returned)
+
+    def inv(self, x: arb) -> arb:
+        """``pow(x, -1)``."""
+        if not x.is_finite() or self._zero_or_not(x):
+            return arb.nan()
+        return 1 / x
 
     def powv(self, b: arb, e: arb) -> arb:
         if not (b.is_finite() and e.is_finite()):
@@ -218,8 +233,9 @@ class Balls:
 
     def fn(self, spec: Any, xs: list[arb], data: object = None) -> arb:
         """A registry function (`ir.functions.function`): NaN outside its real domain or at a pole."""
-        if not all(x.is_finite() for x in xs):
-            return arb.nan()
+        for x in xs:
+            if not x.is_finite():
+                return arb.nan()
         if spec.domain is not None:
             inside = spec.domain(xs[0])
             if inside is False:

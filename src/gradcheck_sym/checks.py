@@ -10,11 +10,13 @@ summaries always count everything.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from flint import arb
 
@@ -31,6 +33,9 @@ from .compare import (
     as_float,
     exact_text,
 )
+from .arrays import Floats as _Floats
+from .arrays import NumPy as _NumPy
+from .arrays import Torch as _Torch
 from .dtypes import DTYPES
 from .model import Entry
 from .nearkinks import note_of, within_hull
@@ -38,57 +43,65 @@ from .reference import ExactValue, PointReference
 from .results import Check, SourceSummary
 
 # -- the rules of `compare`, on arrays: one entry per point and quantity ------------------------
+#
+# The rules are written once against an array namespace ``N`` (`arrays`): torch, NumPy for a
+# group of at most `NUMPY_VALUES` values, Python floats number by number for at most
+# `FLOAT_VALUES`; the same verdicts bit for bit.
 
 
-def ulp_array(x: torch.Tensor, dtype: str) -> torch.Tensor:
+NUMPY_VALUES = 64  # a group of at most this many values is judged on NumPy arrays (`_NumPy`)
+FLOAT_VALUES = 8  # ... and of at most this many, number by number on floats (`_Floats`)
+
+
+def ulp_array(x: Any, dtype: str, N: Any = _Torch) -> Any:
     """`ulp` of every element."""
-    mantissa, exponent = torch.frexp(x.abs())
-    e = torch.clamp_min(exponent.to(torch.float64) - 1, MIN_EXPONENT[dtype])
-    e = torch.where(x == 0, torch.tensor(float(MIN_EXPONENT[dtype]), dtype=torch.float64), e)
-    spacing = torch.exp2(e - MANTISSA_BITS[dtype])
-    return torch.where(torch.isfinite(x), spacing, torch.tensor(math.inf, dtype=torch.float64))
+    mantissa, exponent = N.frexp(abs(x))
+    e = N.clamp_min(N.f64(exponent) - 1, MIN_EXPONENT[dtype])
+    e = N.where(x == 0, N.scalar(float(MIN_EXPONENT[dtype])), e)
+    spacing = N.exp2(e - MANTISSA_BITS[dtype])
+    return N.where(N.isfinite(x), spacing, N.scalar(math.inf))
 
 
 @dataclass(frozen=True)
 class Comparison:
     """Values against exact values, elementwise (NaN where there is no exact value)."""
 
-    err: torch.Tensor  # |value - exact|
-    rel: torch.Tensor
-    ulps: torch.Tensor
-    tol: torch.Tensor
-    agree: torch.Tensor  # bool
+    err: Any  # |value - exact| (torch tensors, NumPy arrays while `_NumPy` judges)
+    rel: Any
+    ulps: Any
+    tol: Any
+    agree: Any  # bool
 
 
-def compare(values: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, dtype: str,
-            sensitive: torch.Tensor | None = None, declared: bool = True) -> Comparison:
+def compare(values: Any, hi: Any, lo: Any, scale: Any, dtype: str, sensitive: Any | None = None,
+            declared: bool = True, N: Any = _Torch, spacing: Any = None) -> Comparison:
     """`compare.tolerance` applied elementwise (``hi + lo`` is the exact value, `compare.split`).
 
     ``sensitive`` (units of u, NaN where unknown): the function's own sensitivity to rounding its
     inputs (`errorbound.input_sensitivity`), which does not depend on how the maths is written.
     Where it is known, a source running unknown code (``declared=False``: impl, grad_impl) is held
     to it alone; the declaration's own float evaluation (autograd) to the larger of it and the
-    declared program's rounding size ``scale``."""
-    spacing = ulp_array(hi, dtype)
+    declared program's rounding size ``scale``.  ``spacing``: `ulp_array` of ``hi``, if the caller has it."""
+    spacing = ulp_array(hi, dtype, N) if spacing is None else spacing
     if sensitive is not None:
         own = SENSITIVITY_FACTOR * sensitive
-        known = ~torch.isnan(own)
-        scale = torch.where(known, torch.maximum(scale, own) if declared else own, scale)
-    tol = torch.where(
-        torch.isfinite(scale), torch.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
+        known = N.not_(N.isnan(own))
+        scale = N.where(known, N.maximum(scale, own) if declared else own, scale)
+    tol = N.where(
+        N.isfinite(scale), N.maximum(UNIT_ROUNDOFF[dtype] * scale, FLOOR_ULPS * spacing), FALLBACK_ULPS * spacing
     )
-    finite = torch.isfinite(values)
-    err = torch.where(finite, ((values - hi) - lo).abs(), torch.tensor(math.inf, dtype=torch.float64))
-    rel = torch.where(err == 0, torch.zeros_like(err), err / hi.abs())
-    return Comparison(err=err, rel=rel, ulps=err / spacing, tol=tol, agree=finite & (err <= tol))
+    finite = N.isfinite(values)
+    err = N.where(finite, abs((values - hi) - lo), N.scalar(math.inf))
+    rel = N.where(err == 0, N.zeros_like(err), N.div(err, abs(hi)))
+    return Comparison(err=err, rel=rel, ulps=N.div(err, spacing), tol=tol, agree=finite & (err <= tol))
 
 
-def fd_tolerance_array(fd_error: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
-    return torch.maximum(FD_SIGMAS * fd_error, tol)
+def fd_tolerance_array(fd_error: Any, tol: Any, N: Any = _Torch) -> Any:
+    return N.maximum(FD_SIGMAS * fd_error, tol)
 
 
-def fd_agrees_array(fd: torch.Tensor, fd_tol: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.isfinite(fd) & torch.isfinite(target) & ((fd - target).abs() <= fd_tol)
+def fd_agrees_array(fd: Any, fd_tol: Any, target: Any, N: Any = _Torch) -> Any:
+    return N.isfinite(fd) & N.isfinite(target) & (abs(fd - target) <= fd_tol)
 
 
 # attribution codes -> (attribution, note), as data
@@ -97,6 +110,7 @@ NOT_COMPUTABLE, EXPLAINED, UNDERFLOW, UNRESOLVED = 6, 7, 8, 9  # notes of the im
 OUT_OF_RANGE = 10  # the exact value itself is beyond the dtype's largest finite number
 NOT_ZERO = 11  # a weight that does not reach the loss got a gradient other than exactly 0
 NEAR_KINK = 12  # within the hull of the branches a condition near its kink may take (`nearkinks`)
+FD_BOTH = 13  # finite differences agree with the exact value and with the source: too coarse to tell
 ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     NO_ATTRIBUTION: (None, ""),
     WRONG: ("wrong", "finite differences agree with the exact value: the gradient is wrong"),
@@ -106,6 +120,8 @@ ATTRIBUTION: dict[int, tuple[str | None, str]] = {
         "compute the declared model",
     ),
     INCONCLUSIVE: ("wrong", "finite differences agree with neither (inconclusive); the exact value decides"),
+    FD_BOTH: ("wrong", "finite differences agree with both the exact value and this source (the error is below "
+              "their resolution); the exact value decides"),
     UNCONFIRMED: ("wrong", "no finite differences to confirm"),
     NOT_ZERO: ("wrong", "this weight does not occur in the declared loss, so its exact gradient is 0: a source "
                "must return exactly 0 (or no gradient) for it"),
@@ -124,18 +140,46 @@ SECOND_ATTRIBUTION: dict[int, tuple[str | None, str]] = {
     ),
     INCONCLUSIVE: ("wrong", "finite differences of this source's gradient agree with neither (inconclusive); the "
                    "exact value decides"),
+    FD_BOTH: ("wrong", "finite differences of this source's gradient agree with both the exact value and it (the "
+              "error is below their resolution); the exact value decides"),
 }
 
 
-def attribute(agree: torch.Tensor, fd_ok_exact: torch.Tensor, fd_ok_source: torch.Tensor) -> torch.Tensor:
+def attribute(agree: Any, fd_ok_exact: Any, fd_ok_source: Any, N: Any = _Torch) -> Any:
     """Attribution codes elementwise: see the module docstring and ``ATTRIBUTION``."""
-    code = torch.where(fd_ok_exact, WRONG, torch.where(fd_ok_source, FORWARD_MISMATCH, INCONCLUSIVE))
-    return torch.where(agree, NO_ATTRIBUTION, code)
+    # agreeing with both says nothing about which is right: only the exact value does
+    code = N.where(fd_ok_exact, N.where(fd_ok_source, FD_BOTH, WRONG), N.where(fd_ok_source, FORWARD_MISMATCH,
+                                                                                INCONCLUSIVE))
+    return N.where(agree, NO_ATTRIBUTION, code)
 
 
 DETAIL_LIMIT = 20_000  # a dtype with more checks than this keeps only the interesting ones
 WORST_KEPT = 10  # ... plus this many closest to their tolerance, per source
 SPECIAL_KEPT = 200  # ... and at most this many disagreements and special points per source
+
+class Deferred:
+    """A per-point array computed when first read: the explained bound (`ExactArrays.explained`)
+    decides only whether a mismatch is imprecise, and costs a second error pass and the activation
+    sensitivity (`verifier.references`), so a check where every source agrees never computes it.
+    Indexing defers too (``d[rows]`` is computed from ``d`` when read)."""
+
+    def __init__(self, compute: Any) -> None:
+        self._compute: Any = compute
+        self._value: Any = None
+
+    def resolve(self) -> Any:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        return self._value
+
+    def __getitem__(self, index: Any) -> Deferred:
+        return Deferred(lambda: self.resolve()[index])
+
+
+def resolved(x: Any) -> Any:
+    """``x``, or its value if it is `Deferred`."""
+    return x.resolve() if isinstance(x, Deferred) else x
+
 
 VALUE, NONDIFFERENTIABLE, UNDEFINED = 0, 1, 2
 _KIND = {"value": VALUE, "nondifferentiable": NONDIFFERENTIABLE, "undefined": UNDEFINED}
@@ -152,7 +196,8 @@ class ExactArrays:
     right: torch.Tensor
     scale: torch.Tensor  # rounding-error size, units of u
     refs: list[PointReference]  # one per row, for the exact text and the reasons
-    explained: torch.Tensor | None = None  # the explained bound (`errorbound.ErrorScales.explained`), units of u
+    explained: torch.Tensor | Deferred | None = None  # the explained bound (`errorbound.ErrorScales.explained`),
+    #   units of u; `Deferred` until a mismatch reads it
     sensitive: torch.Tensor | None = None  # u·Σⱼ|∂gᵢ/∂xⱼ|·|xⱼ| in units of u (NaN: not computed)
     largest: torch.Tensor | None = None  # (rows,) the declared program's largest |value| (float64)
     zero: torch.Tensor | None = None  # bool, True where the entry does not reach the loss (exactly 0)
@@ -188,8 +233,8 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
     cols = slice(0, 1) if values else slice(1, None)
 
     def cat(name: str) -> torch.Tensor:
-        first = getattr(parts[0], name)[:, :1]
-        return torch.cat([first, *(getattr(p, name)[:, cols] for p in parts)], dim=1)
+        first = resolved(getattr(parts[0], name))[:, :1]
+        return torch.cat([first, *(resolved(getattr(p, name))[:, cols] for p in parts)], dim=1)
 
     def maybe(name: str) -> torch.Tensor | None:
         return cat(name) if all(getattr(p, name) is not None for p in parts) else None
@@ -200,7 +245,8 @@ def stack_exact(parts: Sequence[ExactArrays], *, values: bool = False) -> Stacke
                          explained=maybe("explained"), sensitive=maybe("sensitive"), largest=parts[0].largest)
 
 
-def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *, explained: torch.Tensor | None = None,
+def exact_arrays(refs: Sequence[PointReference], scale: torch.Tensor, *,
+                 explained: torch.Tensor | Deferred | None = None,
                  sensitive: torch.Tensor | None = None, largest: torch.Tensor | None = None,
                  zero: torch.Tensor | None = None) -> ExactArrays:
     """Arrays of the references (one row per point; a reference shared by several rows, as a
@@ -301,46 +347,46 @@ VERDICT_NAMES = ("agree", "mismatch", "nondifferentiable", "undefined", "impreci
 AGREE, MISMATCH, IMPRECISE, UNRESOLVED_VERDICT = 0, 1, 4, 5
 
 
-def _verdicts(kind: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
-    v = torch.where(agree, 0, 1)
-    v = torch.where(kind == NONDIFFERENTIABLE, 2, v)
-    return torch.where(kind == UNDEFINED, 3, v)
+def _verdicts(kind: Any, agree: Any, N: Any = _Torch) -> Any:
+    v = N.where(agree, 0, 1)
+    v = N.where(kind == NONDIFFERENTIABLE, 2, v)
+    return N.where(kind == UNDEFINED, 3, v)
 
 
-def outside_corner(values: torch.Tensor, ex: ExactArrays, cols: slice, tol: torch.Tensor, dtype: str) -> torch.Tensor:
+def outside_corner(values: Any, ex: ExactArrays, cols: slice, tol: Any, dtype: str, N: Any = _Torch) -> Any:
     """At a corner a source must return a subgradient: a finite value within the closed range of
     the one-sided derivatives (up to the rounding ``tol`` and a few ulps).  NaN, inf, or anything
     outside is a mismatch; any value inside is a valid choice (torch's ``abs`` picks 0, ``relu``
     the left side)."""
     left, right = ex.left[:, cols], ex.right[:, cols]
-    lo, hi = torch.minimum(left, right), torch.maximum(left, right)
-    slack = FLOOR_ULPS * ulp_array(torch.maximum(lo.abs(), hi.abs()), dtype) + torch.nan_to_num(tol, nan=0.0, posinf=0.0)
-    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & ~(left.isnan() | right.isnan())
-    inside = torch.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
-    return judged & ~inside
+    lo, hi = N.minimum(left, right), N.maximum(left, right)
+    slack = FLOOR_ULPS * ulp_array(N.maximum(abs(lo), abs(hi)), dtype, N) + N.nan_to_num(tol, nan=0.0, posinf=0.0)
+    judged = (ex.kind[:, cols] == NONDIFFERENTIABLE) & N.not_(N.isnan(left) | N.isnan(right))
+    inside = N.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
+    return judged & N.not_(inside)
 
 
-def not_computable(ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+def not_computable(ex: ExactArrays, cols: slice, dtype: str, N: Any = _Torch) -> Any:
     """Where the declared program cannot be computed in ``dtype``: an instruction overflows it, or
     its own rounding bound is not small against the exact value (it cancels, or divides 0 by 0)."""
-    cancels = ~(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * ex.hi[:, cols].abs())
+    cancels = N.not_(UNIT_ROUNDOFF[dtype] * ex.scale[:, cols] <= INCONCLUSIVE_FRACTION * abs(ex.hi[:, cols]))
     if ex.largest is None:
         return cancels
-    return cancels | ~(ex.largest <= DTYPES[dtype].max).reshape(-1, 1)
+    return cancels | N.not_(N.column(ex.largest <= DTYPES[dtype].max))
 
 
-def out_of_range(values: torch.Tensor, ex: ExactArrays, cols: slice, dtype: str) -> torch.Tensor:
+def out_of_range(values: Any, ex: ExactArrays, cols: slice, dtype: str, N: Any = _Torch) -> Any:
     """Where the exact value is beyond the dtype's largest finite number (float16's 65504) and the
     source returned that dtype's rounding of it (an infinity of its sign, or its largest number):
     no value of the dtype can hold it, so there is nothing to check (every source, not only the
     declared formula's own evaluation)."""
     hi = ex.hi[:, cols]
     big = DTYPES[dtype].max
-    return (ex.kind[:, cols] == VALUE) & (hi.abs() > big) & (torch.sign(values) == torch.sign(hi)) & (values.abs() >= big)
+    return (ex.kind[:, cols] == VALUE) & (abs(hi) > big) & (N.sign(values) == N.sign(hi)) & (abs(values) >= big)
 
 
-def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: torch.Tensor,
-          dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+def bands(source: str, values: Any, ex: ExactArrays, cols: slice, cmp: Comparison, verdict: Any,
+          dtype: str, N: Any = _Torch, spacing: Any = None) -> tuple[Any, Any]:
     """The imprecise and inconclusive bands over agree/mismatch verdicts, and their note codes.
 
     * **inconclusive**: it agrees, but its tolerance is not small against the exact value (over
@@ -355,82 +401,219 @@ def bands(source: str, values: torch.Tensor, ex: ExactArrays, cols: slice, cmp: 
       formula is not computable there (**inconclusive**), not torch being wrong."""
     hi = ex.hi[:, cols]
     u = UNIT_ROUNDOFF[dtype]
-    note = torch.zeros_like(verdict)
+    note = N.zeros_like(verdict)
     valued = ex.kind[:, cols] == VALUE
-    floor = FLOOR_ULPS * ulp_array(hi, dtype)
-    unresolved = valued & (verdict == AGREE) & (hi != 0) & (cmp.tol > INCONCLUSIVE_FRACTION * hi.abs()) & (cmp.tol > floor)
-    verdict = torch.where(unresolved, UNRESOLVED_VERDICT, verdict)
-    note = torch.where(unresolved, UNRESOLVED, note)
+    floor = FLOOR_ULPS * (ulp_array(hi, dtype, N) if spacing is None else spacing)
+    unresolved = valued & (verdict == AGREE) & (hi != 0) & (cmp.tol > INCONCLUSIVE_FRACTION * abs(hi)) & (cmp.tol > floor)
+    verdict = N.where(unresolved, UNRESOLVED_VERDICT, verdict)
+    note = N.where(unresolved, UNRESOLVED, note)
     off = valued & (verdict == MISMATCH)
-    finite = torch.isfinite(values)
+    finite = N.isfinite(values)
     tiny = DTYPES[dtype].smallest_normal
-    underflow = off & finite & (hi.abs() < tiny) & (cmp.err <= tiny)
-    explained = torch.zeros_like(hi) if ex.explained is None else ex.explained[:, cols]
-    within = off & finite & ~underflow & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
-    verdict = torch.where(underflow | within, IMPRECISE, verdict)
-    note = torch.where(underflow, UNDERFLOW, torch.where(within, EXPLAINED, note))
-    kink = off & (verdict == MISMATCH) & within_hull(values, ex, cols, cmp.tol, dtype)  # `nearkinks`
-    verdict, note = torch.where(kink, IMPRECISE, verdict), torch.where(kink, NEAR_KINK, note)
+    underflow = off & finite & (abs(hi) < tiny) & (cmp.err <= tiny)
+    # the explained bound matters only where a source disagrees (`Deferred`: computed then)
+    explained = N.zeros_like(hi) if ex.explained is None or not N.any(off) else resolved(ex.explained)[:, cols]
+    within = off & finite & N.not_(underflow) & (cmp.err <= cmp.tol + IMPRECISE_FACTOR * u * explained)
+    verdict = N.where(underflow | within, IMPRECISE, verdict)
+    note = N.where(underflow, UNDERFLOW, N.where(within, EXPLAINED, note))
+    kink = off & (verdict == MISMATCH) & within_hull(values, ex, cols, cmp.tol, dtype, N)  # `nearkinks`
+    verdict, note = N.where(kink, IMPRECISE, verdict), N.where(kink, NEAR_KINK, note)
     if source == "autograd":
-        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype)
-        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
-        note = torch.where(lost, NOT_COMPUTABLE, note)
-    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype)
-    return torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, note)
+        lost = valued & (verdict == MISMATCH) & not_computable(ex, cols, dtype, N)
+        verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
+        note = N.where(lost, NOT_COMPUTABLE, note)
+    beyond = (verdict == MISMATCH) & out_of_range(values, ex, cols, dtype, N)
+    return N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, note)
 
 
 def source_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str, fd: Group | None) -> Group:
     """A gradient source's values against the exact gradient, attributed with FD's help."""
+    if _floats_judge(values):
+        cells, vals = _cells(ex), values.tolist()
+        fds = None if fd is None else (fd.values.tolist(), fd.fd_error.tolist())  # type: ignore[union-attr]
+        n, m = values.shape
+        with_fd = [[None if fds is None else _FdCell(values=fds[0][i][j], fd_error=fds[1][i][j]) for j in range(m)]
+                   for i in range(n)]
+        g = _assembled(values, [[_source_group(source, vals[i][j], _Element(cells, i, j), dtype, with_fd[i][j],
+                                               _Floats) for j in range(m)] for i in range(n)])
+        g.near_notes = ex.near_notes  # `nearkinks`
+        return g
+    if _numpy_judges(values):
+        with np.errstate(all="ignore"):
+            return _from_numpy(_source_group(source, values.numpy(), _exact_numpy(ex), dtype,
+                                             None if fd is None else _group_numpy(fd), _NumPy))
+    return _source_group(source, values, ex, dtype, fd, _Torch)
+
+
+def _source_group(source: str, values: Any, ex: ExactArrays, dtype: str, fd: Group | None, N: Any) -> Group:
     cols = slice(1, None)
     hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
+    spacing = ulp_array(hi, dtype, N)
     cmp = compare(values, hi, lo, scale, dtype, None if ex.sensitive is None else ex.sensitive[:, cols],
-                  declared=source == "autograd")
-    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
-    verdict, band_note = bands(source, values, ex, cols, cmp, verdict, dtype)
+                  declared=source == "autograd", N=N, spacing=spacing)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree, N)
+    verdict, band_note = bands(source, values, ex, cols, cmp, verdict, dtype, N, spacing)
     if fd is None:
-        code = torch.where(verdict == 1, 4, 0)
+        code = N.where(verdict == 1, 4, 0)
     else:
-        fd_tol = fd_tolerance_array(fd.fd_error, cmp.tol)  # type: ignore[arg-type]
-        ok_exact = fd_agrees_array(fd.values, fd_tol, hi)
-        ok_source = fd_agrees_array(fd.values, fd_tol, values)
-        code = torch.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source), 0)
-    code = torch.where(band_note > 0, band_note, code)
-    corner = outside_corner(values, ex, cols, cmp.tol, dtype)
-    verdict = torch.where(corner, 1, verdict)
-    code = torch.where(corner, OUTSIDE_CORNER, code)
+        fd_tol = fd_tolerance_array(fd.fd_error, cmp.tol, N)
+        ok_exact = fd_agrees_array(fd.values, fd_tol, hi, N)
+        ok_source = fd_agrees_array(fd.values, fd_tol, values, N)
+        code = N.where(verdict == 1, attribute(cmp.agree, ok_exact, ok_source, N), 0)
+    code = N.where(band_note > 0, band_note, code)
+    corner = outside_corner(values, ex, cols, cmp.tol, dtype, N)
+    verdict = N.where(corner, 1, verdict)
+    code = N.where(corner, OUTSIDE_CORNER, code)
     if ex.zero is not None:
-        verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp)
+        verdict, code, cmp = unreached(values, ex.zero[:, cols], verdict, code, cmp, N)
     return Group(source=source, forward=None, quantity="grad", values=values, columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=code, near_notes=ex.near_notes)
+                 verdict=verdict, attribution=code, near_notes=getattr(ex, "near_notes", None))
 
 
-def unreached(values: torch.Tensor, zero: torch.Tensor, verdict: torch.Tensor, code: torch.Tensor,
-              cmp: Comparison) -> tuple[torch.Tensor, torch.Tensor, Comparison]:
+def unreached(values: Any, zero: Any, verdict: Any, code: Any, cmp: Comparison, N: Any = _Torch
+              ) -> tuple[Any, Any, Comparison]:
     """Entries that do not reach the loss (``zero``) agree when the source returns exactly 0 (a
     missing gradient is read as 0), and anything else, however small, is a mismatch: no rounding
     can make a gradient out of a weight that is never used."""
-    zero = zero.expand_as(values)
+    zero = N.expand_as(zero, values)
     off = zero & (values != 0)  # NaN too
-    verdict = torch.where(zero, torch.where(off, MISMATCH, AGREE), verdict)
-    code = torch.where(zero, torch.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
-    tol = torch.where(zero, torch.zeros_like(cmp.tol), cmp.tol)
-    return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & ~off)
+    verdict = N.where(zero, N.where(off, MISMATCH, AGREE), verdict)
+    code = N.where(zero, N.where(off, NOT_ZERO, NO_ATTRIBUTION), code)
+    tol = N.where(zero, N.zeros_like(cmp.tol), cmp.tol)
+    return verdict, code, Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=tol, agree=cmp.agree & N.not_(off))
 
 
 def loss_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
     """A forward's values against the exact loss: a mismatch means the forward is not the model."""
+    if _floats_judge(values):
+        cells, vals = _cells(ex), values.reshape(-1).tolist()
+        return _assembled(values.reshape(-1, 1), [[_loss_group(source, v, _Element(cells, i, 0), dtype, _Floats)]
+                                                  for i, v in enumerate(vals)])
+    if _numpy_judges(values):
+        with np.errstate(all="ignore"):
+            return _from_numpy(_loss_group(source, values.numpy(), _exact_numpy(ex), dtype, _NumPy))
+    return _loss_group(source, values, ex, dtype, _Torch)
+
+
+def _loss_group(source: str, values: Any, ex: ExactArrays, dtype: str, N: Any) -> Group:
     cols = slice(0, 1)
-    cmp = compare(values.reshape(-1, 1), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype)
-    verdict = _verdicts(ex.kind[:, cols], cmp.agree)
-    code = torch.where(verdict == 1, 2, 0)
+    cmp = compare(N.column(values), ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols], dtype, N=N)
+    verdict = _verdicts(ex.kind[:, cols], cmp.agree, N)
+    code = N.where(verdict == 1, 2, 0)
     if source == "autograd":  # the declared formula itself may not be computable there (`bands`)
-        lost = not_computable(ex, cols, dtype) & (verdict == MISMATCH)
-        verdict = torch.where(lost, UNRESOLVED_VERDICT, verdict)
-        code = torch.where(lost, NOT_COMPUTABLE, code)
-    beyond = (verdict == MISMATCH) & out_of_range(values.reshape(-1, 1), ex, cols, dtype)
-    verdict, code = torch.where(beyond, UNRESOLVED_VERDICT, verdict), torch.where(beyond, OUT_OF_RANGE, code)
-    return Group(source=source, forward=None, quantity="loss", values=values.reshape(-1, 1), columns=cols, cmp=cmp,
+        lost = not_computable(ex, cols, dtype, N) & (verdict == MISMATCH)
+        verdict = N.where(lost, UNRESOLVED_VERDICT, verdict)
+        code = N.where(lost, NOT_COMPUTABLE, code)
+    beyond = (verdict == MISMATCH) & out_of_range(N.column(values), ex, cols, dtype, N)
+    verdict, code = N.where(beyond, UNRESOLVED_VERDICT, verdict), N.where(beyond, OUT_OF_RANGE, code)
+    return Group(source=source, forward=None, quantity="loss", values=N.column(values), columns=cols, cmp=cmp,
                  verdict=verdict, attribution=code)
+
+
+def _floats_judge(values: torch.Tensor) -> bool:
+    """Whether a group of these values is judged number by number (`_Floats`)."""
+    return values.numel() <= FLOAT_VALUES and values.dtype == torch.float64 and not values.requires_grad
+
+
+class _Pick:
+    """One entry of an `ExactArrays` field, read as the rules slice it (``a[:, cols]``)."""
+
+    def __init__(self, rows: list[list[Any]], i: int, j: int) -> None:
+        self.rows, self.i, self.j = rows, i, j
+
+    def __getitem__(self, key: tuple[slice, slice]) -> Any:
+        return self.rows[self.i][(key[1].start or 0) + self.j]
+
+
+_PER_ENTRY = ("kind", "hi", "lo", "left", "right", "scale", "sensitive", "zero", "near_lo", "near_hi")
+
+
+def _cells(ex: ExactArrays) -> dict[str, Any]:
+    """``ex``'s fields as nested lists, read once (kept on ``ex``)."""
+    kept = ex.__dict__.get("_cells")
+    if kept is None:
+        kept = {name: None if getattr(ex, name) is None else getattr(ex, name).tolist() for name in _PER_ENTRY}
+        kept["largest"] = None if ex.largest is None else ex.largest.tolist()
+        later = ex.explained
+        kept["explained"] = None if later is None else Deferred(lambda: resolved(later).tolist())
+        ex.__dict__["_cells"] = kept
+    return kept
+
+
+class _Element:
+    """Entry ``(i, j)`` of a group's exact side, with the fields the rules read (`_Pick`)."""
+
+    def __init__(self, cells: dict[str, Any], i: int, j: int) -> None:
+        for name in _PER_ENTRY:
+            setattr(self, name, None if cells[name] is None else _Pick(cells[name], i, j))
+        self.largest = None if cells["largest"] is None else cells["largest"][i]
+        lazy = cells["explained"]
+        self.explained = None if lazy is None else Deferred(lambda: _Pick(lazy.resolve(), i, j))
+
+
+@dataclass
+class _FdCell:
+    values: float
+    fd_error: float
+
+
+def _assembled(values: torch.Tensor, cells: list[list[Group]], fd_error: torch.Tensor | None = None) -> Group:
+    """The groups of single entries (`_Floats`) as one group of tensors, as the array paths make it."""
+    first = cells[0][0]
+
+    def grid(read: Any, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([[read(c) for c in row] for row in cells], dtype=dtype)
+
+    f64 = torch.float64
+    cmp = Comparison(err=grid(lambda c: c.cmp.err, f64), rel=grid(lambda c: c.cmp.rel, f64),
+                     ulps=grid(lambda c: c.cmp.ulps, f64), tol=grid(lambda c: c.cmp.tol, f64),
+                     agree=grid(lambda c: c.cmp.agree, torch.bool))
+    return Group(source=first.source, forward=first.forward, quantity=first.quantity, values=values,
+                 columns=first.columns, cmp=cmp, verdict=grid(lambda c: c.verdict, torch.int64),
+                 attribution=grid(lambda c: c.attribution, torch.int64), fd_error=fd_error,
+                 noise=None if first.noise is None else grid(lambda c: c.noise, torch.bool))
+
+
+def _numpy_judges(values: torch.Tensor) -> bool:
+    """Whether a group of these values is judged on NumPy arrays (`_NumPy`)."""
+    return values.numel() <= NUMPY_VALUES and values.dtype == torch.float64 and not values.requires_grad
+
+
+def _exact_numpy(ex: ExactArrays) -> ExactArrays:
+    """``ex`` with its arrays as NumPy views (no copy)."""
+    kept = ex.__dict__.get("_numpy")
+    if kept is None:
+        changes: dict[str, Any] = {f.name: getattr(ex, f.name).numpy() for f in dataclasses.fields(ex)
+                                   if isinstance(getattr(ex, f.name), torch.Tensor)}
+        if isinstance(ex.explained, Deferred):
+            later = ex.explained
+            changes["explained"] = Deferred(lambda: later.resolve().numpy())
+        kept = dataclasses.replace(ex, **changes)
+        ex.__dict__["_numpy"] = kept
+    return kept  # type: ignore[no-any-return]
+
+
+def _group_numpy(g: Group) -> Group:
+    """A (finite-difference) group's values and errors as NumPy views."""
+    arrays = {"values": g.values.numpy(), "fd_error": None if g.fd_error is None else g.fd_error.numpy()}
+    return dataclasses.replace(g, **arrays)
+
+
+def _tensor(x: Any) -> Any:
+    if not isinstance(x, np.ndarray):
+        return x
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+def _from_numpy(g: Group) -> Group:
+    """A group judged on NumPy arrays (made by the caller, so changed in place), as torch tensors
+    (what every reader of a group expects)."""
+    c = g.cmp
+    g.cmp = Comparison(err=_tensor(c.err), rel=_tensor(c.rel), ulps=_tensor(c.ulps), tol=_tensor(c.tol),
+                       agree=_tensor(c.agree))
+    g.values, g.verdict, g.attribution = _tensor(g.values), _tensor(g.verdict), _tensor(g.attribution)
+    g.fd_error, g.noise = _tensor(g.fd_error), _tensor(g.noise)
+    return g
 
 
 def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) -> Group:
@@ -446,19 +629,37 @@ def value_group(source: str, values: torch.Tensor, ex: ExactArrays, dtype: str) 
 def fd_group(forward: str, values: torch.Tensor, fd_error: torch.Tensor, ex: ExactArrays, dtype: str,
              forward_wrong: torch.Tensor | None) -> Group:
     """Finite differences against the exact gradient, held to their own error estimate."""
+    if _floats_judge(values) and fd_error.dtype == torch.float64:
+        cells, vals, errs = _cells(ex), values.tolist(), fd_error.tolist()
+        wrong = None if forward_wrong is None else forward_wrong.reshape(-1).tolist()
+        n, m = values.shape
+        g = _assembled(values, [[_fd_group(forward, vals[i][j], errs[i][j], _Element(cells, i, j), dtype,
+                                           None if wrong is None else wrong[i], _Floats) for j in range(m)]
+                                for i in range(n)], fd_error)
+        g.near_notes = ex.near_notes  # `nearkinks`
+        return g
+    if _numpy_judges(values) and fd_error.dtype == torch.float64:
+        with np.errstate(all="ignore"):
+            return _from_numpy(_fd_group(forward, values.numpy(), fd_error.numpy(), _exact_numpy(ex), dtype,
+                                         None if forward_wrong is None else forward_wrong.numpy(), _NumPy))
+    return _fd_group(forward, values, fd_error, ex, dtype, forward_wrong, _Torch)
+
+
+def _fd_group(forward: str, values: Any, fd_error: Any, ex: ExactArrays, dtype: str, forward_wrong: Any | None,
+              N: Any) -> Group:
     cols = slice(1, None)
     hi, lo, scale = ex.hi[:, cols], ex.lo[:, cols], ex.scale[:, cols]
-    cmp = compare(values, hi, lo, scale, dtype)
-    fd_tol = fd_tolerance_array(fd_error, cmp.tol)
-    agree = fd_agrees_array(values, fd_tol, hi)
+    cmp = compare(values, hi, lo, scale, dtype, N=N)
+    fd_tol = fd_tolerance_array(fd_error, cmp.tol, N)
+    agree = fd_agrees_array(values, fd_tol, hi, N)
     cmp = Comparison(err=cmp.err, rel=cmp.rel, ulps=cmp.ulps, tol=fd_tol, agree=agree)
-    verdict = _verdicts(ex.kind[:, cols], agree)
+    verdict = _verdicts(ex.kind[:, cols], agree, N)
     # no difference could be taken (the forward fails or is not finite on both sides): unavailable
-    verdict = torch.where(values.isnan() & fd_error.isinf() & (verdict == 1), 3, verdict)
-    noise = torch.ones_like(agree) if forward_wrong is None else ~forward_wrong.reshape(-1, 1).expand_as(agree)
+    verdict = N.where(N.isnan(values) & N.isinf(fd_error) & (verdict == 1), 3, verdict)
+    noise = N.ones_like(agree) if forward_wrong is None else N.not_(N.expand_as(N.column(forward_wrong), agree))
     return Group(source="fd", forward=forward, quantity="grad", values=values, columns=cols, cmp=cmp,
-                 verdict=verdict, attribution=torch.zeros_like(verdict), fd_error=fd_error, noise=noise,
-                 near_notes=ex.near_notes)
+                 verdict=verdict, attribution=N.zeros_like(verdict), fd_error=fd_error, noise=noise,
+                 near_notes=getattr(ex, "near_notes", None))
 
 
 def _note(g: Group, i: int, j: int, e: ExactValue, value: float, t: _Lists | None = None) -> tuple[str | None, str]:
@@ -615,11 +816,13 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
     summaries: list[SourceSummary] = []
     texts: dict[int, str] = {}  # the exact values live as long as this call: their ids stay theirs
     for g in groups:
-        ratio = _of_tolerance(g)
         n, m = g.verdict.shape
+        small = everything and n * m <= SMALL_SUMMARY
+        ratio = None if small else _of_tolerance(g)  # a small group's summary is counted in Python
         if everything:
             chosen = [(i, j) for i in range(n) for j in range(m)]
         else:
+            assert ratio is not None
             special = torch.nonzero(g.verdict > 0)[:SPECIAL_KEPT].tolist()
             top = torch.topk(ratio.reshape(-1), min(WORST_KEPT, n * m)).indices.tolist()
             chosen = sorted({tuple(x) for x in special} | {divmod(t, m) for t in top})
@@ -627,9 +830,10 @@ def materialize(groups: Sequence[Group], dtype: str, entries: Sequence[Entry], e
         lists.texts = texts
         made = {(i, j): _check(g, i, j, dtype, entries, ex, lists) for i, j in chosen}
         checks.extend(made.values())
-        if everything and n * m <= SMALL_SUMMARY:
+        if small:
             counts, worst_index, worst_rel, worst_ulps, worst_ratio = _small_summary(lists, n, m)
         else:
+            assert ratio is not None
             valued = _valued(g)
             worst_index = divmod(int(torch.argmax(ratio)), m) if bool(valued.any()) else None
             counts = [int((g.verdict == k).sum()) for k in range(len(VERDICT_NAMES))]
@@ -703,7 +907,13 @@ def any_failure(groups: Sequence[Group], strict: bool = False) -> bool:
     """Whether a source (not finite differences) disagrees anywhere; with ``strict`` also where it
     is imprecise or inconclusive."""
     codes = (1, 4, 5) if strict else (1,)
-    return any(bool(torch.isin(g.verdict, torch.tensor(codes)).any()) for g in groups if g.source != "fd")
+    return any(_any_of(g.verdict, codes) for g in groups if g.source != "fd")
+
+
+def _any_of(verdict: torch.Tensor, codes: tuple[int, ...]) -> bool:
+    if verdict.numel() <= NUMPY_VALUES:  # a few numbers: read in Python, not one torch call each
+        return any(v in codes for v in verdict.reshape(-1).tolist())
+    return bool(torch.isin(verdict, torch.tensor(codes)).any())
 
 
 def as_tensor(rows: Any) -> torch.Tensor:

@@ -37,8 +37,10 @@ from typing import Any
 import sympy as sp
 import torch
 
+from . import scalars
 from .ir.ops import REGISTRY
 from .ir.program import Program
+from .scalars import Scalars
 from .torch_codegen import evaluate
 
 Tensor = torch.Tensor
@@ -77,25 +79,25 @@ class _Pass:
     """Values, worst-case errors E and variances V of every slot, for a batch of points: the
     `ir.ops.ErrorPass` the registry's rounding rules read and write."""
 
-    T = torch
+    T: Any = torch
 
-    def __init__(self, prog: Program, points: Tensor, *, errors: bool = True, widen: list[Any] | None = None,
+    def __init__(self, prog: Program, points: Any, *, errors: bool = True, widen: list[Any] | None = None,
                  u: float = 2.0**-53) -> None:
         self.prog = prog
         self.u = u  # the unit roundoff the sizes are for: only an op's `accuracy` term depends on it
         self.errors = errors  # False: values only (the float64 gradient program, for speed)
         self.widen = widen  # extra rounding charged to each slot's value (`explained_scales`)
         n = len(prog)
-        self._zero = torch.zeros((), dtype=torch.float64)
+        self._zero = self.T.zeros((), dtype=self.T.float64)
         self.v: list[Any] = [None] * n
         self.E: list[Any] = [self._zero] * n
         self.V: list[Any] = [self._zero] * n
         self.points = points
 
-    def zero(self) -> Tensor:
+    def zero(self) -> Any:
         return self._zero
 
-    def combine(self, parts: list[tuple[int, Tensor]], roundings: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def combine(self, parts: list[tuple[int, Any]], roundings: list[Any]) -> tuple[Any, Any]:
         if not self.errors:
             return self.E[0], self.V[0]
         # sums of non-negative terms in a fixed order, started at the first term rather than at a
@@ -103,32 +105,64 @@ class _Pass:
         e: Any = None
         var: Any = None
         for a, d in parts:
-            te, tv = d.abs() * self.E[a], d * d * self.V[a]
+            te, tv = abs(d) * self.E[a], d * d * self.V[a]
             e, var = (te, tv) if e is None else (e + te, var + tv)
         for r in roundings:
-            te, tv = r.abs(), r * r
+            te, tv = abs(r), r * r
             e, var = (te, tv) if e is None else (e + te, var + tv)
         if e is None:
-            return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+            return self.T.zeros((), dtype=self.T.float64), self.T.zeros((), dtype=self.T.float64)
         return e, var
 
-    def local_partials(self, k: int) -> list[Tensor]:
+    def local_partials(self, k: int) -> list[Any]:
         args = self.prog.args[k]
         prog, slots = _partials_program(self.prog.ops[k], len(args), self.prog.data[k])
         vals = evaluate(prog, [self.v[a] for a in args])
-        return [vals[s] for s in slots]  # type: ignore[misc]
+        return [vals[s] for s in slots]
+
+    def leaf(self, j: int) -> Any:
+        """Variable ``j`` at every point."""
+        return self.points[:, j]
 
     def run(self) -> None:
         prog = self.prog
         for k, (op, args, data) in enumerate(zip(prog.ops, prog.args, prog.data)):
             spec = REGISTRY[op]
             if spec.leaf:
-                self.v[k] = self.points[:, data]
+                self.v[k] = self.leaf(data)
             else:
                 spec.rounding(self, k, args, data)
                 if self.widen is not None and self.widen[k] is not None:
                     self.E[k] = self.E[k] + self.widen[k]
-                    self.V[k] = self.V[k] + self.widen[k] ** 2
+                    self.V[k] = self.V[k] + self.widen[k] * self.widen[k]
+
+
+class _FloatPass(_Pass):
+    """`_Pass` at one point on Python floats (`scalars`): the same rules, the same bounds bit for
+    bit, without a torch call per instruction (only functions such as tanh call torch)."""
+
+    T: Any = Scalars
+
+    def local_partials(self, k: int) -> list[Any]:
+        args = self.prog.args[k]
+        prog, slots = _partials_program(self.prog.ops[k], len(args), self.prog.data[k])
+        if not scalars.supported(prog, scalars.LOWERED | scalars.FUNCTIONS):
+            raise _NotFloat
+        vals = scalars.evaluate(prog, [self.v[a] for a in args])
+        return [vals[s] for s in slots]
+
+    def leaf(self, j: int) -> Any:
+        return self.points[j]  # ``points``: the one point, a list of floats
+
+
+class _NotFloat(Exception):
+    """A program the float pass has no rule for (`scalars.supported`): the tensor pass runs it."""
+
+
+def _float_passes(prog: Program, points: Sequence[Sequence[float]]) -> bool:
+    """Whether the error pass at ``points`` runs on floats (`_FloatPass`): few points, and a
+    program of ops with float rules."""
+    return 0 < len(points) <= scalars.SCALAR_POINTS and scalars.supported(prog)
 
 
 def _columns(cols: list[Any], n: int) -> Tensor:
@@ -168,13 +202,20 @@ def _widening(run: _Pass) -> list[Any]:
 
 
 def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained: bool = False,
-                       u: float = 2.0**-53) -> ErrorScales:
+                       u: float = 2.0**-53, largest: bool = False) -> ErrorScales:
     """Running error analysis of every output of a program (or `symbolic.GradientProgram`) at
     every point (values of its variables), all points in one pass; with ``explained`` also the
     wider bound of `ErrorScales.explained` (a second pass) and each point's largest value.  ``u``:
     the unit roundoff of the dtype, which matters only for programs with an op whose torch
-    implementation has an error of its own in no dtype's units (`dtype_dependent`)."""
+    implementation has an error of its own in no dtype's units (`dtype_dependent`); with ``largest``
+    (and not ``explained``) each point's largest value without the second pass.  A few points run on
+    floats (`_FloatPass`, the same bounds)."""
     prog = _program(gp)
+    if _float_passes(prog, points):
+        try:
+            return _float_scales(prog, points, explained, u, largest)
+        except _NotFloat:
+            pass
     batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
     with torch.no_grad():
         run = _Pass(prog, batch, u=u)
@@ -182,10 +223,12 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         n = batch.shape[0]
         w = _columns([run.E[o] for o in prog.outputs], n)
         v = _columns([run.V[o] for o in prog.outputs], n)
-        if not explained:
+        if not (explained or largest):
             return ErrorScales(worst=w, probable=v.sqrt())
         sizes = [m for m in map(_magnitude, run.v) if m is not None]
-        largest = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
+        most = torch.stack([m.expand(n) for m in sizes], dim=1).amax(dim=1) if sizes else torch.zeros(n)
+        if not explained:
+            return ErrorScales(worst=w, probable=v.sqrt(), largest=most.to(torch.float64))
         wide = _Pass(prog, batch, widen=_widening(run), u=u)
         wide.run()
         from .compare import error_scale
@@ -193,7 +236,68 @@ def error_scales_batch(gp: Any, points: Sequence[Sequence[float]], *, explained:
         wide_w = _columns([wide.E[o] for o in prog.outputs], n)
         wide_v = _columns([wide.V[o] for o in prog.outputs], n)
         return ErrorScales(worst=w, probable=v.sqrt(), explained=error_scale(wide_w, wide_v.sqrt()),
-                           largest=largest.to(torch.float64))
+                           largest=most.to(torch.float64))
+
+
+def _float_magnitude(value: Any) -> float | None:
+    """`_magnitude` of a float slot of `_FloatPass`."""
+    if not isinstance(value, float):
+        return None
+    return 0.0 if value != value else abs(value)
+
+
+def _float_widening(run: _Pass) -> list[Any]:
+    """`_widening` of a `_FloatPass` (maxima of NaN-free magnitudes, as `torch.maximum` takes them)."""
+    prog = run.prog
+    around: list[Any] = [None] * len(prog)
+    for k, (op, args) in enumerate(zip(prog.ops, prog.args)):
+        if op not in ("add", "acc"):
+            continue
+        size = _float_magnitude(run.v[k])
+        if size is None:
+            continue
+        for a in args:
+            around[a] = size if around[a] is None or size > around[a] else around[a]
+    out: list[Any] = [None] * len(prog)
+    for k, op in enumerate(prog.ops):
+        own = _float_magnitude(run.v[k])
+        if around[k] is None or own is None or REGISTRY[op].leaf or op == "const":
+            continue
+        d = around[k] - own  # clamp_min(0) keeps NaN (inf − inf), nan_to_num makes it 0
+        out[k] = 0.0 if d != d else (d if d > 0.0 else 0.0)
+    return out
+
+
+def _float_scales(prog: Program, points: Sequence[Sequence[float]], explained: bool, u: float,
+                  largest: bool = False) -> ErrorScales:
+    """`error_scales_batch` point by point on floats (`_FloatPass`): one tensor per result."""
+    from .compare import error_scale
+
+    w, v, wide_w, wide_v, most = [], [], [], [], []
+    for p in points:
+        run = _FloatPass(prog, [float(x) for x in p], u=u)
+        run.run()
+        w.append([run.E[o] for o in prog.outputs])
+        v.append([run.V[o] for o in prog.outputs])
+        if explained or largest:
+            sizes = [m for m in map(_float_magnitude, run.v) if m is not None]
+            most.append(max(sizes) if sizes else 0.0)
+        if explained:
+            wide = _FloatPass(prog, run.points, widen=_float_widening(run), u=u)
+            wide.run()
+            wide_w.append([wide.E[o] for o in prog.outputs])
+            wide_v.append([wide.V[o] for o in prog.outputs])
+    as_t = _float_rows
+    if not (explained or largest):
+        return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt())
+    if not explained:
+        return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt(), largest=torch.tensor(most, dtype=torch.float64))
+    return ErrorScales(worst=as_t(w), probable=as_t(v).sqrt(), explained=error_scale(as_t(wide_w), as_t(wide_v).sqrt()),
+                       largest=torch.tensor(most, dtype=torch.float64))
+
+
+def _float_rows(rows: list[list[Any]]) -> Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def dtype_dependent(gp: Any) -> bool:
@@ -239,12 +343,23 @@ def _values_and_worst(prog: Program, points: Sequence[Sequence[float]]) -> tuple
     if _LAST_PASS and _LAST_PASS[0] == key and _LAST_PASS[1] is prog:
         kept: tuple[Tensor, Tensor] = _LAST_PASS[2]
         return kept
-    batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
-    with torch.no_grad():
-        run = _Pass(prog, batch)
-        run.run()
-        n = batch.shape[0]
-        out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
+    n = len(points)
+    out: tuple[Tensor, Tensor] | None = None
+    if _float_passes(prog, points):
+        try:
+            runs = [_FloatPass(prog, [float(x) for x in p]) for p in points]
+            for one in runs:
+                one.run()
+            out = (_float_rows([[r.v[o] for o in prog.outputs] for r in runs]),
+                   _float_rows([[r.E[o] for o in prog.outputs] for r in runs]))
+        except _NotFloat:
+            out = None
+    if out is None:
+        batch = torch.tensor(points, dtype=torch.float64).reshape(len(points), -1)
+        with torch.no_grad():
+            run = _Pass(prog, batch)
+            run.run()
+            out = (_columns([run.v[o] for o in prog.outputs], n), _columns([run.E[o] for o in prog.outputs], n))
     _LAST_PASS[:] = [key, prog, out] if n <= _KEPT_POINTS else []
     return out
 
@@ -428,24 +543,31 @@ def _chain(prog: Program, y: int, z: int) -> tuple[Program, tuple[Any, ...]]:
 def _output_errors(sub: Program, zs: Tensor, offsets: Sequence[float] = (0.0,)) -> Tensor:
     """``|f(z)|·|f''(z)|/|f'(z)|`` at each float ``z``, from exact values (0 where f' = 0 or
     where there is no exact value); ``|f(z)|`` is the largest ``|f(z) + c|`` over ``offsets``."""
-    from flint import fmpq
+    from .reference import program_floats_many
+    from .symbolic import maybe_rational
 
-    from .compare import as_float
-    from .reference import program_values
-
-    out = torch.zeros_like(zs)
-    for i, z in enumerate(zs.tolist()):
-        if not math.isfinite(z):
-            continue
-        try:
-            vals = program_values(sub, [fmpq(*float(z).as_integer_ratio())]).values
-        except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
-            continue
-        if all(v.kind == "value" for v in vals):
-            y, d1, d2 = (as_float(v.value) for v in vals)
+    out = [0.0] * zs.shape[0]
+    finite = [(i, z) for i, z in enumerate(zs.tolist()) if math.isfinite(z)]
+    try:  # every point at once (`program_floats_many`: the same values, without per-point set-up)
+        results = program_floats_many(sub, [[z] for _, z in finite],  # floats: exact binary fractions
+                                      rational=maybe_rational(sub))  # balls at once for exp, tanh, ...
+    except Exception:  # noqa: BLE001 - no exact value somewhere: point by point, as sizes
+        results = [_floats_or_none(sub, z) for _, z in finite]
+    for (i, _), r in zip(finite, results):
+        if r:
+            y, d1, d2 = r
             size = max(abs(y + c) for c in offsets)
             out[i] = 0.0 if d1 == 0 else size * abs(d2) / abs(d1)
-    return torch.nan_to_num(out, nan=0.0, posinf=0.0)
+    return torch.nan_to_num(torch.tensor(out, dtype=zs.dtype), nan=0.0, posinf=0.0)
+
+
+def _floats_or_none(sub: Program, z: float) -> Any:
+    from .reference import program_floats_many
+
+    try:
+        return program_floats_many(sub, [[z]])[0]
+    except Exception:  # noqa: BLE001 - no exact value there: nothing explained (a size)
+        return None
 
 
 def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
@@ -469,8 +591,25 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
         return torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
 
 
-def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+def _analysis(prog: Program) -> tuple[list[tuple[int, int]], dict[tuple[int, int], tuple[Program, list[float]]]]:
+    """`activations` of ``prog`` and, per pair, its `_chain` (programs of the same shape shared,
+    so each is compiled for exact evaluation once) and `_offsets`: kept on the program, since they
+    depend on it alone (every check of a model asks again)."""
+    kept = prog.__dict__.get("_activation_analysis")
+    if kept is not None and kept[0] == len(prog):
+        return kept[1], kept[2]
     pairs = activations(prog)
+    shapes: dict[tuple[Any, ...], Program] = {}
+    chains = {}
+    for y, z in pairs:
+        sub, key = _chain(prog, y, z)
+        chains[(y, z)] = (shapes.setdefault(key, sub), _offsets(prog, y))
+    prog.__dict__["_activation_analysis"] = (len(prog), pairs, chains)
+    return pairs, chains
+
+
+def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+    pairs, chains = _analysis(prog)
     n = len(points)
     out = torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
     if not pairs:
@@ -479,9 +618,8 @@ def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Seq
     columns = [c.clone().requires_grad_(True) for c in batch.T]  # one leaf per variable: no scatter
     position = {s: i for i, s in enumerate(prog.variables)}
     wanted = [columns[position[s]] for s in wrt]
-    chains: dict[tuple[Any, ...], Program] = {}
     with torch.enable_grad():
-        run = _Pass(prog, _ByColumn(columns), errors=False)  # type: ignore[arg-type]
+        run = _Pass(prog, _ByColumn(columns), errors=False)
         run.run()
         loss = run.v[prog.outputs[0]]
         pairs = [(y, z) for y, z in pairs if all(isinstance(run.v[k], Tensor) and run.v[k].requires_grad for k in (y, z))]
@@ -493,9 +631,8 @@ def _activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Seq
             return out
         sizes = []
         for y, z, adj in used:
-            sub, key = _chain(prog, y, z)
-            sub = chains.setdefault(key, sub)
-            err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), _offsets(prog, y))
+            sub, offsets = chains[(y, z)]
+            err = _output_errors(sub, run.v[z].detach().expand(n).to(torch.float64), offsets)
             sizes.append(adj.detach().abs().expand(n) * err)
         for (_, z, _), size in zip(used, sizes):  # one backward pass per function (batched ones were slower)
             dz = torch.autograd.grad(run.v[z].sum(), wanted, retain_graph=True, allow_unused=True)

@@ -136,18 +136,19 @@ def attach(ex: Any, near: NearKinks | None) -> Any:
     return dataclasses.replace(ex, near_lo=near.lo, near_hi=near.hi, near_notes=near.notes)
 
 
-def within_hull(values: torch.Tensor, ex: Any, cols: slice, tol: torch.Tensor, dtype: str) -> torch.Tensor:
+def within_hull(values: Any, ex: Any, cols: slice, tol: Any, dtype: str, N: Any = None) -> Any:
     """Where a value lies within the hull of the exact value and its branch-flipped alternatives
     (`ExactArrays.near_lo`/``near_hi``), up to the tolerance ``tol`` and a few ulps; False where the
-    point has no near condition."""
+    point has no near condition.  ``N``: the array namespace the rules run on (`arrays`; torch)."""
+    from .arrays import Torch
     from .checks import ulp_array
 
+    N = Torch if N is None else N
     if getattr(ex, "near_lo", None) is None:
-        return torch.zeros_like(values, dtype=torch.bool)
+        return N.zeros_like(values) != 0
     lo, hi = ex.near_lo[:, cols], ex.near_hi[:, cols]
-    slack = FLOOR_ULPS * ulp_array(torch.maximum(lo.abs(), hi.abs()), dtype) + torch.nan_to_num(tol, nan=0.0, posinf=0.0)
-    inside: torch.Tensor = torch.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
-    return inside
+    slack = FLOOR_ULPS * ulp_array(N.maximum(abs(lo), abs(hi)), dtype, N) + N.nan_to_num(tol, nan=0.0, posinf=0.0)
+    return N.isfinite(values) & (values >= lo - slack) & (values <= hi + slack)
 
 
 def note_of(notes: Sequence[str | None] | None, i: int) -> str:

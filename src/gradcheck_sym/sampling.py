@@ -8,9 +8,11 @@ is the point a float32 computation actually sees.
 
 from __future__ import annotations
 
+import operator
 import random
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import sympy as sp
@@ -50,11 +52,6 @@ def _float32_bounds(lo: Fraction, hi: Fraction) -> tuple[float, float]:
     return a, b
 
 
-def _sample(rng: random.Random, lo: float, hi: float) -> float:
-    """A float32 number in [lo, hi] (float32 bounds); floats are exact binary fractions."""
-    return min(max(to_float32(rng.uniform(lo, hi)), lo), hi)
-
-
 def points_for(
     model: Model, samples: int, seed: int, explicit: Sequence[dict[sp.Symbol, Fraction]] | None = None
 ) -> list[dict[sp.Symbol, Fraction | float]]:
@@ -70,12 +67,39 @@ def points_for(
     out: list[dict[sp.Symbol, Fraction | float]] = [dict(p) for p in (model.points if explicit is None else explicit)]
     if len(model.domain) == len(model.symbols):
         rng = random.Random(f"{seed}:{model.name}")
-        bounds = [(s, _float32_bounds(*model.domain[s])) for s in model.symbols]
-        for _ in range(samples):
-            out.append({s: _sample(rng, lo, hi) for s, (lo, hi) in bounds})
+        symbols = model.symbols
+        bounds = [_float32_bounds(*model.domain[s]) for s in symbols]
+        spans = [(lo, hi - lo) for lo, hi in bounds]
+        draw = rng.random
+        for _ in range(samples):  # float32 numbers in [lo, hi] (float32 bounds): exact binary fractions
+            drawn = _to_float32s([lo + span * draw() for lo, span in spans])  # `rng.uniform(lo, hi)`, inlined
+            out.append(dict(zip(symbols, [min(max(x, lo), hi) for x, (lo, hi) in zip(drawn, bounds)])))
     return out
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _to_float32s(values: list[float]) -> list[float]:
+    """`to_float32` of each value (a C array of floats rounds as `struct` does; values beyond
+    float32's range, and NaN, one at a time by `to_float32`)."""
+    if all(-FLOAT32_MAX <= x <= FLOAT32_MAX for x in values):
+        return array("f", values).tolist()
+    return [to_float32(x) for x in values]
 
 
 def rounded(points: Sequence[dict[sp.Symbol, Fraction | float]], symbols: Sequence[sp.Symbol], dtype: str) -> list[tuple[float, ...]]:
     """Each point as a tuple of ``dtype`` values in ``symbols`` order."""
+    if dtype == "float64":
+        return [tuple(map(float, _in_order(p, symbols))) for p in points]
+    if dtype == "float32":
+        return [tuple(_to_float32s(list(map(float, _in_order(p, symbols))))) for p in points]
     return [tuple(round_to(p[s], dtype) for s in symbols) for p in points]
+
+
+def _in_order(point: dict[sp.Symbol, Fraction | float], symbols: Sequence[sp.Symbol]) -> Iterable[Fraction | float]:
+    """The point's values in ``symbols`` order: its own order when its keys are those symbols (a
+    drawn point's are), which spares hashing every symbol (SymPy's hash is Python code)."""
+    if len(point) == len(symbols) and all(map(operator.is_, point, symbols)):
+        return point.values()
+    return map(point.__getitem__, symbols)

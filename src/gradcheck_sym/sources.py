@@ -95,9 +95,12 @@ def _leaf_columns(subject: Subject, points: Sequence[Point], dtype: str) -> tupl
 
 
 def autograd(subject: Subject, points: Sequence[Point], dtype: str) -> SourceOutput:
-    """Autograd through the generated forward of the declared model, all points at once."""
+    """Autograd through the generated forward of the declared model, all points at once, with one
+    intra-op thread: every slot is one vector over the points, elementwise (`one_thread`; mlp-193
+    at 1,000 points in both dtypes, 0.17-0.45 s with 2 threads on the shared machine, 0.06-0.09 s
+    with 1)."""
     cols, leaves = _leaf_columns(subject, points, dtype)
-    with torch.enable_grad():
+    with one_thread(), torch.enable_grad():
         loss = subject.forward(cols)
         grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
     rows = torch.stack([g if g is not None else torch.zeros_like(loss) for g in grads], dim=1)

@@ -19,7 +19,7 @@ from .compare import UNIT_ROUNDOFF, as_float, error_scale
 from .errors import GradcheckError
 from .graph import count_nodes
 from .model import Model
-from .reference import PointReference, reference_at
+from .reference import PointReference, collection_paused, program_values_many, reference_at
 from .results import Layer, ModelResult, StepStudy, VariableInfo
 from .dtypes import DTYPES as FLOAT_TYPES
 from .dtypes import FD_NOTE
@@ -107,10 +107,10 @@ def _limit(prepared: Prepared, point: dict[sp.Symbol, Fraction]) -> Callable[[in
     if not prepared.small:
         return None
     model = prepared.model
-    t = sp.Symbol("t", real=True)
-    line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
 
     def limit(i: int | None) -> Any:
+        t = sp.Symbol("t", real=True)  # the line is made here: SymPy arithmetic, and rarely needed
+        line = {s: sp.Rational(p.numerator, p.denominator) + t / (k + 2) for k, (s, p) in enumerate(point.items())}
         expr = model.loss if i is None else sp.diff(model.loss, prepared.entries[i].symbol)
         try:
             f = expr.subs(line)
@@ -141,6 +141,22 @@ def _point_dict(model: Model, values: Sequence[float]) -> dict[str, Any]:
         i += v.size
         out[v.name] = chunk[0] if not v.shape else [chunk[r * v.shape[1] : (r + 1) * v.shape[1]] for r in range(v.shape[0])]
     return out
+
+
+def _point_dicts(model: Model, points: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """`_point_dict` of each point, one array reshape per variable rather than a list per row."""
+    import numpy as np
+
+    if not points:
+        return []
+    table = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    columns, i = [], 0
+    for v in model.variables:
+        block = table[:, i : i + v.size]
+        i += v.size
+        columns.append(block[:, 0].tolist() if not v.shape else block.reshape(len(points), *v.shape).tolist())
+    names = [v.name for v in model.variables]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def verify(
@@ -330,6 +346,8 @@ def _verify(
     *,
     strict: bool = False,
 ) -> ModelResult:
+    import dataclasses
+
     import torch
 
     from . import checks as ch
@@ -342,15 +360,18 @@ def _verify(
     say(f"{model.name}: compiling the gradient program")
     prepared = prepare(model)
     subject = src.Subject(model, forward=prepared.subject.forward)  # this model's impl, shared forward
-    exact_points = points_for(model, samples, seed, explicit=explicit)
+    with collection_paused():  # the points, their roundings: hundreds of thousands of small objects
+        exact_points = points_for(model, samples, seed, explicit=explicit)
+        per_dtype = {d: rounded(exact_points, model.symbols, d) for d in dtypes}
     if not exact_points:
         raise GradcheckError(f"model `{model.name}`: no points to check (give points= or a domain and --samples > 0)")
     symbols = model.symbols
-    per_dtype = {d: rounded(exact_points, symbols, d) for d in dtypes}
     unique = list(dict.fromkeys(p for pts in per_dtype.values() for p in pts))
     say(f"{model.name}: exact gradient at {len(unique)} points")
     notes: list[str] = []
-    refs, scale, band = references(prepared, unique, factor)
+    # the error analysis: elementwise over the points (0.2 s with 1 thread, 1.9 s with 2)
+    with src.one_thread(), collection_paused():
+        refs, scale, band = references(prepared, unique, factor)
     if "sensitive" not in band and (model.impl is not None or model.grad_impl is not None):
         notes.append(f"The tolerance of `impl`/`grad_impl` here is the declared program's rounding bound: the input "
                      f"sensitivity of a model of {len(symbols)} variables at {len(unique)} points costs more than "
@@ -365,11 +386,16 @@ def _verify(
     fd_counts: dict[str, int] = {}  # dtype -> points finite differences were computed at, where not all
     methods: list[str] = []  # how the user's impl was called
     unsupported: list[Any] = []
+    # indexing small tensors (a second thread cost 10-100 ms of waiting on the shared machine)
+    with src.one_thread(), collection_paused():
+        shared = ch.exact_arrays([refs[p] for p in unique], scale, **band)  # each reference converted once
     for dtype in dtypes:
         pts = per_dtype[dtype]
-        index = torch.tensor([row[p] for p in pts])
-        ex = ch.exact_arrays([refs[p] for p in pts], _dtype_scale(prepared, pts, dtype, factor, scale[index]),
-                             **{k: v[index] for k, v in band.items()})
+        with src.one_thread():
+            ex = rows_of(shared, [row[p] for p in pts])  # a random point is shared by both dtypes
+            own = _dtype_scale(prepared, pts, dtype, factor, ex.scale)
+        if own is not ex.scale:
+            ex = dataclasses.replace(ex, scale=own)
         ex = near_kinks_of(prepared, pts, [refs[p] for p in pts], dtype, factor, ex)
         say(f"{model.name}: {dtype} sources")
         outputs = {name: f(subject, pts, dtype) for name, f in _sources(model)}
@@ -406,7 +432,7 @@ def _verify(
             unsupported += refused
         size = sum(g.verdict.numel() for g in groups)
         everything = all_checks or size <= ch.DETAIL_LIMIT
-        with src.one_thread():
+        with src.one_thread(), collection_paused():  # a check object per entry and point
             made, sums = ch.materialize(groups, dtype, prepared.entries, ex, everything=everything)
             failed = failed or ch.any_failure(groups, strict)
         kept += made
@@ -418,7 +444,9 @@ def _verify(
     with_fd = tuple(d for d in dtypes if FLOAT_TYPES[d].finite_differences)
     study = _step_study(prepared, subject, with_fd, exact_points, refs) if with_fd else None
     fd_notes = tuple(FD_NOTE.format(dtype=d, bits=FLOAT_TYPES[d].mantissa_bits + 1) for d in dtypes if d not in with_fd)
-    points_out = {d: [_point_dict(model, p) for p in pts] for d, pts in per_dtype.items()}
+    with collection_paused():
+        dicts = _point_dicts(model, unique)  # a point shared by both dtypes is written out once (read-only)
+    points_out = {d: [dicts[row[p]] for p in pts] for d, pts in per_dtype.items()}
     return ModelResult(
         name=model.name,
         status="fail" if failed else "pass",
@@ -496,12 +524,16 @@ def rows_of(ex: Any, rows: Sequence[int]) -> Any:
 
     import torch
 
+    from . import checks as ch
+
     n = ex.hi.shape[0]
     index = torch.tensor(rows, dtype=torch.long)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(ex):
         value = getattr(ex, f.name)
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            changes[f.name] = value[index]
+        elif isinstance(value, ch.Deferred):  # the explained bound, computed when read
             changes[f.name] = value[index]
         elif isinstance(value, list) and len(value) == n:
             changes[f.name] = [value[i] for i in rows]
@@ -524,35 +556,47 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     ``sensitive``, ``largest``)."""
     import torch
 
+    from .checks import Deferred
     from .errorbound import (activation_sensitivity, error_scales_batch, input_sensitivity, output_sensitivity,
                              sensitivity_affordable)
+    from .scalars import SCALAR_POINTS
+    from .worker import Beside
 
     symbols = prepared.model.symbols
-    es = error_scales_batch(prepared.gradient, unique, explained=True)
+    # a few points: the explained bound waits until a source disagrees (`checks.Deferred`; a second
+    # float pass then); many: computed with the first pass, as one pass is costly there
+    few = len(unique) <= SCALAR_POINTS
+    es = error_scales_batch(prepared.gradient, unique, largest=few, explained=not few)
     scale = factor * error_scale(es.worst, es.probable)
-    band = {"explained": factor * es.explained, "largest": es.largest}
+    band: dict[str, Any] = {"largest": es.largest}
+    layered = len(symbols) > 1 and not prepared.model.is_operator  # its layers' derivatives may be, too
+    forward, wrt = (prepared.forward_program() if layered else None), [e.symbol for e in prepared.entries]
     hessian = prepared.sensitivity_program()
     if hessian is not None and hessian.extra and not sensitivity_affordable(hessian, len(unique)):
         hessian = None  # the declared program's bound only (`_verify` says so in a note)
-    if hessian is not None:
-        band["sensitive"] = factor * input_sensitivity(hessian, [e.symbol for e in prepared.entries], unique)
-        if len(symbols) == 1:  # an elementwise function: its derivative may be computed from its output
-            band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)
-    if len(symbols) > 1 and not prepared.model.is_operator:  # its layers' derivatives may be, too
-        band["explained"] = band["explained"] + factor * OUTPUT_ROUNDING * activation_sensitivity(
-            prepared.forward_program(), [e.symbol for e in prepared.entries], unique)
-    unreached = getattr(prepared.model, "unreached", frozenset())
-    if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
-        zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
-        band["zero"] = zero.expand(len(unique), -1)
-    worst_rows = es.worst.tolist()
-    refs: dict[tuple[float, ...], PointReference] = {}
-    for u, p in enumerate(unique):
-        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)}) if prepared.small else None
-        refs[p] = reference_at(
-            prepared.gradient, [fmpq(*x.as_integer_ratio()) for x in p], scales=worst_rows[u], limit=limit,
-            rational=prepared.gradient.maybe_rational,
-        )
+
+    def explained(activation: Beside | None) -> Any:
+        wide = error_scales_batch(prepared.gradient, unique, explained=True).explained if few else es.explained
+        out = factor * wide
+        if hessian is not None and len(symbols) == 1:  # an elementwise function: its derivative may be
+            out = out + factor * OUTPUT_ROUNDING * output_sensitivity(hessian, unique)  # computed from its output
+        if layered:
+            sizes = activation.result() if activation is not None else activation_sensitivity(forward, wrt, unique)
+            out = out + factor * OUTPUT_ROUNDING * sizes
+        return out
+
+    # many points: the activation sizes in a forked child while the exact gradient is computed here
+    # (`worker.Beside`)
+    big = not few and layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
+    with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big and core_to_spare()) as activation:
+        if hessian is not None:
+            band["sensitive"] = factor * input_sensitivity(hessian, wrt, unique)
+        unreached = getattr(prepared.model, "unreached", frozenset())
+        if unreached:  # weights that do not occur in the loss: exactly 0 (`checks.unreached`)
+            zero = torch.tensor([False] + [e.symbol in unreached for e in prepared.entries])
+            band["zero"] = zero.expand(len(unique), -1)
+        refs = _exact_references(prepared, unique, es.worst.tolist())
+        band["explained"] = Deferred(lambda: explained(None)) if few else explained(activation)
     return refs, scale, band
 
 
@@ -564,6 +608,46 @@ def near_kinks_of(prepared: Prepared, pts: Sequence[tuple[float, ...]], refs: Se
 
     gp = prepared.gradient
     return attach(ex, near_kinks(gp.prog, pts, refs, dtype, factor, rational=gp.maybe_rational))
+
+
+# Points × gradient-program slots from which the activation sizes are computed in a forked child,
+# beside the exact gradient, when a core is free (mlp-193 at 1,000 points: 1.2 million slots; the
+# fork and the sizes' pickle cost 70-100 ms, the sizes themselves 0.6 s of CPU).  On the shared
+# 2-core machine, busy with other work, the child only competed: 4.96 s against 4.35 s in-process.
+OVERLAP_WORK = 200_000
+
+
+def core_to_spare() -> bool:
+    """Whether the machine has a core that nothing else is using (load average over the last
+    minute at most the number of cores less one and a half)."""
+    import os
+
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1.5
+    except OSError:  # no load average (some containers, Windows): do not assume a free core
+        return False
+
+
+def _exact_references(prepared: Prepared, unique: Sequence[tuple[float, ...]], worst_rows: list[list[float]]
+                      ) -> dict[tuple[float, ...], PointReference]:
+    refs: dict[tuple[float, ...], PointReference] = {}
+    if not prepared.small:  # no limits at removable singularities: every point in one batch
+        values = program_values_many(prepared.gradient.prog, unique, scales=worst_rows,  # floats: exact
+                                     rational=prepared.gradient.maybe_rational)
+        for p, r in zip(unique, values):
+            refs[p] = PointReference(r.values[0], r.values[1:], r.arithmetic, r.boundary)
+        return refs
+    symbols = prepared.model.symbols
+    for u, p in enumerate(unique):
+        limit = _limit(prepared, {s: Fraction(x) for s, x in zip(symbols, p)})
+        refs[p] = reference_at(prepared.gradient, _exact_point(p), scales=worst_rows[u], limit=limit,
+                               rational=prepared.gradient.maybe_rational)
+    return refs
+
+
+def _exact_point(p: Sequence[float]) -> list[fmpq]:
+    """A float point's exact values (a float is a binary fraction)."""
+    return [fmpq(*x.as_integer_ratio()) for x in p]
 
 
 def _dtype_scale(prepared: Prepared, pts: Sequence[tuple[float, ...]], dtype: str, factor: float, shared: Any) -> Any:

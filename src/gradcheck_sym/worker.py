@@ -25,9 +25,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
+import select
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -200,3 +203,102 @@ def _out_of_memory(name: str, memory: int | None) -> str:
     limit = f" of {memory / 2**30:.1f} GiB" if memory else ""
     return (f"model `{name}` ran out of memory (limit{limit}, set by $GRADCHECK_SYM_MEMORY_GB); check fewer "
             "points (--samples) or a smaller model")
+
+
+# How long `Beside.result` waits for its child: this many times as long as this process took for
+# its own part since the fork, and at least PATIENCE_MIN seconds; then the work is done here.
+PATIENCE = 10.0
+PATIENCE_MIN = 60.0
+
+
+class Beside:
+    """``work()`` computed in a forked child (unless not ``fork``) while this process does
+    something else (the exact gradient here, the activation sizes there: two cores), and its
+    (picklable) result collected by `result`.  Wherever the child cannot give it (no ``fork``, a CUDA build's torch
+    refusing autograd in a child, a crash, a result that does not pickle), `result` computes it here
+    instead, so the answer never depends on the child.  Used as a context manager: leaving the
+    block (an exception, Ctrl-C, a time budget's alarm) kills a child still at work."""
+
+    def __init__(self, work: Callable[[], Any], *, fork: bool = True) -> None:
+        self.work = work
+        self.pid: int | None = None
+        self.forked = False  # whether the result came from a child (for tests)
+        if not (fork and can_isolate()):
+            return
+        read, write = os.pipe()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no interrupt halfway through the fork
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process (torch's
+                warnings.simplefilter("ignore", DeprecationWarning)  # pools): the child runs on one thread
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover  (the child: coverage does not follow it)
+                os.close(read)
+                _beside_child(write, work)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        os.close(write)
+        self.pid, self.read, self.started = pid, read, time.monotonic()
+
+    def result(self) -> Any:
+        if self.pid is None:
+            return self.work()
+        # a child stuck (on a lock that some thread held when the fork copied it) is given up on
+        deadline = time.monotonic() + max(PATIENCE_MIN, PATIENCE * (time.monotonic() - self.started))
+        chunks = []
+        while True:
+            ready, _, _ = select.select([self.read], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.close()
+                return self.work()
+            chunk = os.read(self.read, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self.read)
+        os.waitpid(self.pid, 0)
+        self.pid = None
+        data = b"".join(chunks)
+        try:
+            status, value = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - nothing (a crash) or half of it: computed here
+            status, value = "error", None
+        if status != "ok":
+            return self.work()
+        self.forked = True
+        return value
+
+    def close(self) -> None:
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+            os.waitpid(self.pid, 0)
+            os.close(self.read)
+            self.pid = None
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _beside_child(write: int, work: Callable[[], Any]) -> None:  # pragma: no cover  (runs in the child)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it kills this process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # the parent's time budget is the parent's
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+    try:
+        if "torch" in sys.modules:  # torch's thread pools do not survive a fork (see `_child`)
+            import torch
+
+            torch.set_num_threads(1)
+        data = pickle.dumps(("ok", work()))
+    except BaseException as exc:  # noqa: BLE001 - the parent computes it itself
+        data = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+    try:
+        with os.fdopen(write, "wb") as f:
+            f.write(data)
+    finally:
+        os._exit(0)  # no atexit handlers, no flushing of the parent's buffers twice

@@ -113,7 +113,7 @@ def function(
         r = torch(P.T, xs, data, P.T.float64)
         own = ulps * r if charge is None else charge(r, xs, data)
         if accuracy is not None:
-            own = own.abs() + (accuracy(data) / P.u) * r.abs()
+            own = abs(own) + (accuracy(data) / P.u) * abs(r)
         _float_rounding(P, k, args, r, own)
 
     classes = () if sympy_class is None else sympy_class if isinstance(sympy_class, tuple) else (sympy_class,)

@@ -225,8 +225,8 @@ def _const_rounding(P: ErrorPass, k: int, args: tuple[int, ...], c: Any) -> None
         P.v[k] = c
         return
     P.v[k] = _f64(P, float(c))
-    P.E[k] = P.zero() if _exact_const(c) else P.v[k].abs()
-    P.V[k] = P.E[k] ** 2
+    P.E[k] = P.zero() if _exact_const(c) else abs(P.v[k])
+    P.V[k] = P.E[k] * P.E[k]
 
 
 CONSTANTS = (sp.pi, sp.E, sp.EulerGamma, sp.Catalan)
@@ -384,7 +384,7 @@ def _powv_rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> No
     r = T.pow(b, e)
     P.v[k] = r
     if P.errors:
-        parts = [(args[0], e * T.pow(b, e - 1)), (args[1], r * T.log(b.abs()))]
+        parts = [(args[0], e * T.pow(b, e - 1)), (args[1], r * T.log(abs(b)))]
         P.E[k], P.V[k] = P.combine(parts, [2.0 * r])
 
 
@@ -628,7 +628,7 @@ def _cmul_rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> No
     if not P.errors:
         return
     ea, va = P.E[s], P.V[s]
-    P.E[k] = T.where(dead & (ea == 0), zero, pv.abs() * ea + a.abs() * P.E[p] + c.abs())
+    P.E[k] = T.where(dead & (ea == 0), zero, abs(pv) * ea + abs(a) * P.E[p] + abs(c))
     P.V[k] = T.where(dead & (va == 0), zero, pv * pv * va + a * a * P.V[p] + c * c)
 
 
@@ -653,8 +653,8 @@ def _acc_rounding(P: ErrorPass, k: int, args: tuple[int, ...], data: Any) -> Non
         old, c = s, P.v[a]
         s = old + c
         if P.errors:
-            rounding = T.where((c == 0) | (old == 0), zero, s.abs())  # adding to or of zero is exact
-            e, var = e + P.E[a] + rounding, var + P.V[a] + rounding**2
+            rounding = T.where((c == 0) | (old == 0), zero, abs(s))  # adding to or of zero is exact
+            e, var = e + P.E[a] + rounding, var + P.V[a] + rounding * rounding
     P.v[k] = s
     if P.errors:
         P.E[k], P.V[k] = e, var
