@@ -60,19 +60,21 @@ F64_POINT = {"W1": [[-0.4706508846522831, 0.6275345128697108], [0.5, -0.25], [-0
              "b1": [[0], [0.1], [0.2]], "W2": [[1, 0.5, -0.5]], "b2": [[0.1]], "X": [[1], [0.75]], "Y": [[0.5]]}
 
 
-def grads(result: Any, source: str) -> dict[tuple[str, Any], Any]:
-    return {(c.param, c.index): c for c in result.checks if c.source == source and c.quantity == "grad"}
+def grads(result: Any, source: str, point: int = 0) -> dict[tuple[str, Any], Any]:
+    return {(c.param, c.index): c for c in result.checks
+            if c.source == source and c.quantity == "grad" and c.point == point}
 
 
-def test_the_leads_point_is_imprecise_near_a_kink_for_every_source_in_float32() -> None:
-    result = verify(relu_net(), impl=torch_impl, grad_impl=numpy_backprop, points=[LEAD_POINT], samples=0,
+@pytest.mark.parametrize("samples", [0, 6])  # one point: judged on NumPy arrays; seven: on torch tensors (`arrays`)
+def test_the_leads_point_is_imprecise_near_a_kink_for_every_source_in_float32(samples: int) -> None:
+    result = verify(relu_net(), impl=torch_impl, grad_impl=numpy_backprop, points=[LEAD_POINT], samples=samples,
                     dtypes=["float32"])
     assert result.status == "pass", [(c.source, c.param, c.index, c.note) for c in result.failed]
     exact = {k: c.exact for k, c in grads(result, "impl").items() if k in NEAR_ENTRIES}
     assert exact == pytest.approx({("W1", (0, 0)): -2, ("W1", (0, 1)): -1.5, ("b1", (0, 0)): -2}, rel=1e-7)
     assert grads(result, "grad_impl")[("W1", (0, 0))].value == 0  # it really took the other branch
     for source in ("autograd", "impl", "grad_impl"):
-        checks = grads(result, source)
+        checks = grads(result, source)  # the lead's point is point 0
         for key in NEAR_ENTRIES:
             c = checks[key]
             assert c.verdict in ("agree", "imprecise"), c
