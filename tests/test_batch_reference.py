@@ -256,13 +256,57 @@ def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.Monk
     monkeypatch.setattr(verifier, "core_to_spare", lambda: True)
     monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
     _, _, forked = references(prepared, pts, 1.0)
-    assert made and made[-1].forked  # the sizes came from the child
+    # the sizes came from the child (unless a CUDA build's torch, having run autograd on device
+    # threads in this process, refused it there: then they were computed here, as the next test plants)
+    assert made and (made[-1].forked or torch.cuda.is_available())
     monkeypatch.setattr(verifier, "OVERLAP_WORK", 10**12)
     _, _, inline = references(prepared, pts, 1.0)
     assert not made[-1].forked
     assert set(forked) == set(inline)
     for k in forked:
         torch.testing.assert_close(forked[k], inline[k], rtol=0, atol=0, equal_nan=True)  # bit for bit
+
+
+def test_a_child_whose_torch_refuses_autograd_leaves_the_activation_sizes_to_this_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA build of torch that ran autograd on device threads refuses it in a forked child with
+    a RuntimeError; `activation_sensitivity` turns a RuntimeError into "no sizes" (zeros), and
+    before the fix the child returned those zeros as its answer (found on a GPU machine: 1,344 of
+    1,350 sizes differed from the ones computed here).  Planted here on any machine."""
+    import os
+
+    from gradcheck_sym import cache, errorbound, verifier, worker
+    from gradcheck_sym.scalars import SCALAR_POINTS
+
+    monkeypatch.setattr(cache, "_DISABLED", True)
+    m = mlp()
+    prepared = prepare(m)
+    pts = rounded(points_for(m, SCALAR_POINTS + 2, 4), m.symbols, "float64")
+    parent, real = os.getpid(), errorbound._activation_sensitivity
+
+    def refusing(*a, **kw):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            raise RuntimeError("Unable to handle autograd's threading in combination with fork-based multiprocessing")
+        return real(*a, **kw)
+
+    made: list[worker.Beside] = []
+
+    class Recorded(worker.Beside):
+        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(errorbound, "_activation_sensitivity", refusing)
+    monkeypatch.setattr(worker, "Beside", Recorded)
+    monkeypatch.setattr(verifier, "core_to_spare", lambda: True)
+    monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
+    _, _, tried = references(prepared, pts, 1.0)
+    assert made and made[-1].pid is None and not made[-1].forked  # a child ran, and gave nothing
+    monkeypatch.setattr(verifier, "OVERLAP_WORK", 10**12)
+    _, _, inline = references(prepared, pts, 1.0)
+    assert bool((inline["explained"] > 0).any())
+    for k in inline:
+        torch.testing.assert_close(tried[k], inline[k], rtol=0, atol=0, equal_nan=True)
 
 
 def test_float_points_are_the_binary_fractions_they_are() -> None:

@@ -570,7 +570,8 @@ def _floats_or_none(sub: Program, z: float) -> Any:
         return None
 
 
-def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]]) -> Tensor:
+def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequence[Sequence[float]], *,
+                           raises: bool = False) -> Tensor:
     """How far the gradient moves when every elementwise function's derivative is computed from
     its rounded output, as standard backward formulas do (``s·(1 − s)`` for a sigmoid layer,
     ``1 − y²`` for tanh), in units of u, column 0 (the loss) 0: for each function ``y = f(z)``
@@ -588,6 +589,8 @@ def activation_sensitivity(prog: Program, wrt: Sequence[sp.Symbol], points: Sequ
     try:
         return _activation_sensitivity(prog, wrt, points)
     except RuntimeError:  # an op torch cannot differentiate: no explanation (a size, never the model's error)
+        if raises:  # ... unless the caller is a forked child (`worker.Beside`), whose parent decides
+            raise
         return torch.zeros((n, 1 + len(wrt)), dtype=torch.float64)
 
 

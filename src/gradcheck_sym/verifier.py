@@ -588,7 +588,8 @@ def references(prepared: Prepared, unique: Sequence[tuple[float, ...]], factor: 
     # many points: the activation sizes in a forked child while the exact gradient is computed here
     # (`worker.Beside`)
     big = not few and layered and len(unique) * len(prepared.gradient.prog) >= OVERLAP_WORK
-    with Beside(lambda: activation_sensitivity(forward, wrt, unique), fork=big and core_to_spare()) as activation:
+    with Beside(lambda: activation_sensitivity(forward, wrt, unique, raises=True), fork=big and core_to_spare(),
+                here=lambda: activation_sensitivity(forward, wrt, unique)) as activation:
         if hessian is not None:
             band["sensitive"] = factor * input_sensitivity(hessian, wrt, unique)
         unreached = getattr(prepared.model, "unreached", frozenset())
