@@ -619,12 +619,15 @@ OVERLAP_WORK = 200_000
 
 
 def core_to_spare() -> bool:
-    """Whether the machine has a core that nothing else is using (load average over the last
-    minute at most the number of cores less one and a half)."""
+    """Whether the machine has a core that nothing else is using: at least two cores, and a load
+    average over the last minute of at most the number of cores less a half (this process's own
+    work counts in it: with "less one and a half" a 2-core machine running nothing but this check
+    never forked, its own load being about 1)."""
     import os
 
+    cores = os.cpu_count() or 1
     try:
-        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1.5
+        return cores >= 2 and os.getloadavg()[0] <= cores - 0.5
     except OSError:  # no load average (some containers, Windows): do not assume a free core
         return False
 
