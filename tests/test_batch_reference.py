@@ -235,16 +235,10 @@ def test_leaving_the_block_early_stops_the_child() -> None:
         os.waitpid(pid, os.WNOHANG)  # stopped and reaped: no child left behind
 
 
-def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradcheck_sym import cache, verifier, worker
+def _recorded_besides(monkeypatch: pytest.MonkeyPatch) -> list:  # type: ignore[type-arg]
+    """Every `worker.Beside` made from now on (the test's monkeypatch undoes it)."""
+    from gradcheck_sym import worker
 
-    monkeypatch.setattr(cache, "_DISABLED", True)  # restored after the test (`cache.disable()` leaked into later tests)
-    m = mlp()
-    prepared = prepare(m)
-    from gradcheck_sym.scalars import SCALAR_POINTS
-
-    # more points than the few whose explained bound waits until a source disagrees
-    pts = rounded(points_for(m, SCALAR_POINTS + 2, 3), m.symbols, "float64")
     made: list[worker.Beside] = []
 
     class Recorded(worker.Beside):
@@ -253,6 +247,20 @@ def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.Monk
             made.append(self)
 
     monkeypatch.setattr(worker, "Beside", Recorded)
+    return made
+
+
+def test_large_runs_compute_the_activation_sizes_beside(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_sym import cache, verifier
+
+    monkeypatch.setattr(cache, "_DISABLED", True)  # restored after the test (`cache.disable()` leaked into later tests)
+    m = mlp()
+    prepared = prepare(m)
+    from gradcheck_sym.scalars import SCALAR_POINTS
+
+    # more points than the few whose explained bound waits until a source disagrees
+    pts = rounded(points_for(m, SCALAR_POINTS + 2, 3), m.symbols, "float64")
+    made = _recorded_besides(monkeypatch)
     monkeypatch.setattr(verifier, "core_to_spare", lambda: True)
     monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
     _, _, forked = references(prepared, pts, 1.0)
@@ -275,7 +283,7 @@ def test_a_child_whose_torch_refuses_autograd_leaves_the_activation_sizes_to_thi
     1,350 sizes differed from the ones computed here).  Planted here on any machine."""
     import os
 
-    from gradcheck_sym import cache, errorbound, verifier, worker
+    from gradcheck_sym import cache, errorbound, verifier
     from gradcheck_sym.scalars import SCALAR_POINTS
 
     monkeypatch.setattr(cache, "_DISABLED", True)
@@ -289,15 +297,8 @@ def test_a_child_whose_torch_refuses_autograd_leaves_the_activation_sizes_to_thi
             raise RuntimeError("Unable to handle autograd's threading in combination with fork-based multiprocessing")
         return real(*a, **kw)
 
-    made: list[worker.Beside] = []
-
-    class Recorded(worker.Beside):
-        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(*a, **kw)
-            made.append(self)
-
+    made = _recorded_besides(monkeypatch)
     monkeypatch.setattr(errorbound, "_activation_sensitivity", refusing)
-    monkeypatch.setattr(worker, "Beside", Recorded)
     monkeypatch.setattr(verifier, "core_to_spare", lambda: True)
     monkeypatch.setattr(verifier, "OVERLAP_WORK", 1)
     _, _, tried = references(prepared, pts, 1.0)
